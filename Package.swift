@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "Leasehold",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Leasehold", targets: ["Leasehold"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),

@@ -1,0 +1,628 @@
+/// The lease state machine of one member for all its jobs, with no I/O.
+///
+/// Inputs are the current time (a monotonic `Duration` since an arbitrary origin), command
+/// completions, released-channel messages and requests from the layer above; outputs are
+/// commands to send, leadership events and the next time the engine must be polled. The
+/// driver (`LeaseManager`) binds it to Redis and a real clock; tests and the simulator bind
+/// it to a fake clock, so the timing rules are checked deterministically.
+///
+/// Safety rests on three rules kept here:
+/// - validity is counted from the *send* time of the acquire/renew that succeeded;
+/// - step-down is a timer, independent of any reply, so a hung call cannot keep a leader;
+/// - a failed call with an unknown outcome is never taken as success, and a lease we might
+///   hold is taken up again (the acquire script is idempotent for its owner) or released by
+///   value on shutdown.
+public struct LeaseEngine: Sendable {
+    /// What one `poll` asks of the driver.
+    public struct Step: Sendable {
+        /// Commands to send now.
+        public var commands: [LeaseCommand] = []
+        /// Leadership changes to act on, in order.
+        public var events: [LeadershipEvent] = []
+        /// When to poll again at the latest (nil: only on a new input).
+        public var wakeAt: Duration?
+    }
+
+    /// Member-level settings.
+    public struct Settings: Sendable, Hashable {
+        /// This process's owner id.
+        public var owner: OwnerID
+        /// Placement weight published in the heartbeat.
+        public var weight: Double
+        /// Extra member metadata published in the heartbeat (host, pid, version, ...).
+        public var metadata: [String: String]
+        /// Largest batch of jobs in one acquire script call (keeps each call short on Redis).
+        public var maxAcquireBatch: Int
+        /// Seed for jitter, so simulations replay exactly.
+        public var seed: UInt64
+
+        /// Creates member settings.
+        public init(
+            owner: OwnerID, weight: Double = 1, metadata: [String: String] = [:],
+            maxAcquireBatch: Int = 500, seed: UInt64 = 0
+        ) {
+            self.owner = owner
+            self.weight = weight
+            self.metadata = metadata
+            self.maxAcquireBatch = maxAcquireBatch
+            self.seed = seed
+        }
+    }
+
+    /// What one job is doing on this member.
+    public enum Phase: Sendable, Hashable {
+        /// Not leading; next acquire attempt due at `attemptAt`.
+        case standby(attemptAt: Duration)
+        /// An acquire for this job is in flight.
+        case acquiring
+        /// Leading with `token` until `validUntil`; the handler is cancelled at `stepDownAt`.
+        case leading(token: UInt64, validUntil: Duration, stepDownAt: Duration)
+        /// The handler stopped; a release is queued or in flight. A nil token releases
+        /// whatever lease this owner may hold (after an unknown outcome).
+        case releasing(token: UInt64?, reason: ReleaseReason, sent: Bool)
+        /// Shut down: no more attempts.
+        case retired
+    }
+
+    private struct JobState: Sendable {
+        var spec: LeaseJob
+        var phase: Phase
+        /// Set when Redis may hold a lease in our name that we do not count as ours (an
+        /// acquire timed out, or we stepped down while the lease may still exist).
+        var mayHold = false
+        /// Local time at which we expect the current holder's lease to end, if observed.
+        var observedExpiry: Duration?
+        /// Local time the lease was seen free (released message or empty holder), for
+        /// placement's standby delay.
+        var freeSince: Duration?
+        /// Whether a handoff was already suggested for the current token.
+        var handoffSuggested = false
+        /// Consecutive failed attempts (for backoff).
+        var failures = 0
+        /// A released message came while an acquire was in flight: retry at once if that
+        /// acquire found the lease still held.
+        var releasedWhileAcquiring = false
+        /// When this member last became leader, so a handoff is not suggested before the
+        /// leadership itself has been stable (avoids ping-pong with a preferred member that
+        /// is live but does not take the job).
+        var leadingSince: Duration?
+    }
+
+    private enum InFlight: Sendable {
+        case acquire(jobs: [String], sentAt: Duration)
+        case renew(items: [RenewItem], sentAt: Duration)
+        case release(items: [ReleaseItem], reason: ReleaseReason)
+    }
+
+    /// The member settings.
+    public let settings: Settings
+    private var jobs: [String: JobState]
+    private var jobOrder: [String]
+    private var inFlight: [Int: InFlight] = [:]
+    private var nextCommandID = 1
+    private var rng: SplitMix64
+
+    // Member tick (renew + heartbeat).
+    private let tickInterval: Duration
+    private let heartbeatTTL: Duration
+    private var nextTickAt: Duration
+    private var tickFailures = 0
+    private var lastTickRedisMs: Int64 = 0
+
+    // What the last tick told us about the world.
+    private var members: [MemberInfo] = []
+    private var membersKnown = false
+    private var memberFirstSeen: [String: Duration] = [:]
+    /// Redis time (ms) at a local instant: lets liveness be judged at decision time.
+    private var redisClock: (redisMs: Int64, local: Duration)?
+    private var reportedDuplicate: String?
+    private var redisUp: Bool?
+    private var shuttingDown = false
+    private var pendingEvents: [LeadershipEvent] = []
+
+    /// Creates the engine for `jobs` at local time `now`; the first tick is due at once.
+    public init(settings: Settings, jobs: [LeaseJob], now: Duration) {
+        self.settings = settings
+        self.rng = SplitMix64(seed: settings.seed)
+        var states: [String: JobState] = [:]
+        for job in jobs {
+            states[job.name] = JobState(spec: job, phase: .standby(attemptAt: now))
+        }
+        self.jobs = states
+        self.jobOrder = jobs.map(\.name)
+        let shortestRenew = jobs.map(\.timing.renewEvery).min() ?? .seconds(3)
+        let shortestTTL = jobs.map(\.timing.ttl).min() ?? .seconds(10)
+        self.tickInterval = shortestRenew
+        // Two ticks of heartbeat: a member that misses two renewals in a row is considered
+        // gone, which happens before any of its leases (TTL ≥ 3 ticks) can expire, so a
+        // standby never waits on placement for a member that crashed.
+        self.heartbeatTTL = min(shortestRenew * 2, shortestTTL)
+        self.nextTickAt = now
+    }
+
+    // MARK: - Reading
+
+    /// The phase of a job, or nil if the engine does not know it.
+    public func phase(of job: String) -> Phase? { jobs[job]?.phase }
+
+    /// The token and validity of a job this member leads right now.
+    public func lease(of job: String) -> (token: UInt64, validUntil: Duration)? {
+        if case .leading(let token, let validUntil, _) = jobs[job]?.phase { return (token, validUntil) }
+        return nil
+    }
+
+    /// Bumped whenever a lease's token or validity changes, so drivers can refresh snapshots
+    /// only when needed.
+    public private(set) var leaseRevision = 0
+
+    /// Every lease this member leads, with its validity and step-down time.
+    public var heldLeases: [(job: String, token: UInt64, validUntil: Duration, stepDownAt: Duration)] {
+        jobOrder.compactMap { name in
+            if case .leading(let token, let validUntil, let stepDownAt) = jobs[name]?.phase {
+                return (name, token, validUntil, stepDownAt)
+            }
+            return nil
+        }
+    }
+
+    /// The jobs this member leads.
+    public var ledJobs: [String] {
+        jobOrder.filter { if case .leading = jobs[$0]?.phase { true } else { false } }
+    }
+
+    /// The live members as of the last tick.
+    public var liveMembers: [MemberInfo] { members }
+
+    /// True once shutdown was requested and nothing is held or in flight any more.
+    public var isShutDown: Bool {
+        shuttingDown && inFlight.values.allSatisfy { if case .renew = $0 { true } else { false } }
+            && jobs.values.allSatisfy { $0.phase == .retired }
+    }
+
+    /// The preferred member of a job among the members live at `now`, by rendezvous.
+    public func preferredMember(of job: String, now: Duration) -> String? {
+        Rendezvous.preferred(job: job, among: liveMembers(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) })
+    }
+
+    // MARK: - Inputs
+
+    /// A `released` message arrived for `job`: a standby tries at once instead of waiting.
+    public mutating func releasedMessage(job: String, now: Duration) {
+        guard var state = jobs[job] else { return }
+        if state.phase == .acquiring {
+            state.releasedWhileAcquiring = true
+            jobs[job] = state
+            return
+        }
+        guard case .standby = state.phase else { return }
+        state.observedExpiry = nil
+        state.freeSince = now
+        state.phase = .standby(attemptAt: placementDelayedAttempt(for: state, earliest: now, now: now))
+        jobs[job] = state
+    }
+
+    /// The handler of `job` has stopped; give the lease up (shutdown, handoff or a voluntary
+    /// release). Nothing happens unless the job is led.
+    public mutating func release(job: String, reason: ReleaseReason, now: Duration) {
+        guard var state = jobs[job], case .leading(let token, _, _) = state.phase else { return }
+        state.phase = .releasing(token: token, reason: reason, sent: false)
+        jobs[job] = state
+        leaseRevision += 1
+    }
+
+    /// Stop acquiring; leaders keep renewing until the layer above releases them.
+    public mutating func beginShutdown(now: Duration) {
+        shuttingDown = true
+    }
+
+    /// Feeds a command's result back into the engine.
+    public mutating func complete(_ completion: LeaseCompletion, now: Duration) {
+        switch completion {
+        case .acquire(let id, let result):
+            guard case .acquire(let names, let sentAt)? = inFlight.removeValue(forKey: id) else { return }
+            handleAcquire(names: names, sentAt: sentAt, result: result, now: now)
+        case .renew(let id, let result):
+            guard case .renew(let items, let sentAt)? = inFlight.removeValue(forKey: id) else { return }
+            handleRenew(items: items, sentAt: sentAt, result: result, now: now)
+        case .release(let id, let result):
+            guard case .release(let items, let reason)? = inFlight.removeValue(forKey: id) else { return }
+            handleRelease(items: items, reason: reason, result: result, now: now)
+        }
+    }
+
+    // MARK: - Poll
+
+    /// Advances timers to `now` and returns what to do next.
+    public mutating func poll(now: Duration) -> Step {
+        var step = Step()
+        stepDownExpiredLeaders(now: now)
+        suggestHandoffs(now: now)
+        if shuttingDown { retireIdleJobs() }
+
+        if let command = makeRenewCommand(now: now) { step.commands.append(command) }
+        step.commands.append(contentsOf: makeAcquireCommands(now: now))
+        step.commands.append(contentsOf: makeReleaseCommands(now: now))
+
+        step.events = pendingEvents
+        pendingEvents.removeAll(keepingCapacity: true)
+        step.wakeAt = nextWake(now: now)
+        return step
+    }
+
+    // MARK: - Timers
+
+    private mutating func stepDownExpiredLeaders(now: Duration) {
+        for name in jobOrder {
+            guard var state = jobs[name], case .leading(let token, _, let stepDownAt) = state.phase,
+                  now >= stepDownAt else { continue }
+            // The renewal did not come back in time. The lease may still be ours in Redis
+            // (a slow reply): mark it so a later acquire takes it up or shutdown releases it.
+            state.phase = .standby(attemptAt: now)
+            state.mayHold = true
+            state.handoffSuggested = false
+            jobs[name] = state
+            leaseRevision += 1
+            pendingEvents.append(.lost(job: name, token: token, reason: .steppedDown))
+        }
+    }
+
+    private mutating func suggestHandoffs(now: Duration) {
+        guard membersKnown, !shuttingDown else { return }
+        let me = settings.owner.member
+        for name in jobOrder {
+            guard var state = jobs[name], case .leading = state.phase, !state.handoffSuggested,
+                  case .spread(_, let stability) = state.spec.placement,
+                  let preferred = preferredMember(of: name, now: now), preferred != me,
+                  let since = memberFirstSeen[preferred], now - since >= stability,
+                  let leadingSince = state.leadingSince, now - leadingSince >= stability
+            else { continue }
+            state.handoffSuggested = true
+            jobs[name] = state
+            pendingEvents.append(.handoffSuggested(job: name, to: preferred))
+        }
+    }
+
+    private mutating func retireIdleJobs() {
+        for name in jobOrder {
+            guard var state = jobs[name], case .standby = state.phase else { continue }
+            if state.mayHold {
+                // We may own this lease without knowing: release it by value, whatever its token.
+                state.phase = .releasing(token: nil, reason: .released, sent: false)
+            } else {
+                state.phase = .retired
+            }
+            jobs[name] = state
+        }
+    }
+
+    /// Handoff suggestions need no timer of their own: they are checked on every poll, and
+    /// the member tick polls at least once per renew interval.
+    private func nextWake(now: Duration) -> Duration? {
+        var wake: Duration? = nextTickAt
+        func consider(_ t: Duration) { wake = min(wake ?? t, t) }
+        for state in jobs.values {
+            switch state.phase {
+            case .standby(let attemptAt):
+                if !shuttingDown, gateOpen(for: state) { consider(attemptAt) }
+            case .leading(_, _, let stepDownAt):
+                consider(stepDownAt)
+            case .releasing(_, _, let sent):
+                if !sent { consider(now) }
+            default:
+                break
+            }
+        }
+        return wake.map { max($0, now) }
+    }
+
+    // MARK: - Commands
+
+    private mutating func makeRenewCommand(now: Duration) -> LeaseCommand? {
+        guard now >= nextTickAt, !inFlight.values.contains(where: { if case .renew = $0 { true } else { false } })
+        else { return nil }
+        var items: [RenewItem] = []
+        for name in jobOrder {
+            if let state = jobs[name], case .leading(let token, _, _) = state.phase {
+                items.append(RenewItem(job: name, token: token, ttlMs: state.spec.timing.ttlMilliseconds))
+            }
+        }
+        let id = allocateID()
+        inFlight[id] = .renew(items: items, sentAt: now)
+        // Until the reply: if it never comes, retry after a short backoff (the step-down
+        // timers guard validity meanwhile).
+        nextTickAt = now + backoff(failures: tickFailures + 1, cap: tickInterval)
+        return .renew(id: id, batch: RenewBatch(
+            leases: items, heartbeatTTLMs: heartbeatTTL.wholeMilliseconds, previousTickMs: lastTickRedisMs))
+    }
+
+    private mutating func makeAcquireCommands(now: Duration) -> [LeaseCommand] {
+        guard !shuttingDown else { return [] }
+        var due: [AcquireRequest] = []
+        for name in jobOrder {
+            guard var state = jobs[name], case .standby(let attemptAt) = state.phase, attemptAt <= now,
+                  gateOpen(for: state) else { continue }
+            // Placement may ask us to hold back even though the attempt timer fired.
+            let delayed = placementDelayedAttempt(for: state, earliest: now, now: now)
+            if delayed > now {
+                state.phase = .standby(attemptAt: delayed)
+                jobs[name] = state
+                continue
+            }
+            var gap: Int64?
+            if let expiry = state.observedExpiry, now > expiry { gap = (now - expiry).wholeMilliseconds }
+            due.append(AcquireRequest(job: name, ttlMs: state.spec.timing.ttlMilliseconds, gapHintMs: gap))
+            state.phase = .acquiring
+            jobs[name] = state
+        }
+        var commands: [LeaseCommand] = []
+        var start = 0
+        while start < due.count {
+            let batch = Array(due[start..<min(start + settings.maxAcquireBatch, due.count)])
+            let id = allocateID()
+            inFlight[id] = .acquire(jobs: batch.map(\.job), sentAt: now)
+            commands.append(.acquire(id: id, requests: batch))
+            start += batch.count
+        }
+        return commands
+    }
+
+    private mutating func makeReleaseCommands(now: Duration) -> [LeaseCommand] {
+        var byReason: [ReleaseReason: [ReleaseItem]] = [:]
+        for name in jobOrder {
+            guard var state = jobs[name], case .releasing(let token, let reason, false) = state.phase else { continue }
+            byReason[reason, default: []].append(ReleaseItem(job: name, token: token))
+            state.phase = .releasing(token: token, reason: reason, sent: true)
+            jobs[name] = state
+        }
+        var commands: [LeaseCommand] = []
+        for reason in [ReleaseReason.released, .handedOff] {
+            guard let items = byReason[reason] else { continue }
+            let id = allocateID()
+            inFlight[id] = .release(items: items, reason: reason)
+            commands.append(.release(id: id, items: items, reason: reason))
+        }
+        return commands
+    }
+
+    // MARK: - Replies
+
+    private mutating func handleAcquire(
+        names: [String], sentAt: Duration, result: Result<AcquireReply, LeaseCallFailure>, now: Duration
+    ) {
+        switch result {
+        case .failure(let failure):
+            noteRedis(up: false, detail: failure.message)
+            for name in names {
+                guard var state = jobs[name], state.phase == .acquiring else { continue }
+                state.releasedWhileAcquiring = false
+                state.failures += 1
+                if failure.outcomeUnknown { state.mayHold = true }
+                state.phase = .standby(attemptAt: now + backoff(failures: state.failures, cap: .seconds(2)))
+                jobs[name] = state
+            }
+        case .success(let reply):
+            noteRedis(up: true, detail: nil)
+            noteRedisClock(reply.redisNowMs, at: now)
+            for (name, outcome) in zip(names, reply.outcomes) {
+                guard var state = jobs[name], state.phase == .acquiring else { continue }
+                state.failures = 0
+                let releasedMeanwhile = state.releasedWhileAcquiring
+                state.releasedWhileAcquiring = false
+                switch outcome {
+                case .acquired(let token, let takeover, let gap):
+                    becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: takeover, gapMs: gap)
+                case .alreadyHeld(let token):
+                    becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: .reacquired, gapMs: nil)
+                case .held(_, let pttl):
+                    state.mayHold = false
+                    let remaining: Duration
+                    switch pttl {
+                    case ..<(-1): remaining = .zero  // vanished between GET and PTTL
+                    case -1: remaining = state.spec.timing.ttl  // no TTL: someone set it by hand
+                    default: remaining = .milliseconds(pttl)
+                    }
+                    state.observedExpiry = now + remaining
+                    state.freeSince = nil
+                    let jitter = self.jitter(upTo: min(.milliseconds(20), state.spec.timing.ttl / 100))
+                    if shuttingDown {
+                        state.phase = .retired
+                    } else {
+                        let attemptAt = releasedMeanwhile ? now : now + remaining + jitter
+                        state.phase = .standby(attemptAt: attemptAt)
+                    }
+                }
+                jobs[name] = state
+            }
+        }
+    }
+
+    private mutating func becomeLeader(
+        _ state: inout JobState, token: UInt64, sentAt: Duration, now: Duration,
+        takeover: TakeoverKind, gapMs: Int64?
+    ) {
+        state.mayHold = false
+        state.observedExpiry = nil
+        state.freeSince = nil
+        state.handoffSuggested = false
+        let timing = state.spec.timing
+        let validUntil = sentAt + timing.validityWindow
+        let stepDownAt = sentAt + timing.stepDownWindow
+        if shuttingDown {
+            // Acquired while shutting down (a reply that raced the shutdown): give it back.
+            state.phase = .releasing(token: token, reason: .released, sent: false)
+            return
+        }
+        if now >= stepDownAt {
+            // The reply came back too late to act on: we hold it, but not long enough to use.
+            state.phase = .standby(attemptAt: now)
+            state.mayHold = true
+            return
+        }
+        state.phase = .leading(token: token, validUntil: validUntil, stepDownAt: stepDownAt)
+        state.leadingSince = now
+        leaseRevision += 1
+        pendingEvents.append(.acquired(job: state.spec.name, token: token, validUntil: validUntil, takeover: takeover, gapMs: gapMs))
+    }
+
+    private mutating func handleRenew(
+        items: [RenewItem], sentAt: Duration, result: Result<RenewReply, LeaseCallFailure>, now: Duration
+    ) {
+        switch result {
+        case .failure(let failure):
+            tickFailures += 1
+            noteRedis(up: false, detail: failure.message)
+            nextTickAt = now + backoff(failures: tickFailures, cap: tickInterval)
+        case .success(let reply):
+            tickFailures = 0
+            noteRedis(up: true, detail: nil)
+            noteRedisClock(reply.redisNowMs, at: now)
+            lastTickRedisMs = reply.redisNowMs
+            nextTickAt = sentAt + tickInterval
+            if !items.isEmpty { leaseRevision += 1 }
+            for (item, renewed) in zip(items, reply.renewed) {
+                guard var state = jobs[item.job], case .leading(let token, let validUntil, _) = state.phase,
+                      token == item.token else { continue }
+                if renewed {
+                    let timing = state.spec.timing
+                    let newValidUntil = max(validUntil, sentAt + timing.validityWindow)
+                    state.phase = .leading(token: token, validUntil: newValidUntil, stepDownAt: newValidUntil - timing.grace)
+                } else {
+                    state.phase = .standby(attemptAt: now)
+                    state.handoffSuggested = false
+                    pendingEvents.append(.lost(job: item.job, token: token, reason: .expired))
+                }
+                jobs[item.job] = state
+            }
+            updateMembers(reply.members, now: now)
+            if let duplicate = reply.duplicateIncarnation, duplicate != reportedDuplicate {
+                reportedDuplicate = duplicate
+                pendingEvents.append(.duplicateMember(incarnation: duplicate))
+            }
+            for job in reply.handoffRequests {
+                guard var state = jobs[job], case .leading = state.phase else { continue }
+                state.handoffSuggested = true
+                jobs[job] = state
+                pendingEvents.append(.handoffSuggested(job: job, to: nil))
+            }
+        }
+    }
+
+    private mutating func handleRelease(
+        items: [ReleaseItem], reason: ReleaseReason, result: Result<[Bool], LeaseCallFailure>, now: Duration
+    ) {
+        let flags: [Bool]
+        switch result {
+        case .failure(let failure):
+            noteRedis(up: false, detail: failure.message)
+            flags = Array(repeating: false, count: items.count)
+        case .success(let released):
+            noteRedis(up: true, detail: nil)
+            flags = released
+        }
+        let outcomeUnknown = (try? result.get()) == nil
+        for (item, released) in zip(items, flags) {
+            guard var state = jobs[item.job], case .releasing(let token, _, true) = state.phase else { continue }
+            // A failed call may or may not have deleted the lease: if it did not, the lease
+            // expires on its own, and a later acquire takes it up again. On shutdown we do
+            // not wait for it.
+            state.mayHold = outcomeUnknown
+            if shuttingDown {
+                state.phase = .retired
+            } else {
+                state.freeSince = now
+                state.phase = .standby(attemptAt: placementDelayedAttempt(for: state, earliest: now + .milliseconds(1), now: now))
+            }
+            jobs[item.job] = state
+            if let token {
+                pendingEvents.append(.released(job: item.job, token: token, reason: reason, confirmed: released))
+            }
+        }
+    }
+
+    // MARK: - Placement
+
+    /// Standbys of `spread` jobs wait until membership is known, so a member that just
+    /// started does not grab everything before it has seen the others.
+    private func gateOpen(for state: JobState) -> Bool {
+        if case .spread = state.spec.placement { return membersKnown }
+        return true
+    }
+
+    private func placementDelayedAttempt(for state: JobState, earliest: Duration, now: Duration) -> Duration {
+        guard case .spread(let standbyDelay, _) = state.spec.placement, membersKnown,
+              let preferred = preferredMember(of: state.spec.name, now: now),
+              preferred != settings.owner.member
+        else { return earliest }
+        // The preferred member is live: let it take the lease first.
+        let freeSince = state.freeSince ?? state.observedExpiry ?? now
+        return max(earliest, freeSince + standbyDelay)
+    }
+
+    private func liveMembers(at now: Duration) -> [MemberInfo] {
+        guard let clock = redisClock else { return members }
+        let redisNow = clock.redisMs + (now - clock.local).wholeMilliseconds
+        var live = members.filter { $0.expiresAtMs > redisNow }
+        if !live.contains(where: { $0.name == settings.owner.member }) {
+            // We are alive by definition while deciding.
+            live.append(MemberInfo(name: settings.owner.member, expiresAtMs: .max, weight: settings.weight))
+        }
+        return live
+    }
+
+    private mutating func updateMembers(_ reported: [MemberInfo], now: Duration) {
+        let sorted = reported.sorted { $0.name < $1.name }
+        let names = Set(sorted.map(\.name))
+        for name in memberFirstSeen.keys where !names.contains(name) { memberFirstSeen[name] = nil }
+        for name in names where memberFirstSeen[name] == nil { memberFirstSeen[name] = now }
+        let changed = sorted.map(\.name) != members.map(\.name) || sorted.map(\.weight) != members.map(\.weight)
+        members = sorted
+        if changed || !membersKnown { pendingEvents.append(.membersChanged(sorted)) }
+        membersKnown = true
+    }
+
+    private mutating func noteRedisClock(_ redisMs: Int64, at now: Duration) {
+        redisClock = (redisMs, now)
+    }
+
+    private mutating func noteRedis(up: Bool, detail: String?) {
+        guard redisUp != up else { return }
+        redisUp = up
+        pendingEvents.append(.redisAvailability(up: up, detail: detail))
+    }
+
+    // MARK: - Helpers
+
+    private mutating func allocateID() -> Int {
+        defer { nextCommandID += 1 }
+        return nextCommandID
+    }
+
+    /// Exponential backoff from 50 ms, capped, with full jitter on the upper half so members
+    /// retrying against a recovering Redis do not move in lockstep.
+    private mutating func backoff(failures: Int, cap: Duration) -> Duration {
+        let base = Duration.milliseconds(50) * (1 << min(max(failures - 1, 0), 10))
+        let ceiling = min(base, cap)
+        return ceiling / 2 + jitter(upTo: ceiling / 2)
+    }
+
+    private mutating func jitter(upTo limit: Duration) -> Duration {
+        let micros = limit.wholeMilliseconds * 1000
+        guard micros > 0 else { return .zero }
+        return .microseconds(Int64(rng.next() % UInt64(micros)))
+    }
+}
+
+/// A tiny, seedable generator so jitter is reproducible under simulation.
+struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

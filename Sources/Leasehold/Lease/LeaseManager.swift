@@ -1,0 +1,309 @@
+import Logging
+import RedisClient
+import Synchronization
+
+/// A lease this member holds right now, as handlers see it.
+public struct LeaseGrant: Sendable, Hashable {
+    /// The job name.
+    public var job: String
+    /// The fencing token: grows with every change of leader.
+    public var token: UInt64
+    /// The end of this member's validity on the monotonic clock: act only before it.
+    public var validUntil: ContinuousClock.Instant
+    /// When the handler is told to stop (validity minus grace).
+    public var stepDownAt: ContinuousClock.Instant
+}
+
+/// A leadership change, in real time, as the driver reports it.
+public enum LeaseManagerEvent: Sendable, Hashable {
+    /// This member now leads the job.
+    case acquired(LeaseGrant, takeover: TakeoverKind, gapMs: Int64?)
+    /// This member no longer leads the job; its handler must stop now.
+    case lost(job: String, token: UInt64, reason: LossReason)
+    /// A release asked for through `release(job:reason:)` finished.
+    case released(job: String, token: UInt64, reason: ReleaseReason, confirmed: Bool)
+    /// Placement or an operator asks this leader to hand the job over at a safe point.
+    case handoffSuggested(job: String, to: String?)
+    /// Another live process uses this member's name.
+    case duplicateMember(incarnation: String)
+    /// Redis became reachable or unreachable.
+    case redisAvailability(up: Bool, detail: String?)
+    /// The set of live members changed.
+    case membersChanged([MemberInfo])
+}
+
+/// Runs the lease engine of one member against Redis: one renew call per tick for all held
+/// leases, batched acquires, releases by value, and the released channel for instant
+/// takeover.
+///
+/// Use it directly for leader election in your own code, or through the daemon, which
+/// starts and stops handlers on its events. Call `run()` in a task; read `events`; after
+/// stopping the work of a job, call `release(job:reason:)`. `shutdown()` stops acquiring; the
+/// run ends once every lease is released. Cancelling `run()` releases everything at once.
+public final class LeaseManager: Sendable {
+    /// Driver settings.
+    public struct Configuration: Sendable {
+        /// The Redis server and its timeouts.
+        public var redis: RedisConfiguration
+        /// The key namespace.
+        public var keys: LeaseKeys
+        /// Member settings (owner id, weight, metadata, jitter seed).
+        public var member: LeaseEngine.Settings
+        /// How long a graceful shutdown waits for releases before giving up.
+        public var shutdownTimeout: Duration
+        /// Where metrics go.
+        public var metrics: LeaseholdMetrics
+
+        /// Creates driver settings.
+        public init(
+            redis: RedisConfiguration, keys: LeaseKeys = LeaseKeys(),
+            member: LeaseEngine.Settings, shutdownTimeout: Duration = .seconds(5),
+            metrics: LeaseholdMetrics = LeaseholdMetrics()
+        ) {
+            self.metrics = metrics
+            self.redis = redis
+            self.keys = keys
+            self.member = member
+            self.shutdownTimeout = shutdownTimeout
+        }
+    }
+
+    private enum Input: Sendable {
+        case completion(LeaseCompletion)
+        case releasedMessage(String)
+        case release(job: String, reason: ReleaseReason)
+        case shutdown
+        case wake
+    }
+
+    /// The jobs this manager competes for.
+    public let jobs: [LeaseJob]
+    /// Its settings.
+    public let configuration: Configuration
+    /// Leadership changes, in order. Single consumer.
+    public let events: AsyncStream<LeaseManagerEvent>
+
+    private let eventSink: AsyncStream<LeaseManagerEvent>.Continuation
+    private let inputs: AsyncStream<Input>
+    private let inputSink: AsyncStream<Input>.Continuation
+    private let origin: ContinuousClock.Instant
+    private let grants = Mutex<[String: LeaseGrant]>([:])
+    private let members = Mutex<[MemberInfo]>([])
+    private let codec: LeaseScriptCodec
+    private let logger: Logger
+
+    /// Creates a manager; nothing happens until `run()`.
+    public init(configuration: Configuration, jobs: [LeaseJob], logger: Logger = Logger(label: "leasehold.lease")) {
+        self.configuration = configuration
+        self.jobs = jobs
+        self.logger = logger
+        self.origin = ContinuousClock.now
+        self.codec = LeaseScriptCodec(keys: configuration.keys, owner: configuration.member.owner)
+        (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        (inputs, inputSink) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+    }
+
+    /// The owner id of this process.
+    public var owner: OwnerID { configuration.member.owner }
+
+    /// The lease this member holds for `job` right now, if it leads it.
+    public func grant(for job: String) -> LeaseGrant? {
+        guard let grant = grants.withLock({ $0[job] }), ContinuousClock.now < grant.validUntil else { return nil }
+        return grant
+    }
+
+    /// Every lease held right now.
+    public var currentGrants: [LeaseGrant] {
+        let now = ContinuousClock.now
+        return grants.withLock { Array($0.values) }.filter { now < $0.validUntil }.sorted { $0.job < $1.job }
+    }
+
+    /// The live members as of the last heartbeat.
+    public var liveMembers: [MemberInfo] { members.withLock { $0 } }
+
+    /// Gives a lease up; call it only once the job's work has stopped.
+    public func release(job: String, reason: ReleaseReason = .released) {
+        inputSink.yield(.release(job: job, reason: reason))
+    }
+
+    /// Stops acquiring; `run()` returns once the layer above has released every lease (or
+    /// the shutdown timeout passed).
+    public func shutdown() {
+        inputSink.yield(.shutdown)
+    }
+
+    /// Runs until shut down or cancelled.
+    public func run() async {
+        let renewConnection = RedisConnection(configuration: configuration.redis)
+        let commandConnection = RedisConnection(configuration: configuration.redis)
+        let subscriber = RedisSubscriber(configuration: configuration.redis, channels: [configuration.keys.releasedChannel])
+        let listener = Task { [inputSink] in
+            for await message in subscriber.messages {
+                inputSink.yield(.releasedMessage(message.payload))
+            }
+        }
+        // The loop runs in its own task: cancellation of `run()` must not end the input
+        // stream (an AsyncStream iterator returns nil when its task is cancelled), it must
+        // turn into a graceful release of everything held.
+        let loopTask = Task { await self.loop(renew: renewConnection, other: commandConnection) }
+        await withTaskCancellationHandler {
+            await loopTask.value
+        } onCancel: { [inputSink] in
+            inputSink.yield(.shutdown)
+            inputSink.yield(.release(job: "", reason: .released))
+        }
+        listener.cancel()
+        await subscriber.stop()
+        await renewConnection.close()
+        await commandConnection.close()
+        eventSink.finish()
+    }
+
+    private func engineTime() -> Duration { ContinuousClock.now - origin }
+
+    private func loop(renew: RedisConnection, other: RedisConnection) async {
+        var engine = LeaseEngine(settings: configuration.member, jobs: jobs, now: engineTime())
+        var iterator = inputs.makeAsyncIterator()
+        var timer: Task<Void, Never>?
+        var scheduledWake: Duration?
+        var shutdownDeadline: Duration?
+        var releaseAllOnShutdown = false
+        var revision = -1
+        defer { timer?.cancel() }
+
+        while true {
+            if releaseAllOnShutdown {
+                // Cancelled: the caller has stopped its work; give every lease back now.
+                for job in engine.ledJobs { engine.release(job: job, reason: .released, now: engineTime()) }
+            }
+            let now = engineTime()
+            let step = engine.poll(now: now)
+            publish(step.events, engine: engine, revision: &revision)
+            for command in step.commands {
+                // Renewals get their own connection so a slow acquire never delays them.
+                let connection: RedisConnection
+                if case .renew = command { connection = renew } else { connection = other }
+                Task { [inputSink] in
+                    inputSink.yield(.completion(await self.execute(command, on: connection)))
+                }
+            }
+            if engine.isShutDown { return }
+            if let deadline = shutdownDeadline, now >= deadline {
+                logger.warning("shutdown timeout: leases not confirmed released will expire on their own", metadata: ["held": "\(engine.ledJobs)"])
+                return
+            }
+            var wake = step.wakeAt
+            if let deadline = shutdownDeadline { wake = min(wake ?? deadline, deadline) }
+            if let wake, scheduledWake.map({ wake < $0 }) ?? true {
+                timer?.cancel()
+                scheduledWake = wake
+                let instant = origin + wake
+                timer = Task { [inputSink] in
+                    try? await Task.sleep(until: instant, clock: .continuous)
+                    if !Task.isCancelled { inputSink.yield(.wake) }
+                }
+            }
+            guard let input = await iterator.next() else { return }
+            let at = engineTime()
+            if let wake = scheduledWake, at >= wake { scheduledWake = nil }
+            switch input {
+            case .completion(let completion):
+                engine.complete(completion, now: at)
+            case .releasedMessage(let job):
+                engine.releasedMessage(job: job, now: at)
+            case .release(let job, let reason):
+                if job.isEmpty {
+                    releaseAllOnShutdown = true
+                } else {
+                    engine.release(job: job, reason: reason, now: at)
+                }
+            case .shutdown:
+                if shutdownDeadline == nil {
+                    engine.beginShutdown(now: at)
+                    shutdownDeadline = at + configuration.shutdownTimeout
+                }
+            case .wake:
+                break
+            }
+        }
+    }
+
+    private func execute(_ command: LeaseCommand, on connection: RedisConnection) async -> LeaseCompletion {
+        switch command {
+        case .acquire(let id, let requests):
+            let call = codec.acquireCall(requests)
+            return .acquire(id: id, await perform(call, on: connection) { reply throws(LeaseCallFailure) in
+                try codec.decodeAcquire(reply, count: requests.count)
+            })
+        case .renew(let id, let batch):
+            var metadata = configuration.member.metadata
+            metadata["weight"] = String(configuration.member.weight)
+            let call = codec.renewCall(batch, metadata: metadata)
+            let started = ContinuousClock.now
+            let result = await perform(call, on: connection) { reply throws(LeaseCallFailure) in
+                try codec.decodeRenew(reply, count: batch.leases.count)
+            }
+            configuration.metrics.renewDuration.recordNanoseconds(Int64((ContinuousClock.now - started).secondsValue * 1e9))
+            return .renew(id: id, result)
+        case .release(let id, let items, let reason):
+            let call = codec.releaseCall(items, reason: reason)
+            return .release(id: id, await perform(call, on: connection) { reply throws(LeaseCallFailure) in
+                try codec.decodeRelease(reply, count: items.count)
+            })
+        }
+    }
+
+    private func perform<T>(
+        _ call: LeaseScriptCodec.Call, on connection: RedisConnection,
+        decode: (RedisReply) throws(LeaseCallFailure) -> T
+    ) async -> Result<T, LeaseCallFailure> {
+        let reply: RedisReply
+        do {
+            reply = try await connection.evaluate(call.script, keys: call.keys, arguments: call.arguments)
+        } catch {
+            configuration.metrics.redisErrors(operation: call.operation).increment()
+            return .failure(LeaseCallFailure(outcomeUnknown: error.mayHaveExecuted, message: error.description))
+        }
+        do {
+            return .success(try decode(reply))
+        } catch {
+            configuration.metrics.redisErrors(operation: call.operation).increment()
+            return .failure(error)
+        }
+    }
+
+    /// Refreshes the grant snapshot handlers read, then forwards the events. The snapshot is
+    /// rebuilt only when the engine's leases changed (acquire, renewal, loss, release).
+    private func publish(_ events: [LeadershipEvent], engine: LeaseEngine, revision: inout Int) {
+        if engine.leaseRevision != revision {
+            revision = engine.leaseRevision
+            var snapshot: [String: LeaseGrant] = [:]
+            for lease in engine.heldLeases {
+                snapshot[lease.job] = LeaseGrant(
+                    job: lease.job, token: lease.token, validUntil: origin + lease.validUntil, stepDownAt: origin + lease.stepDownAt)
+            }
+            grants.withLock { $0 = snapshot }
+        }
+        guard !events.isEmpty else { return }
+        for event in events {
+            switch event {
+            case .acquired(let job, let token, _, let takeover, let gap):
+                guard let grant = grants.withLock({ $0[job] }), grant.token == token else { continue }
+                eventSink.yield(.acquired(grant, takeover: takeover, gapMs: gap))
+            case .lost(let job, let token, let reason):
+                eventSink.yield(.lost(job: job, token: token, reason: reason))
+            case .released(let job, let token, let reason, let confirmed):
+                eventSink.yield(.released(job: job, token: token, reason: reason, confirmed: confirmed))
+            case .handoffSuggested(let job, let to):
+                eventSink.yield(.handoffSuggested(job: job, to: to))
+            case .duplicateMember(let incarnation):
+                eventSink.yield(.duplicateMember(incarnation: incarnation))
+            case .redisAvailability(let up, let detail):
+                eventSink.yield(.redisAvailability(up: up, detail: detail))
+            case .membersChanged(let list):
+                members.withLock { $0 = list }
+                eventSink.yield(.membersChanged(list))
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+/// The messages between the lease engine (pure, no I/O) and whatever carries its commands to
+/// Redis: the real driver, or the deterministic simulator.
+
+/// How a job's leadership is placed among members.
+public enum LeasePlacement: Sendable, Hashable {
+    /// First come, first served.
+    case any
+    /// Prefer the rendezvous choice among live members; others wait `standbyDelay` before
+    /// taking a free lease, and a leader hands off once the preferred member has been live
+    /// for `stability`.
+    case spread(standbyDelay: Duration, stability: Duration)
+}
+
+/// One job as the lease engine sees it: a name, timing rules and placement.
+public struct LeaseJob: Sendable, Hashable {
+    /// The job name (unique within a namespace).
+    public var name: String
+    /// The lease timing rules.
+    public var timing: LeaseTiming
+    /// How leadership is placed.
+    public var placement: LeasePlacement
+
+    /// Creates a job description for the engine.
+    public init(name: String, timing: LeaseTiming = LeaseTiming(), placement: LeasePlacement = .any) {
+        self.name = name
+        self.timing = timing
+        self.placement = placement
+    }
+}
+
+/// A live member as reported by the heartbeat script.
+public struct MemberInfo: Sendable, Hashable {
+    /// The member's stable name.
+    public var name: String
+    /// When its heartbeat expires, in Redis time (ms since the epoch).
+    public var expiresAtMs: Int64
+    /// Its placement weight.
+    public var weight: Double
+
+    /// Creates a member record.
+    public init(name: String, expiresAtMs: Int64, weight: Double) {
+        self.name = name
+        self.expiresAtMs = expiresAtMs
+        self.weight = weight
+    }
+}
+
+/// A command the engine wants carried to Redis. `id` correlates the completion.
+public enum LeaseCommand: Sendable, Hashable {
+    /// Try to acquire these free-looking leases in one script call.
+    case acquire(id: Int, requests: [AcquireRequest])
+    /// Renew these held leases and refresh the heartbeat in one script call.
+    case renew(id: Int, batch: RenewBatch)
+    /// Release these leases by value in one script call.
+    case release(id: Int, items: [ReleaseItem], reason: ReleaseReason)
+
+    /// The correlation id of the command.
+    public var id: Int {
+        switch self {
+        case .acquire(let id, _), .renew(let id, _), .release(let id, _, _): id
+        }
+    }
+}
+
+/// One job in an acquire batch.
+public struct AcquireRequest: Sendable, Hashable {
+    /// The job name.
+    public var job: String
+    /// The lease TTL to set.
+    public var ttlMs: Int64
+    /// How long the lease seemed to have been free when we asked, if we observed its end.
+    public var gapHintMs: Int64?
+}
+
+/// One member's renewal of everything it holds, plus its heartbeat.
+public struct RenewBatch: Sendable, Hashable {
+    /// The leases to renew.
+    public var leases: [RenewItem]
+    /// How long the member's heartbeat stays live.
+    public var heartbeatTTLMs: Int64
+    /// Redis time of this member's previous successful tick (0 if none), for duplicate
+    /// member-name detection.
+    public var previousTickMs: Int64
+}
+
+/// One lease in a renew batch.
+public struct RenewItem: Sendable, Hashable {
+    /// The job name.
+    public var job: String
+    /// The token the member believes it holds.
+    public var token: UInt64
+    /// The TTL to extend to.
+    public var ttlMs: Int64
+}
+
+/// One lease in a release batch.
+public struct ReleaseItem: Sendable, Hashable {
+    /// The job name.
+    public var job: String
+    /// The token held, or nil to release whatever lease this owner holds (after an
+    /// acquire whose outcome is unknown).
+    public var token: UInt64?
+}
+
+/// Why a lease is given up voluntarily.
+public enum ReleaseReason: String, Sendable, Hashable {
+    /// Shutdown or an explicit release.
+    case released
+    /// Placement (or an operator) moved the job to another member.
+    case handedOff = "handed_off"
+}
+
+/// What Redis answered for one job of an acquire batch.
+public enum AcquireOutcome: Sendable, Hashable {
+    /// The lease was free and is now ours with a new token.
+    case acquired(token: UInt64, takeover: TakeoverKind, gapMs: Int64?)
+    /// The lease already carried our owner id (an earlier acquire did succeed): TTL reset.
+    case alreadyHeld(token: UInt64)
+    /// Someone else holds it, for `pttlMs` more milliseconds (-1: no TTL, -2: just gone).
+    case held(by: String, pttlMs: Int64)
+}
+
+/// How a new leader came to the lease.
+public enum TakeoverKind: String, Sendable, Hashable {
+    /// Free after a release, or never held.
+    case acquired
+    /// The previous holder's lease expired without a release (crash, pause, partition).
+    case expiredTakeover = "expired_takeover"
+    /// This member's own lease, taken up again.
+    case reacquired
+}
+
+/// The decoded reply of an acquire batch.
+public struct AcquireReply: Sendable, Hashable {
+    /// Redis time when the script ran (ms).
+    public var redisNowMs: Int64
+    /// One outcome per request, in order.
+    public var outcomes: [AcquireOutcome]
+
+    /// Creates a reply.
+    public init(redisNowMs: Int64, outcomes: [AcquireOutcome]) {
+        self.redisNowMs = redisNowMs
+        self.outcomes = outcomes
+    }
+}
+
+/// The decoded reply of a renew batch.
+public struct RenewReply: Sendable, Hashable {
+    /// Redis time when the script ran (ms).
+    public var redisNowMs: Int64
+    /// Whether each lease of the batch was renewed, in order.
+    public var renewed: [Bool]
+    /// Members whose heartbeat is live.
+    public var members: [MemberInfo]
+    /// Another live incarnation using this member's name, if one was seen.
+    public var duplicateIncarnation: String?
+    /// Jobs an operator asked this member to hand over.
+    public var handoffRequests: [String]
+
+    /// Creates a reply.
+    public init(
+        redisNowMs: Int64, renewed: [Bool], members: [MemberInfo],
+        duplicateIncarnation: String? = nil, handoffRequests: [String] = []
+    ) {
+        self.redisNowMs = redisNowMs
+        self.renewed = renewed
+        self.members = members
+        self.duplicateIncarnation = duplicateIncarnation
+        self.handoffRequests = handoffRequests
+    }
+}
+
+/// A failed call to Redis, as the engine needs to know it.
+public struct LeaseCallFailure: Error, Sendable, Hashable {
+    /// True when the command may have been executed anyway (timeout, connection lost after
+    /// sending): never count it as success, never assume it did nothing.
+    public var outcomeUnknown: Bool
+    /// A one-line description for logs.
+    public var message: String
+
+    /// Creates a failure.
+    public init(outcomeUnknown: Bool, message: String) {
+        self.outcomeUnknown = outcomeUnknown
+        self.message = message
+    }
+}
+
+/// The result of a command, fed back into the engine.
+public enum LeaseCompletion: Sendable, Hashable {
+    /// An acquire batch finished.
+    case acquire(id: Int, Result<AcquireReply, LeaseCallFailure>)
+    /// A renew batch finished.
+    case renew(id: Int, Result<RenewReply, LeaseCallFailure>)
+    /// A release batch finished: one flag per item.
+    case release(id: Int, Result<[Bool], LeaseCallFailure>)
+}
+
+/// Why a member stopped leading a job without choosing to.
+public enum LossReason: String, Sendable, Hashable {
+    /// Validity ran out before a renewal succeeded (Redis unreachable or slow): the member
+    /// stepped down on its own clock.
+    case steppedDown = "stepped_down"
+    /// A renewal found the lease gone or held by someone else.
+    case expired
+}
+
+/// A change in what this member leads, for the layer that runs handlers.
+public enum LeadershipEvent: Sendable, Hashable {
+    /// This member now leads `job` with `token` until `validUntil` (engine time).
+    case acquired(job: String, token: UInt64, validUntil: Duration, takeover: TakeoverKind, gapMs: Int64?)
+    /// This member no longer leads `job`: its handler must stop now.
+    case lost(job: String, token: UInt64, reason: LossReason)
+    /// A release requested through `release(job:)` completed (or was abandoned because
+    /// Redis was unreachable, in which case the lease simply expires).
+    case released(job: String, token: UInt64, reason: ReleaseReason, confirmed: Bool)
+    /// Placement or an operator wants this leader to hand `job` over at its next safe point.
+    case handoffSuggested(job: String, to: String?)
+    /// Another live process uses this member's name.
+    case duplicateMember(incarnation: String)
+    /// Redis became reachable (true) or unreachable (false).
+    case redisAvailability(up: Bool, detail: String?)
+    /// The set of live members changed.
+    case membersChanged([MemberInfo])
+}

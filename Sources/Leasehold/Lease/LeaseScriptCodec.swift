@@ -1,0 +1,168 @@
+import RedisClient
+
+/// Turns engine commands into script calls and script replies back into engine values.
+///
+/// Kept apart from the driver so the decoding of every reply shape (including malformed
+/// ones) can be tested without a server.
+public struct LeaseScriptCodec: Sendable {
+    /// The key schema.
+    public let keys: LeaseKeys
+    /// This process's owner id.
+    public let owner: OwnerID
+    /// How many entries each job's events stream keeps (approximately).
+    public let eventsMaxLength: Int
+
+    /// Creates a codec for one owner in one namespace.
+    public init(keys: LeaseKeys, owner: OwnerID, eventsMaxLength: Int = 1000) {
+        self.keys = keys
+        self.owner = owner
+        self.eventsMaxLength = eventsMaxLength
+    }
+
+    /// A script call: which script, with which keys and arguments.
+    public struct Call: Sendable, Hashable {
+        /// The script to run.
+        public var script: RedisScript
+        /// Its KEYS.
+        public var keys: [String]
+        /// Its ARGV.
+        public var arguments: [String]
+        /// A short name for metrics and logs (acquire, renew, release).
+        public var operation: String
+    }
+
+    /// The call for an acquire batch.
+    public func acquireCall(_ requests: [AcquireRequest]) -> Call {
+        var keyList = [keys.jobs]
+        var args = [owner.description, owner.member, String(eventsMaxLength), String(requests.count)]
+        keyList.reserveCapacity(1 + requests.count * 4)
+        args.reserveCapacity(4 + requests.count * 3)
+        for request in requests {
+            keyList += [keys.lease(request.job), keys.fence(request.job), keys.state(request.job), keys.events(request.job)]
+            args += [request.job, String(request.ttlMs), request.gapHintMs.map(String.init) ?? ""]
+        }
+        return Call(script: LeaseScripts.acquire, keys: keyList, arguments: args, operation: "acquire")
+    }
+
+    /// The call for a renew batch; `metadata` is written into the member hash.
+    public func renewCall(_ batch: RenewBatch, metadata: [String: String]) -> Call {
+        var keyList = [keys.members, keys.member(owner.member), keys.handoffRequests(owner.member)]
+        var args = [
+            owner.description, owner.member, String(batch.heartbeatTTLMs), owner.incarnation,
+            String(batch.previousTickMs), keys.member(""), String(eventsMaxLength), String(batch.leases.count),
+        ]
+        for item in batch.leases {
+            keyList += [keys.lease(item.job), keys.events(item.job)]
+            args += [item.job, String(item.token), String(item.ttlMs)]
+        }
+        for (field, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            args += [field, value]
+        }
+        return Call(script: LeaseScripts.renew, keys: keyList, arguments: args, operation: "renew")
+    }
+
+    /// The call for a release batch.
+    public func releaseCall(_ items: [ReleaseItem], reason: ReleaseReason) -> Call {
+        var keyList: [String] = []
+        var args = [owner.description, owner.member, reason.rawValue, keys.releasedChannel, String(eventsMaxLength), String(items.count)]
+        for item in items {
+            keyList += [keys.lease(item.job), keys.state(item.job), keys.events(item.job)]
+            args += [item.job, item.token.map(String.init) ?? ""]
+        }
+        return Call(script: LeaseScripts.release, keys: keyList, arguments: args, operation: "release")
+    }
+
+    /// Decodes an acquire reply for `count` requests.
+    public func decodeAcquire(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> AcquireReply {
+        let items = try Self.array(reply, what: "acquire reply")
+        guard items.count == count + 1, let now = items[0].integer else {
+            throw Self.malformed("acquire reply has \(items.count) elements, expected \(count + 1)")
+        }
+        var outcomes: [AcquireOutcome] = []
+        outcomes.reserveCapacity(count)
+        for item in items.dropFirst() {
+            let fields = try Self.array(item, what: "acquire outcome")
+            switch fields.first?.integer {
+            case 1?:
+                guard fields.count == 4, let token = fields[1].string.flatMap(UInt64.init),
+                      let kind = fields[2].string.flatMap(TakeoverKind.init(rawValue:))
+                else { throw Self.malformed("bad acquired outcome") }
+                outcomes.append(.acquired(token: token, takeover: kind, gapMs: fields[3].string.flatMap { Int64($0) }))
+            case 2?:
+                guard fields.count == 2, let token = fields[1].string.flatMap(UInt64.init)
+                else { throw Self.malformed("bad re-acquired outcome") }
+                outcomes.append(.alreadyHeld(token: token))
+            case 0?:
+                guard fields.count == 3, let holder = fields[1].string, let pttl = fields[2].integer
+                else { throw Self.malformed("bad held outcome") }
+                outcomes.append(.held(by: holder, pttlMs: pttl))
+            default:
+                throw Self.malformed("unknown acquire outcome")
+            }
+        }
+        return AcquireReply(redisNowMs: now, outcomes: outcomes)
+    }
+
+    /// Decodes a renew reply for `count` leases.
+    public func decodeRenew(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> RenewReply {
+        let items = try Self.array(reply, what: "renew reply")
+        guard items.count == 5, let now = items[0].integer else {
+            throw Self.malformed("renew reply has \(items.count) elements, expected 5")
+        }
+        let flags = try Self.array(items[1], what: "renewed flags")
+        guard flags.count == count else { throw Self.malformed("renew reply has \(flags.count) flags, expected \(count)") }
+        var renewed: [Bool] = []
+        renewed.reserveCapacity(count)
+        for flag in flags {
+            guard let value = flag.integer else { throw Self.malformed("renewed flag is not an integer") }
+            renewed.append(value == 1)
+        }
+        let flat = try Self.array(items[2], what: "member list")
+        guard flat.count % 3 == 0 else { throw Self.malformed("member list length \(flat.count) is not a multiple of 3") }
+        var members: [MemberInfo] = []
+        var index = 0
+        while index < flat.count {
+            guard let name = flat[index].string, let expiry = flat[index + 1].string.flatMap(Double.init),
+                  let weight = flat[index + 2].string.flatMap(Double.init), expiry.isFinite, weight.isFinite
+            else { throw Self.malformed("bad member entry") }
+            members.append(MemberInfo(name: name, expiresAtMs: Int64(expiry), weight: weight))
+            index += 3
+        }
+        let duplicate = items[3].string.flatMap { $0.isEmpty ? nil : $0 }
+        let requests = try Self.array(items[4], what: "handoff requests").compactMap(\.string)
+        return RenewReply(redisNowMs: now, renewed: renewed, members: members, duplicateIncarnation: duplicate, handoffRequests: requests)
+    }
+
+    /// Decodes a release reply for `count` items.
+    public func decodeRelease(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> [Bool] {
+        let flags = try Self.array(reply, what: "release reply")
+        guard flags.count == count else { throw Self.malformed("release reply has \(flags.count) flags, expected \(count)") }
+        return flags.map { $0.integer == 1 }
+    }
+
+    private static func array(_ reply: RedisReply, what: String) throws(LeaseCallFailure) -> [RedisReply] {
+        if case .error(let text) = reply {
+            // A script error is a bug or a wrong server, not a network fault: it ran (or
+            // failed) atomically, so its outcome is known.
+            throw LeaseCallFailure(outcomeUnknown: false, message: "Redis rejected the \(what): \(text)")
+        }
+        guard let items = reply.array else { throw malformed("\(what) is not an array") }
+        return items
+    }
+
+    private static func malformed(_ detail: String) -> LeaseCallFailure {
+        // The script ran, but we cannot tell what it did: treat like a timeout.
+        LeaseCallFailure(outcomeUnknown: true, message: "malformed lease script reply: \(detail)")
+    }
+}
+
+extension RedisError {
+    /// Whether a command that failed this way may still have been executed by Redis: a
+    /// timeout or a connection lost after sending leaves the outcome unknown.
+    public var mayHaveExecuted: Bool {
+        switch kind {
+        case .timeout, .connectionClosed, .protocolError: true
+        default: false
+        }
+    }
+}

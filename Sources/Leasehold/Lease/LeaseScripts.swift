@@ -1,0 +1,179 @@
+import RedisClient
+
+/// The Lua scripts that make every lease transition atomic on the Redis server.
+///
+/// All time comes from Redis `TIME`, never from a member's wall clock. Numbers that may
+/// exceed 2^31 are formatted with `%d` because Lua's default number printing loses digits.
+/// Scripts touch only keys passed in `KEYS`, except the member hashes of pruned members.
+public enum LeaseScripts {
+    /// Acquires (or idempotently re-acquires) a batch of leases for one owner.
+    ///
+    /// KEYS: jobs set, then per job: lease, fence, state, events.
+    /// ARGV: owner, member, events maxlen, job count, then per job: name, ttl ms, gap hint ms.
+    /// Reply: `{now_ms, {status, ...} per job}` where status 1 = newly acquired
+    /// (`{1, token, event}`), 2 = already held by this owner (`{2, token}`, TTL reset),
+    /// 0 = held by someone else (`{0, holder value, pttl ms}`).
+    ///
+    /// The token is `max(fence + 1, redis_time_µs)`: if the fence key is lost (restart
+    /// without persistence) the next token still exceeds every earlier one, as long as the
+    /// server clock does not step back.
+    public static let acquire = RedisScript(#"""
+        local owner, member, maxlen, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+        local t = redis.call('TIME')
+        local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local now_ms = math.floor(now_us / 1000)
+        local now_s = string.format('%d', now_ms)
+        local out = {now_s}
+        for i = 1, n do
+          local k = 1 + (i - 1) * 4
+          local lease, fence, state, events = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+          local a = 4 + (i - 1) * 3
+          local job, ttl, gap_hint = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+          local v = redis.call('GET', lease)
+          if not v then
+            local tok = (tonumber(redis.call('GET', fence) or '0') or 0) + 1
+            if now_us > tok then tok = now_us end
+            local toks = string.format('%d', tok)
+            redis.call('SET', fence, toks)
+            redis.call('SET', lease, owner .. ':' .. toks, 'PX', ttl)
+            local prev = redis.call('HMGET', state, 'holder', 'released_at')
+            local kind, gap, prev_holder = 'acquired', '', ''
+            if prev[1] and prev[1] ~= '' then
+              kind, gap, prev_holder = 'expired_takeover', gap_hint, prev[1]
+            elseif prev[2] then
+              gap = string.format('%d', now_ms - tonumber(prev[2]))
+            end
+            redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'member', member,
+              'owner', owner, 'token', toks, 'at', now_s, 'gap_ms', gap, 'previous', prev_holder)
+            redis.call('HSET', state, 'holder', owner .. ':' .. toks, 'holder_member', member,
+              'acquired_at', now_s, 'lease_ms', ttl, 'last_owner', owner, 'last_token', toks)
+            redis.call('SADD', KEYS[1], job)
+            out[#out + 1] = {1, toks, kind, gap}
+          elseif string.sub(v, 1, #owner + 1) == owner .. ':' then
+            redis.call('PEXPIRE', lease, ttl)
+            out[#out + 1] = {2, string.sub(v, #owner + 2)}
+          else
+            out[#out + 1] = {0, v, redis.call('PTTL', lease)}
+          end
+        end
+        return out
+        """#)
+
+    /// Renews every lease one member holds, refreshes its heartbeat and returns the live
+    /// members: one round trip per member per tick however many jobs it leads.
+    ///
+    /// KEYS: members zset, member hash, handoff-request set, then per job: lease, events.
+    /// ARGV: owner, member, heartbeat ttl ms, incarnation, previous tick ms (0 if none),
+    /// member key prefix, events maxlen, job count, per job: name, token, ttl ms, then
+    /// metadata field/value pairs for the member hash.
+    /// Reply: `{now_ms, {renewed 1|0 per job}, {name, expiry_ms, weight, ...live members},
+    /// duplicate incarnation or '', {job names an operator asked to hand over}}`.
+    public static let renew = RedisScript(#"""
+        local owner, member, hb, inc = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+        local prev_tick, prefix, maxlen, n = tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8])
+        local t = redis.call('TIME')
+        local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local now_s = string.format('%d', now_ms)
+        local renewed = {}
+        for i = 1, n do
+          local k = 3 + (i - 1) * 2
+          local a = 8 + (i - 1) * 3
+          local job, tok, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+          local v = redis.call('GET', KEYS[k + 1])
+          if v == owner .. ':' .. tok then
+            redis.call('PEXPIRE', KEYS[k + 1], ttl)
+            renewed[i] = 1
+          else
+            renewed[i] = 0
+            redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', maxlen, '*', 'type', 'lost', 'member', member,
+              'owner', owner, 'token', tok, 'at', now_s, 'holder', v or '')
+          end
+        end
+        local duplicate = ''
+        local seen = redis.call('HMGET', KEYS[2], 'incarnation', 'tick_at')
+        if prev_tick > 0 and seen[1] and seen[1] ~= inc and tonumber(seen[2] or '0') >= prev_tick then
+          duplicate = seen[1]
+        end
+        redis.call('ZADD', KEYS[1], now_ms + hb, member)
+        local meta = {'incarnation', inc, 'tick_at', now_s, 'heartbeat_ms', ARGV[3]}
+        for j = 9 + n * 3, #ARGV do meta[#meta + 1] = ARGV[j] end
+        redis.call('HSET', KEYS[2], unpack(meta))
+        local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms - 86400000, 'LIMIT', 0, 16)
+        for _, d in ipairs(dead) do
+          redis.call('ZREM', KEYS[1], d)
+          redis.call('DEL', prefix .. d)
+        end
+        local live = {}
+        local entries = redis.call('ZRANGEBYSCORE', KEYS[1], now_ms, '+inf', 'WITHSCORES')
+        for j = 1, #entries, 2 do
+          live[#live + 1] = entries[j]
+          live[#live + 1] = entries[j + 1]
+          live[#live + 1] = redis.call('HGET', prefix .. entries[j], 'weight') or '1'
+        end
+        local requests = redis.call('SMEMBERS', KEYS[3])
+        if #requests > 0 then redis.call('DEL', KEYS[3]) end
+        return {now_s, renewed, live, duplicate, requests}
+        """#)
+
+    /// Releases a batch of leases by value and tells standbys at once through pub/sub.
+    ///
+    /// KEYS: per job: lease, state, events.
+    /// ARGV: owner, member, reason (`released` | `handed_off`), channel, events maxlen,
+    /// job count, then per job: name, token ('' releases whatever lease this owner holds,
+    /// used after an acquire whose outcome is unknown).
+    /// Reply: `{1|0 per job}`.
+    public static let release = RedisScript(#"""
+        local owner, member, reason, channel, maxlen, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+        local t = redis.call('TIME')
+        local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        local out = {}
+        for i = 1, n do
+          local k = (i - 1) * 3
+          local a = 6 + (i - 1) * 2
+          local job, tok = ARGV[a + 1], ARGV[a + 2]
+          local v = redis.call('GET', KEYS[k + 1])
+          local match = false
+          if v then
+            if tok == '' then
+              match = string.sub(v, 1, #owner + 1) == owner .. ':'
+              tok = string.sub(v, #owner + 2)
+            else
+              match = v == owner .. ':' .. tok
+            end
+          end
+          if match then
+            redis.call('DEL', KEYS[k + 1])
+            redis.call('HSET', KEYS[k + 2], 'holder', '', 'released_at', now_s)
+            redis.call('XADD', KEYS[k + 3], 'MAXLEN', '~', maxlen, '*', 'type', reason, 'member', member,
+              'owner', owner, 'token', tok, 'at', now_s)
+            redis.call('PUBLISH', channel, job)
+            out[i] = 1
+          else
+            out[i] = 0
+          end
+        end
+        return out
+        """#)
+
+    /// Writes hash fields only while `owner:token` still holds the lease (a fenced write).
+    ///
+    /// KEYS: lease, target hash. ARGV: expected lease value, then field/value pairs.
+    /// Reply: 1 if written, 0 if the lease is no longer held with that token.
+    public static let fencedHashSet = RedisScript(#"""
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        local fields = {}
+        for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+        redis.call('HSET', KEYS[2], unpack(fields))
+        return 1
+        """#)
+
+    /// Sets a string key only while `owner:token` still holds the lease (a fenced write).
+    ///
+    /// KEYS: lease, target. ARGV: expected lease value, value.
+    /// Reply: 1 if written, 0 if the lease is no longer held with that token.
+    public static let fencedSet = RedisScript(#"""
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        redis.call('SET', KEYS[2], ARGV[2])
+        return 1
+        """#)
+}

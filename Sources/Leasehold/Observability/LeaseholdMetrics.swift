@@ -1,0 +1,70 @@
+import CoreMetrics
+
+/// Every metric Leasehold reports, created through one injectable factory so tests can use
+/// a private `TestMetrics` instead of bootstrapping the global metrics system.
+///
+/// Names follow Prometheus conventions (base units, `_total` counters); labels are `job`,
+/// `reason`, `result` and `operation`, all of bounded cardinality.
+public struct LeaseholdMetrics: Sendable {
+    private let factory: any MetricsFactory
+
+    /// Creates the metrics on `factory` (default: the global metrics system).
+    public init(factory: any MetricsFactory = MetricsSystem.factory) {
+        self.factory = factory
+    }
+
+    /// 1 while this member leads `job`, else 0.
+    public func leader(job: String) -> Gauge {
+        Gauge(label: "leasehold_leader", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// Counts leases this member acquired.
+    public func leaseAcquired(job: String) -> Counter {
+        Counter(label: "leasehold_lease_acquired_total", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// Counts leadership ends by reason: expired, stepped_down, released, handed_off.
+    public func leaseLost(job: String, reason: String) -> Counter {
+        Counter(label: "leasehold_lease_lost_total", dimensions: [("job", job), ("reason", reason)], factory: factory)
+    }
+
+    /// The leaderless gap a new leader observed before it took over.
+    public func leaderlessSeconds(job: String) -> Gauge {
+        Gauge(label: "leasehold_leaderless_seconds", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// Duration of the one renew call per tick.
+    public var renewDuration: Timer {
+        Timer(label: "leasehold_renew_duration_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+    }
+
+    /// 1 while Redis answers, else 0.
+    public var redisUp: Gauge {
+        Gauge(label: "leasehold_redis_up", factory: factory)
+    }
+
+    /// Counts failed Redis calls by operation (acquire, renew, release, schedule, fenced_write).
+    public func redisErrors(operation: String) -> Counter {
+        Counter(label: "leasehold_redis_errors_total", dimensions: [("operation", operation)], factory: factory)
+    }
+
+    /// Counts handler runs by result (success, failure, timeout, cancelled).
+    public func jobRuns(job: String, result: String) -> Counter {
+        Counter(label: "leasehold_job_runs_total", dimensions: [("job", job), ("result", result)], factory: factory)
+    }
+
+    /// Duration of handler runs.
+    public func jobRunDuration(job: String) -> Timer {
+        Timer(label: "leasehold_job_run_duration_seconds", dimensions: [("job", job)], preferredDisplayUnit: .seconds, factory: factory)
+    }
+
+    /// Counts handlers still running after their validity ended.
+    public func handlerOverrun(job: String) -> Counter {
+        Counter(label: "leasehold_handler_overrun_total", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// The number of live members this member sees.
+    public var members: Gauge {
+        Gauge(label: "leasehold_members", factory: factory)
+    }
+}
