@@ -1,0 +1,293 @@
+import Testing
+
+@testable import Leasehold
+
+/// Drives one engine on a fake clock: no real time, no Redis.
+private struct Harness {
+    var engine: LeaseEngine
+    var now: Duration = .zero
+    var sent: [LeaseCommand] = []
+    var events: [LeadershipEvent] = []
+
+    init(jobs: [LeaseJob], member: String = "a", seed: UInt64 = 1) {
+        engine = LeaseEngine(
+            settings: .init(owner: OwnerID(member: member, incarnation: "i1"), seed: seed), jobs: jobs, now: .zero)
+    }
+
+    /// Polls at the current time and records what came out.
+    @discardableResult
+    mutating func poll() -> LeaseEngine.Step {
+        let step = engine.poll(now: now)
+        sent += step.commands
+        events += step.events
+        return step
+    }
+
+    /// Moves the clock forward, polling at every wake-up the engine asks for on the way.
+    mutating func advance(to target: Duration) {
+        while true {
+            let step = poll()
+            guard let wake = step.wakeAt, wake <= target, wake > now else { break }
+            now = wake
+        }
+        now = target
+        poll()
+    }
+
+    mutating func takeCommands() -> [LeaseCommand] {
+        defer { sent.removeAll() }
+        return sent
+    }
+
+    mutating func takeEvents() -> [LeadershipEvent] {
+        defer { events.removeAll() }
+        return events
+    }
+
+    mutating func complete(_ completion: LeaseCompletion) {
+        engine.complete(completion, now: now)
+    }
+
+    /// Answers the first tick with an empty membership so the engine knows the world.
+    mutating func answerTick(_ command: LeaseCommand, members: [String] = ["a"], renewed: Bool = true, redisNowMs: Int64 = 1_000_000) {
+        guard case .renew(let id, let batch) = command else { Issue.record("not a renew: \(command)"); return }
+        complete(.renew(id: id, .success(RenewReply(
+            redisNowMs: redisNowMs, renewed: Array(repeating: renewed, count: batch.leases.count),
+            members: members.map { MemberInfo(name: $0, expiresAtMs: redisNowMs + 60_000, weight: 1) }))))
+    }
+}
+
+private func acquires(_ commands: [LeaseCommand]) -> [(id: Int, requests: [AcquireRequest])] {
+    commands.compactMap { if case .acquire(let id, let requests) = $0 { (id, requests) } else { nil } }
+}
+
+private func renews(_ commands: [LeaseCommand]) -> [(id: Int, batch: RenewBatch)] {
+    commands.compactMap { if case .renew(let id, let batch) = $0 { (id, batch) } else { nil } }
+}
+
+@Suite("Lease engine under a fake clock")
+struct LeaseEngineTests {
+    static let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(10)))
+
+    /// Starts a harness whose job was just acquired with `token`, the acquire sent at t=0.
+    private func leader(token: UInt64 = 7, jobs: [LeaseJob] = [Self.job]) -> Harness {
+        var h = Harness(jobs: jobs)
+        h.poll()
+        let commands = h.takeCommands()
+        for (id, requests) in acquires(commands) {
+            h.complete(.acquire(id: id, .success(AcquireReply(
+                redisNowMs: 1_000_000,
+                outcomes: requests.map { _ in .acquired(token: token, takeover: .acquired, gapMs: nil) }))))
+        }
+        for (id, _) in renews(commands) {
+            h.answerTick(.renew(id: id, batch: RenewBatch(leases: [], heartbeatTTLMs: 0, previousTickMs: 0)))
+        }
+        h.poll()
+        return h
+    }
+
+    @Test("default timing: validity = ttl × (1 − drift) − margin, step-down = validity − grace")
+    func timingDefaults() {
+        let timing = LeaseTiming(ttl: .seconds(10))
+        #expect(timing.renewEvery == .seconds(10) / 3)
+        #expect(timing.margin == .milliseconds(100))
+        #expect(timing.grace == .seconds(1))
+        #expect(timing.validityWindow == .milliseconds(9_800))
+        #expect(timing.stepDownWindow == .milliseconds(8_800))
+        let short = LeaseTiming(ttl: .seconds(1))
+        #expect(short.margin == .milliseconds(10))
+        #expect(short.grace == .milliseconds(100))
+    }
+
+    @Test("validity is counted from the send time, not the reply time")
+    func validityFromSendTime() {
+        var h = Harness(jobs: [Self.job])
+        h.poll()
+        let (id, _) = acquires(h.takeCommands())[0]
+        h.now = .milliseconds(700)  // a slow reply
+        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 42, takeover: .acquired, gapMs: nil)]))))
+        h.poll()
+        let lease = h.engine.lease(of: "report")
+        #expect(lease?.token == 42)
+        #expect(lease?.validUntil == .milliseconds(9_800))
+        #expect(h.takeEvents().contains(.acquired(job: "report", token: 42, validUntil: .milliseconds(9_800), takeover: .acquired, gapMs: nil)))
+    }
+
+    @Test("a leader steps down at validity − grace when renew replies never come")
+    func stepDownWithoutReplies() {
+        var h = leader()
+        _ = h.takeEvents()
+        h.advance(to: .milliseconds(8_799))
+        #expect(h.engine.lease(of: "report") != nil)
+        // Renewals were sent (and retried) but none answered.
+        #expect(!renews(h.takeCommands()).isEmpty)
+        h.advance(to: .milliseconds(8_800))
+        #expect(h.engine.lease(of: "report") == nil)
+        #expect(h.takeEvents().contains(.lost(job: "report", token: 7, reason: .steppedDown)))
+        // Never leader again without a new successful acquire, whatever time passes.
+        h.advance(to: .seconds(60))
+        #expect(h.engine.lease(of: "report") == nil)
+    }
+
+    @Test("renewals extend validity from their send time")
+    func renewalExtends() {
+        var h = leader()
+        _ = h.takeCommands()
+        h.advance(to: .milliseconds(3_334))
+        let renew = renews(h.takeCommands())
+        #expect(renew.count == 1)
+        #expect(renew.first?.batch.leases.map(\.job) == ["report"])
+        let sentAt = Duration.seconds(10) / 3  // the tick fires exactly one renew interval after the first
+        h.now += .milliseconds(300)
+        h.answerTick(.renew(id: renew[0].id, batch: renew[0].batch))
+        h.poll()
+        #expect(h.engine.lease(of: "report")?.validUntil == sentAt + .milliseconds(9_800))
+    }
+
+    @Test("failed renewals are retried with short backoff while valid")
+    func renewRetryBackoff() {
+        var h = leader()
+        _ = h.takeCommands()
+        h.advance(to: .milliseconds(3_334))
+        var attempts: [Duration] = []
+        for _ in 0..<6 {
+            guard let (id, _) = renews(h.takeCommands()).first else { break }
+            attempts.append(h.now)
+            h.complete(.renew(id: id, .failure(LeaseCallFailure(outcomeUnknown: false, message: "refused"))))
+            h.poll()
+            if let wake = h.poll().wakeAt { h.now = wake }
+            h.poll()
+        }
+        #expect(attempts.count == 6)
+        let gaps = zip(attempts.dropFirst(), attempts).map { $0 - $1 }
+        // Exponential from ~50 ms, never longer than one renew interval.
+        #expect(gaps.allSatisfy { $0 > .zero && $0 <= .seconds(10) / 3 })
+        #expect(gaps.first! <= .milliseconds(100))
+        #expect(h.takeEvents().contains(.redisAvailability(up: false, detail: "refused")))
+    }
+
+    @Test("a renewal that finds the lease gone reports it lost at once")
+    func renewFindsLeaseGone() {
+        var h = leader()
+        _ = h.takeCommands()
+        h.advance(to: .milliseconds(3_334))
+        let renew = renews(h.takeCommands())[0]
+        h.answerTick(.renew(id: renew.id, batch: renew.batch), renewed: false)
+        h.poll()
+        #expect(h.engine.lease(of: "report") == nil)
+        #expect(h.takeEvents().contains(.lost(job: "report", token: 7, reason: .expired)))
+    }
+
+    @Test("a standby tries again when the holder's lease runs out, not before")
+    func standbyWakesAtPTTL() {
+        var h = Harness(jobs: [Self.job])
+        h.poll()
+        let (id, _) = acquires(h.takeCommands())[0]
+        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 4_000)]))))
+        let wake = h.poll().wakeAt
+        #expect(wake != nil)
+        h.advance(to: .milliseconds(3_999))
+        #expect(acquires(h.takeCommands()).isEmpty)
+        h.advance(to: .milliseconds(4_021))
+        let next = acquires(h.takeCommands())
+        #expect(next.count == 1)
+        #expect(next.first?.requests.first?.job == "report")
+    }
+
+    @Test("a released message makes a standby try at once")
+    func releasedMessageWakesStandby() {
+        var h = Harness(jobs: [Self.job])
+        h.poll()
+        let (id, _) = acquires(h.takeCommands())[0]
+        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 9_000)]))))
+        h.poll()
+        h.now = .milliseconds(100)
+        h.engine.releasedMessage(job: "report", now: h.now)
+        h.poll()
+        #expect(acquires(h.takeCommands()).count == 1)
+    }
+
+    @Test("an acquire that timed out is never counted, and is released by owner value on shutdown")
+    func unknownOutcomeIsReconciled() {
+        var h = Harness(jobs: [Self.job])
+        h.poll()
+        let (id, _) = acquires(h.takeCommands())[0]
+        h.complete(.acquire(id: id, .failure(LeaseCallFailure(outcomeUnknown: true, message: "timeout"))))
+        h.poll()
+        #expect(h.engine.lease(of: "report") == nil)
+        h.engine.beginShutdown(now: h.now)
+        h.poll()
+        let releases = h.takeCommands().compactMap { if case .release(let id, let items, _) = $0 { (id, items) } else { nil } }
+        #expect(releases.count == 1)
+        #expect(releases.first?.1 == [ReleaseItem(job: "report", token: nil)])
+        h.complete(.release(id: releases[0].0, .success([true])))
+        h.poll()
+        #expect(h.engine.isShutDown)
+    }
+
+    @Test("a reply that arrives after the step-down time does not make a leader")
+    func lateAcquireReply() {
+        var h = Harness(jobs: [Self.job])
+        h.poll()
+        let (id, _) = acquires(h.takeCommands())[0]
+        h.now = .seconds(9)
+        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 9, takeover: .acquired, gapMs: nil)]))))
+        h.poll()
+        #expect(h.engine.lease(of: "report") == nil)
+        // The next attempt takes the lease up again idempotently.
+        h.poll()
+        #expect(acquires(h.takeCommands()).count == 1)
+    }
+
+    @Test("one renew call per tick carries every held lease")
+    func oneRenewPerTick() {
+        let many = (0..<100).map { LeaseJob(name: "job-\($0)", timing: LeaseTiming(ttl: .seconds(10))) }
+        var h = leader(jobs: many)
+        #expect(h.engine.ledJobs.count == 100)
+        _ = h.takeCommands()
+        h.advance(to: .milliseconds(3_334))
+        let commands = h.takeCommands()
+        #expect(renews(commands).count == 1)
+        #expect(renews(commands).first?.batch.leases.count == 100)
+        #expect(acquires(commands).isEmpty)
+    }
+
+    @Test("graceful release: leaders keep renewing until released, then shutdown completes")
+    func gracefulShutdown() {
+        var h = leader()
+        _ = h.takeCommands()
+        h.engine.beginShutdown(now: h.now)
+        h.poll()
+        #expect(!h.engine.isShutDown)
+        h.engine.release(job: "report", reason: .released, now: h.now)
+        h.poll()
+        let release = h.takeCommands().compactMap { if case .release(let id, let items, _) = $0 { (id, items) } else { nil } }
+        #expect(release.first?.1 == [ReleaseItem(job: "report", token: 7)])
+        h.complete(.release(id: release[0].0, .success([true])))
+        h.poll()
+        #expect(h.engine.isShutDown)
+        #expect(h.takeEvents().contains(.released(job: "report", token: 7, reason: .released, confirmed: true)))
+    }
+
+    @Test("spread placement: a non-preferred standby waits standby_delay, the preferred one goes at once")
+    func spreadStandbyDelay() {
+        let spread = LeasePlacement.spread(standbyDelay: .seconds(3), stability: .seconds(10))
+        let jobs = (0..<40).map { LeaseJob(name: "j\($0)", timing: LeaseTiming(ttl: .seconds(10)), placement: spread) }
+        var h = Harness(jobs: jobs, member: "a")
+        h.poll()
+        // Membership unknown: nothing acquired yet.
+        let first = h.takeCommands()
+        #expect(acquires(first).isEmpty)
+        h.answerTick(renews(first).map { .renew(id: $0.id, batch: $0.batch) }[0], members: ["a", "b"])
+        h.poll()
+        let immediate = Set(acquires(h.takeCommands()).flatMap { $0.requests.map(\.job) })
+        let mine = Set(jobs.map(\.name).filter { h.engine.preferredMember(of: $0, now: h.now) == "a" })
+        #expect(!mine.isEmpty && mine.count < jobs.count)
+        #expect(immediate == mine)
+        h.advance(to: .milliseconds(2_990))
+        #expect(acquires(h.takeCommands()).isEmpty)
+        h.advance(to: .milliseconds(3_010))
+        let delayed = Set(acquires(h.takeCommands()).flatMap { $0.requests.map(\.job) })
+        #expect(delayed == Set(jobs.map(\.name)).subtracting(mine))
+    }
+}
