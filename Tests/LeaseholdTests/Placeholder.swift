@@ -1,3 +1,0 @@
-import Testing
-
-@Test func LeaseholdTestsBuilds() { #expect(Bool(true)) }
