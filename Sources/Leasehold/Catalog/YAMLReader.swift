@@ -15,11 +15,17 @@ public enum YAMLReader {
 
     /// Parses raw bytes (libyaml checks the encoding, so invalid UTF-8 gets its own error).
     public static func parse(bytes: [UInt8], file: String) throws(CatalogError) -> ConfigNode? {
-        let result: Result<ConfigNode?, CatalogError> = bytes.withUnsafeBufferPointer { buffer in
-            let builder = Builder(file: file)
-            return builder.run(buffer)
+        let result = read(bytes: bytes, file: file)
+        if !result.errors.isEmpty { throw CatalogError(errors: result.errors) }
+        return result.root
+    }
+
+    /// Like `parse`, but hands back structural errors (duplicate keys, bad aliases) next to the tree
+    /// so the catalog validator can report them together with its own; `fatal` means no usable tree.
+    static func read(bytes: [UInt8], file: String) -> (root: ConfigNode?, errors: [ConfigError], fatal: Bool) {
+        bytes.withUnsafeBufferPointer { buffer in
+            Builder(file: file).run(buffer)
         }
-        return try result.get()
     }
 
     /// Single-use event consumer; not shared across threads.
@@ -39,11 +45,10 @@ public enum YAMLReader {
             SourceLocation(file: file, line: Int(mark.line) + 1, column: Int(mark.column) + 1)
         }
 
-        func run(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<ConfigNode?, CatalogError> {
+        func run(_ buffer: UnsafeBufferPointer<UInt8>) -> (root: ConfigNode?, errors: [ConfigError], fatal: Bool) {
             guard yaml_parser_initialize(&parser) == 1 else {
-                return .failure(CatalogError(errors: [ConfigError(
-                    location: SourceLocation(file: file, line: 0, column: 0),
-                    message: "cannot initialise the YAML parser (out of memory)")]))
+                return (nil, [ConfigError(location: SourceLocation(file: file, line: 0, column: 0),
+                                          message: "cannot initialise the YAML parser (out of memory)")], true)
             }
             defer { yaml_parser_delete(&parser) }
             // libyaml wants a non-null pointer even for empty input.
@@ -60,10 +65,10 @@ public enum YAMLReader {
                     }
                 }
             } catch {
-                // The syntax error is in `errors`.
+                // The syntax error is in `errors`; a partial tree would only produce follow-on noise.
+                return (nil, errors, true)
             }
-            if errors.isEmpty { return .success(root) }
-            return .failure(CatalogError(errors: errors))
+            return (root, errors, false)
         }
 
         /// Pulls the next event; on a libyaml error records it (with libyaml's own mark and text) and aborts.
