@@ -285,7 +285,9 @@ struct Validator {
             return nil
         }
         var name: String?
+        var displayName: String?
         if let n = node.value(for: "name"), let text = string(n, key: "name") {
+            displayName = text
             if text.count > 100 {
                 error(n.location, "job name too long (\(text.count) characters): expected at most 100")
             } else if !Validator.isValidJobName(text) {
@@ -299,7 +301,8 @@ struct Validator {
         } else if node.value(for: "name") == nil {
             error(node.location, "job is missing required key 'name'")
         }
-        let what = name.map { "job '\($0)'" } ?? "job"
+        // Name the job in messages even when its name is itself wrong (duplicate, bad characters).
+        let what = displayName.map { "job '\($0)'" } ?? "job"
         checkKeys(node, allowed: Validator.jobKeys, context: "in \(what)")
 
         var handler: String?
