@@ -185,6 +185,6 @@ jobs:
 @Test func verbatimSampleTripsTheRenewRule() {
     let verbatim = sampleCatalog.replacingOccurrences(of: "    renew_every: 1s\n", with: "")
     #expect(catalogErrors(verbatim) == [
-        "jobs.yaml:25:12: lease 5s is too short for renew_every 3s from defaults: renew_every must be less than half of lease",
+        "jobs.yaml:23:12: lease 5s is too short for renew_every 3s from defaults: renew_every must be less than half of lease",
     ])
 }
