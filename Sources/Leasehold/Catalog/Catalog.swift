@@ -1,0 +1,106 @@
+/// When a job runs while its member holds the lease.
+public enum JobSchedule: Sendable, Hashable {
+    /// The handler runs for as long as leadership lasts.
+    case continuous
+    /// A run every interval (measured from the previous scheduled time, coalesced after failover).
+    case every(Duration)
+    /// Runs at cron times in the schedule's time zone.
+    case cron(CronSchedule)
+}
+
+/// How members decide who goes first for a job.
+public enum PlacementMode: String, Sendable, CaseIterable {
+    /// Rendezvous hashing spreads jobs across members; non-preferred members wait `standbyDelay`.
+    case spread
+    /// Whoever asks first wins.
+    case any
+}
+
+/// What a leader does when it loses a lease while the handler is running.
+public enum LostLeadershipAction: String, Sendable, CaseIterable {
+    /// Cancel the handler and keep serving other jobs.
+    case cancel
+    /// Exit the process (for handlers that cannot be trusted to stop).
+    case exit
+}
+
+/// One job, fully resolved (defaults applied) and validated. Plain values: the lease engine never sees YAML.
+public struct JobSpec: Sendable {
+    /// Unique job name, also the Redis key suffix.
+    public var name: String
+    /// Handler kind (what `handler:` names).
+    public var handler: String
+    /// When it runs.
+    public var schedule: JobSchedule
+    /// Lease TTL.
+    public var lease: Duration
+    /// Renewal interval; always less than half of `lease`.
+    public var renewEvery: Duration
+    /// Clock-drift allowance as a fraction (0.01 = 1%), subtracted from validity.
+    public var drift: Double
+    /// Placement mode.
+    public var placement: PlacementMode
+    /// How long non-preferred members wait before trying; nil lets the placement code decide.
+    public var standbyDelay: Duration?
+    /// Reaction to a lost lease.
+    public var onLostLeadership: LostLeadershipAction
+    /// Per-run timeout; nil means none.
+    public var timeout: Duration?
+    /// The handler's own `config:` section, checked by the handler, kept with locations for its errors.
+    public var config: ConfigNode?
+    /// Where the job's mapping starts.
+    public var location: SourceLocation
+
+    /// Creates a job spec (the loader fills in defaults; tests and embedders may build one directly).
+    public init(name: String, handler: String, schedule: JobSchedule, lease: Duration = .seconds(10),
+                renewEvery: Duration? = nil, drift: Double = 0.01, placement: PlacementMode = .spread,
+                standbyDelay: Duration? = nil, onLostLeadership: LostLeadershipAction = .cancel,
+                timeout: Duration? = nil, config: ConfigNode? = nil,
+                location: SourceLocation = SourceLocation(file: "<memory>", line: 0, column: 0)) {
+        self.name = name
+        self.handler = handler
+        self.schedule = schedule
+        self.lease = lease
+        self.renewEvery = renewEvery ?? lease / 3
+        self.drift = drift
+        self.placement = placement
+        self.standbyDelay = standbyDelay
+        self.onLostLeadership = onLostLeadership
+        self.timeout = timeout
+        self.config = config
+        self.location = location
+    }
+}
+
+/// A loaded, validated `jobs.yaml`.
+public struct Catalog: Sendable {
+    /// Schema version (always 1 today).
+    public var version: Int
+    /// `redis.url` from the file; the caller applies `--redis` / `LEASEHOLD_REDIS_URL` over it.
+    public var redisURL: String?
+    /// Redis key namespace.
+    public var namespace: String
+    /// Jobs in file order.
+    public var jobs: [JobSpec]
+    /// The path as given to the loader.
+    public var path: String
+
+    /// Creates a catalog.
+    public init(version: Int = 1, redisURL: String? = nil, namespace: String = "leasehold", jobs: [JobSpec], path: String) {
+        self.version = version
+        self.redisURL = redisURL
+        self.namespace = namespace
+        self.jobs = jobs
+        self.path = path
+    }
+}
+
+/// A handler registry's verdict on a job's `handler:` kind and `config:` section.
+public enum HandlerConfigCheck: Sendable {
+    /// No handler of that kind is registered.
+    case unknownKind
+    /// The config is acceptable.
+    case valid
+    /// The config has these problems (with locations inside `config:`).
+    case invalid([ConfigError])
+}
