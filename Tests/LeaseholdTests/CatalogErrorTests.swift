@@ -138,20 +138,16 @@ let badCatalogs: [BadCatalog] = [
     """, expected: [
         "jobs.yaml:7:18: renew_every 5s must be less than half of lease 10s, so a failed renewal can be retried before the lease expires",
     ]),
-    BadCatalog(name: "renew_every from defaults vs job lease", yaml: """
+    BadCatalog(name: "renew_every set on the job vs its lease", yaml: """
     version: 1
-    defaults:
-      renew_every: 3s
     jobs:
       - name: a
         handler: log
         schedule: continuous
         lease: 5s
-      - name: b
-        handler: log
-        schedule: continuous
+        renew_every: 3s
     """, expected: [
-        "jobs.yaml:8:12: lease 5s is too short for renew_every 3s from defaults: renew_every must be less than half of lease",
+        "jobs.yaml:7:18: renew_every 3s must be less than half of lease 5s, so a failed renewal can be retried before the lease expires",
     ]),
     BadCatalog(name: "renew_every too long in defaults reported once", yaml: """
     version: 1

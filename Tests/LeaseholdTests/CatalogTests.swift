@@ -180,11 +180,13 @@ jobs:
     #expect(e.description == "jobs.yaml:12:5: first\njobs.yaml:13:1: second")
 }
 
-/// The brief's sample verbatim (no renew_every on queue-consumer) inherits renew_every 3s against its
-/// own 5s lease, which the "renew_every < lease / 2, also from defaults" rule rejects; pin that down.
-@Test func verbatimSampleTripsTheRenewRule() {
+/// The sample verbatim: queue-consumer sets lease 5s and inherits renew_every 3s from
+/// defaults, which cannot fit; the job gets lease / 3 instead of an error.
+@Test func verbatimSampleCapsInheritedRenewInterval() throws {
     let verbatim = sampleCatalog.replacingOccurrences(of: "    renew_every: 1s\n", with: "")
-    #expect(catalogErrors(verbatim) == [
-        "jobs.yaml:23:12: lease 5s is too short for renew_every 3s from defaults: renew_every must be less than half of lease",
-    ])
+    #expect(verbatim != sampleCatalog)
+    let catalog = try CatalogLoader.parse(text: verbatim, path: "jobs.yaml", checkHandler: { _, _ in .valid })
+    let consumer = try #require(catalog.jobs.first { $0.name == "queue-consumer" })
+    #expect(consumer.renewEvery == .seconds(5) / 3)
+    #expect(catalog.jobs.first { $0.name == "heartbeat" }?.renewEvery == .seconds(3))
 }

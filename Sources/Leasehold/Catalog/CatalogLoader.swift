@@ -331,17 +331,17 @@ struct Validator {
         let own = settings(node, fromDefaults: false)
         let lease = own.lease ?? (own.invalid.contains("lease") ? nil : defaults.lease)
         let leaseValue = lease?.value ?? .seconds(10)
-        let renew = own.renewEvery ?? defaults.renewEvery
+        var renew = own.renewEvery ?? defaults.renewEvery
         let leaseOK = !own.invalid.contains("lease") && !(lease == nil && defaults.invalid.contains("lease"))
+        if leaseOK, let inherited = renew, inherited.fromDefaults, let lease, !lease.fromDefaults,
+           inherited.value * 2 >= leaseValue {
+            // A default renew interval cannot fit every lease a job may set for itself; the
+            // job chose a shorter lease, so it gets the default rule (lease / 3) instead of
+            // an error the job's author cannot fix without repeating renew_every.
+            renew = nil
+        }
         if leaseOK, let renew, renew.value * 2 >= leaseValue {
-            // Point at whichever of the two this job itself set, so the fix is made in the right place.
-            if !renew.fromDefaults {
-                error(renew.location, "renew_every \(formatDuration(renew.value)) must be less than half of lease \(formatDuration(leaseValue)), so a failed renewal can be retried before the lease expires")
-            } else if let lease, !lease.fromDefaults {
-                error(lease.location, "lease \(formatDuration(leaseValue)) is too short for renew_every \(formatDuration(renew.value)) from defaults: renew_every must be less than half of lease")
-            } else {
-                error(renew.location, "renew_every \(formatDuration(renew.value)) must be less than half of lease \(formatDuration(leaseValue)), so a failed renewal can be retried before the lease expires")
-            }
+            error(renew.location, "renew_every \(formatDuration(renew.value)) must be less than half of lease \(formatDuration(leaseValue)), so a failed renewal can be retried before the lease expires")
         }
 
         guard let name, let handler, let schedule else { return nil }
