@@ -4,10 +4,15 @@ import Dispatch
 /// their (blocking) hiredis calls on a dispatch thread, never on the cooperative pool.
 final class DispatchQueueExecutor: SerialExecutor {
     private let queue: DispatchQueue
+    private static let key = DispatchSpecificKey<ObjectIdentifier>()
 
     init(label: String) {
         queue = DispatchQueue(label: label)
+        queue.setSpecific(key: Self.key, value: ObjectIdentifier(self))
     }
+
+    /// Whether the caller runs on this executor's queue (for tests).
+    var isCurrent: Bool { DispatchQueue.getSpecific(key: Self.key) == ObjectIdentifier(self) }
 
     func enqueue(_ job: consuming ExecutorJob) {
         let unownedJob = UnownedJob(job)

@@ -37,6 +37,9 @@ public actor RedisConnection {
     /// Whether a live context is open (for tests and diagnostics).
     public var isConnected: Bool { context != nil }
 
+    /// True when actor code runs on the connection's private queue (not the cooperative pool).
+    var isRunningOnOwnQueue: Bool { executor.isCurrent }
+
     public func send(_ arguments: [String]) async throws(RedisError) -> RedisReply {
         try perform { context throws(RedisError) in try Self.checked(context.command(arguments.utf8Arguments), context) }
     }

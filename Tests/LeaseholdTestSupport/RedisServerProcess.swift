@@ -243,9 +243,8 @@ public final class RedisServerProcess: Sendable {
     }
 
     public func command(_ arguments: [String]) async throws(RedisError) -> RedisReply {
-        let connection = RedisConnection(configuration: configuration())
-        defer { Task { await connection.close() } }
-        return try await connection.send(arguments)
+        // A fresh connection per call: no reconnect backoff to trip over after a restart.
+        try await RedisConnection(configuration: configuration()).send(arguments)
     }
 
     /// Runs `redis-cli` against this server and returns its trimmed output (synchronous).

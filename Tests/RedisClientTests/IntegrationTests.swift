@@ -1,7 +1,8 @@
 import LeaseholdTestSupport
-import RedisClient
 import Synchronization
 import Testing
+
+@testable import RedisClient
 
 /// Polls `body` until it returns non-nil, or fails after `limit`.
 func eventually<T>(
@@ -250,6 +251,14 @@ struct ConnectionIntegrationTests {
         // input, but a partition could deliver it): either answer is legal, nothing else is.
         let outcome = try await connection.send(["GET", "k"])
         #expect(outcome == .null || outcome == .bulk(Array("v".utf8)))
+    }
+
+    @Test func blockingCallsRunOnTheConnectionsOwnQueue() async throws {
+        let server = try await RedisServerProcess()
+        let connection = RedisConnection(configuration: server.configuration())
+        #expect(await ping(connection))
+        #expect(await connection.isRunningOnOwnQueue)
+        #expect(RedisConnection(configuration: server.configuration()).configuration.endpoint == server.endpoint)
     }
 
     @Test func closeMakesLaterCallsFail() async throws {
