@@ -32,7 +32,11 @@ public final class FakeTCPServer: Sendable {
         let listener: Int32
         let accepted = Mutex<(open: [Int32], stopped: Bool)>(([], false))
         init(listener: Int32) { self.listener = listener }
-        deinit { close(listener) }
+        /// Closing only here (never while a worker may still use a descriptor) rules out fd reuse races.
+        deinit {
+            for fd in accepted.withLock({ $0.open }) { close(fd) }
+            close(listener)
+        }
     }
 
     public init(behavior: Behavior) throws {
@@ -82,12 +86,14 @@ public final class FakeTCPServer: Sendable {
                 _ = bytes.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             case .answer(let bytes):
                 DispatchQueue.global().async {
-                    var buffer = [UInt8](repeating: 0, count: 4096)
-                    let n = recv(client, &buffer, buffer.count, 0)
-                    if n > 0 {
-                        _ = bytes.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    withExtendedLifetime(shared) {  // keeps `client` open until this worker is done
+                        var buffer = [UInt8](repeating: 0, count: 4096)
+                        let n = recv(client, &buffer, buffer.count, 0)
+                        if n > 0 {
+                            _ = bytes.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                        }
+                        shutdown(client, Int32(SHUT_RDWR))
                     }
-                    shutdown(client, Int32(SHUT_RDWR))
                 }
             case .silent:
                 break
@@ -102,12 +108,11 @@ public final class FakeTCPServer: Sendable {
         let open = shared.accepted.withLock { state -> [Int32]? in
             if state.stopped { return nil }
             state.stopped = true
-            defer { state.open = [] }
             return state.open
         }
         guard let open else { return }
         shutdown(shared.listener, Int32(SHUT_RDWR))
-        for fd in open { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     deinit { stop() }
