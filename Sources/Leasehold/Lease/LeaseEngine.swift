@@ -202,9 +202,10 @@ public struct LeaseEngine: Sendable {
     }
 
     /// The handler of `job` has stopped; give the lease up (shutdown, handoff or a voluntary
-    /// release). Nothing happens unless the job is led.
-    public mutating func release(job: String, reason: ReleaseReason, now: Duration) {
-        guard var state = jobs[job], case .leading(let token, _, _) = state.phase else { return }
+    /// release). Nothing happens unless the job is led (with `token`, when given).
+    public mutating func release(job: String, token expected: UInt64? = nil, reason: ReleaseReason, now: Duration) {
+        guard var state = jobs[job], case .leading(let token, _, _) = state.phase,
+              expected == nil || expected == token else { return }
         state.phase = .releasing(token: token, reason: reason, sent: false)
         jobs[job] = state
         leaseRevision += 1

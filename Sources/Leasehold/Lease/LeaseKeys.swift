@@ -19,6 +19,8 @@ public struct LeaseKeys: Sendable, Hashable {
     public func state(_ job: String) -> String { "\(namespace):{\(job)}:state" }
     /// The job's capped audit stream of leadership transitions.
     public func events(_ job: String) -> String { "\(namespace):{\(job)}:events" }
+    /// The job's capped stream of run records (slot, token, member, start).
+    public func runs(_ job: String) -> String { "\(namespace):{\(job)}:runs" }
     /// The sorted set of members, scored by heartbeat expiry (Redis time, ms).
     public var members: String { "\(namespace):members" }
     /// A member's metadata hash.

@@ -71,7 +71,7 @@ public final class LeaseManager: Sendable {
     private enum Input: Sendable {
         case completion(LeaseCompletion)
         case releasedMessage(String)
-        case release(job: String, reason: ReleaseReason)
+        case release(job: String, token: UInt64?, reason: ReleaseReason)
         case shutdown
         case wake
     }
@@ -121,9 +121,10 @@ public final class LeaseManager: Sendable {
     /// The live members as of the last heartbeat.
     public var liveMembers: [MemberInfo] { members.withLock { $0 } }
 
-    /// Gives a lease up; call it only once the job's work has stopped.
-    public func release(job: String, reason: ReleaseReason = .released) {
-        inputSink.yield(.release(job: job, reason: reason))
+    /// Gives a lease up; call it only once the job's work has stopped. With `token`, only
+    /// that leadership is released (a later one, acquired meanwhile, is kept).
+    public func release(job: String, token: UInt64? = nil, reason: ReleaseReason = .released) {
+        inputSink.yield(.release(job: job, token: token, reason: reason))
     }
 
     /// Stops acquiring; `run()` returns once the layer above has released every lease (or
@@ -138,8 +139,10 @@ public final class LeaseManager: Sendable {
         let commandConnection = RedisConnection(configuration: configuration.redis)
         let subscriber = RedisSubscriber(configuration: configuration.redis, channels: [configuration.keys.releasedChannel])
         let listener = Task { [inputSink] in
+            // Messages published while the subscriber was disconnected are lost; the PTTL
+            // timers of standbys are the fallback, so nothing waits longer than the TTL.
             for await message in subscriber.messages {
-                inputSink.yield(.releasedMessage(message.payload))
+                if let job = message.payloadString { inputSink.yield(.releasedMessage(job)) }
             }
         }
         // The loop runs in its own task: cancellation of `run()` must not end the input
@@ -150,7 +153,7 @@ public final class LeaseManager: Sendable {
             await loopTask.value
         } onCancel: { [inputSink] in
             inputSink.yield(.shutdown)
-            inputSink.yield(.release(job: "", reason: .released))
+            inputSink.yield(.release(job: "", token: nil, reason: .released))
         }
         listener.cancel()
         await subscriber.stop()
@@ -174,7 +177,7 @@ public final class LeaseManager: Sendable {
         while true {
             if releaseAllOnShutdown {
                 // Cancelled: the caller has stopped its work; give every lease back now.
-                for job in engine.ledJobs { engine.release(job: job, reason: .released, now: engineTime()) }
+                for job in engine.ledJobs { engine.release(job: job, token: nil, reason: .released, now: engineTime()) }
             }
             let now = engineTime()
             let step = engine.poll(now: now)
@@ -211,11 +214,11 @@ public final class LeaseManager: Sendable {
                 engine.complete(completion, now: at)
             case .releasedMessage(let job):
                 engine.releasedMessage(job: job, now: at)
-            case .release(let job, let reason):
+            case .release(let job, let token, let reason):
                 if job.isEmpty {
                     releaseAllOnShutdown = true
                 } else {
-                    engine.release(job: job, reason: reason, now: at)
+                    engine.release(job: job, token: token, reason: reason, now: at)
                 }
             case .shutdown:
                 if shutdownDeadline == nil {

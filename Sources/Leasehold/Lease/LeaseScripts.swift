@@ -176,4 +176,42 @@ public enum LeaseScripts {
         redis.call('SET', KEYS[2], ARGV[2])
         return 1
         """#)
+
+    /// Starts a run: checks the token and the schedule slot in one atomic step, advances
+    /// `next_run_at` and records the run, so a new leader continues the schedule without
+    /// running a slot twice.
+    ///
+    /// KEYS: lease, state, runs. ARGV: expected lease value, slot ms ('' for continuous
+    /// jobs), next slot ms ('' for continuous jobs), member, token, runs maxlen.
+    /// Reply: `{1, now_ms}` started; `{0}` not the holder; `{2, next_run_at}` the slot was
+    /// already taken (the schedule moved on: wait for the slot returned).
+    public static let beginRun = RedisScript(#"""
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+        local slot, next_slot = ARGV[2], ARGV[3]
+        if slot ~= '' then
+          local current = redis.call('HGET', KEYS[2], 'next_run_at')
+          if current and tonumber(current) > tonumber(slot) then return {2, current} end
+        end
+        local t = redis.call('TIME')
+        local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        if next_slot ~= '' then redis.call('HSET', KEYS[2], 'next_run_at', next_slot) end
+        redis.call('HSET', KEYS[2], 'last_run_started', now_s, 'last_run_slot', slot, 'last_run_token', ARGV[5],
+          'last_run_member', ARGV[4], 'running', '1')
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'slot', slot, 'token', ARGV[5],
+          'member', ARGV[4], 'started', now_s)
+        return {1, now_s}
+        """#)
+
+    /// Records the end of a run, only while the token still holds the lease.
+    ///
+    /// KEYS: lease, state. ARGV: expected lease value, result, duration ms.
+    /// Reply: 1 recorded, 0 not the holder any more.
+    public static let finishRun = RedisScript(#"""
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        local t = redis.call('TIME')
+        local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        redis.call('HSET', KEYS[2], 'last_run_finished', now_s, 'last_result', ARGV[2],
+          'last_duration_ms', ARGV[3], 'running', '0')
+        return 1
+        """#)
 }
