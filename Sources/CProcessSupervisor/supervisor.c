@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #endif
 
@@ -212,17 +213,19 @@ static void job_child(const lh_child_args_t *a, int devnull, int errpipe_w) {
     _exit(127);
 }
 
-/* Non-blocking reap of the job leader; records its status once. */
+/* Non-blocking reap of every exited child: the job leader (status recorded once) and, as a
+ * subreaper, orphaned grandchildren, whose zombies would otherwise keep the group
+ * "alive" for killpg(pgid, 0) until init got round to reaping them. */
 static void try_reap(pid_t job, int *reaped, int *status) {
-    if (*reaped) return;
-    int st;
-    pid_t r;
-    do {
-        r = waitpid(job, &st, WNOHANG);
-    } while (r < 0 && errno == EINTR);
-    if (r == job) {
-        *reaped = 1;
-        *status = st;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(-1, &st, WNOHANG);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return;
+        if (r == job && !*reaped) {
+            *reaped = 1;
+            *status = st;
+        }
     }
 }
 
@@ -234,6 +237,10 @@ static void supervisor_main(lh_child_args_t *a) {
      * so none of the caller's handlers can ever run in this process. */
     reset_all_dispositions();
     (void)setpgid(0, 0);
+#if defined(__linux__) && defined(PR_SET_CHILD_SUBREAPER)
+    /* Orphaned members of the job's group get reparented here, so we can reap them. */
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+#endif
 
     a->feed_fd = lift_fd(a->feed_fd);
     a->status_fd = lift_fd(a->status_fd);
