@@ -16,10 +16,11 @@ let package = Package(
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .systemLibrary(name: "CLibYAML", path: "Sources/CLibYAML"),
         .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        .target(name: "CProcessSupervisor"),
         .target(
             name: "Leasehold",
             dependencies: [
-                "RedisClient", "CLibYAML",
+                "RedisClient", "CLibYAML", "CProcessSupervisor",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
