@@ -25,7 +25,7 @@ public struct HandlerRegistry: Sendable {
     }
 
     /// The built-in handlers: `shell` and `log`.
-    public static var builtIn: HandlerRegistry { HandlerRegistry([LogHandler.self]) }
+    public static var builtIn: HandlerRegistry { HandlerRegistry([ShellHandler.self, LogHandler.self]) }
 
     /// Adds (or replaces) a handler type under its kind.
     public mutating func register(_ handler: any JobHandler.Type) {

@@ -345,6 +345,8 @@ public struct LeaseEngine: Sendable {
             // Placement may ask us to hold back even though the attempt timer fired.
             let delayed = placementDelayedAttempt(for: state, earliest: now, now: now)
             if delayed > now {
+                // Remember when the wait began, or every poll would start it afresh.
+                state.freeSince = state.freeSince ?? state.observedExpiry ?? now
                 state.phase = .standby(attemptAt: delayed)
                 jobs[name] = state
                 continue
