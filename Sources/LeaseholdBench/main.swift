@@ -1,0 +1,1 @@
+print("LeaseholdBench: not built yet")

@@ -1,0 +1,1 @@
+print("leaseholdd: not built yet")
