@@ -1,1 +1,4 @@
-print("leaseholdd: not built yet")
+import LeaseholdDaemon
+
+// The daemon with the built-in handlers (shell, log).
+await LeaseholdDaemon.main()

@@ -113,6 +113,8 @@ public struct LeaseEngine: Sendable {
     private var members: [MemberInfo] = []
     private var membersKnown = false
     private var memberFirstSeen: [String: Duration] = [:]
+    /// Members that announced their shutdown, by local time of the announcement.
+    private var departed: [String: Duration] = [:]
     /// Redis time (ms) at a local instant: lets liveness be judged at decision time.
     private var redisClock: (redisMs: Int64, local: Duration)?
     private var reportedDuplicate: String?
@@ -187,7 +189,12 @@ public struct LeaseEngine: Sendable {
     // MARK: - Inputs
 
     /// A `released` message arrived for `job`: a standby tries at once instead of waiting.
-    public mutating func releasedMessage(job: String, now: Duration) {
+    /// `leavingMember` names a member that released because it is shutting down: it stops
+    /// counting as live for placement at once, instead of when its heartbeat expires.
+    public mutating func releasedMessage(job: String, leavingMember: String? = nil, now: Duration) {
+        if let leavingMember, leavingMember != settings.owner.member {
+            departed[leavingMember] = now
+        }
         guard var state = jobs[job] else { return }
         if state.phase == .acquiring {
             state.releasedWhileAcquiring = true
@@ -562,9 +569,12 @@ public struct LeaseEngine: Sendable {
     }
 
     private func liveMembers(at now: Duration) -> [MemberInfo] {
-        guard let clock = redisClock else { return members }
+        guard let clock = redisClock else { return members.filter { departed[$0.name] == nil } }
         let redisNow = clock.redisMs + (now - clock.local).wholeMilliseconds
-        var live = members.filter { $0.expiresAtMs > redisNow }
+        var live = members.filter { member in
+            if let leftAt = departed[member.name], now - leftAt < heartbeatTTL { return false }
+            return member.expiresAtMs > redisNow
+        }
         if !live.contains(where: { $0.name == settings.owner.member }) {
             // We are alive by definition while deciding.
             live.append(MemberInfo(name: settings.owner.member, expiresAtMs: .max, weight: settings.weight))

@@ -142,7 +142,7 @@ public final class LeaseManager: Sendable {
             // Messages published while the subscriber was disconnected are lost; the PTTL
             // timers of standbys are the fallback, so nothing waits longer than the TTL.
             for await message in subscriber.messages {
-                if let job = message.payloadString { inputSink.yield(.releasedMessage(job)) }
+                if let payload = message.payloadString { inputSink.yield(.releasedMessage(payload)) }
             }
         }
         // The loop runs in its own task: cancellation of `run()` must not end the input
@@ -186,8 +186,9 @@ public final class LeaseManager: Sendable {
                 // Renewals get their own connection so a slow acquire never delays them.
                 let connection: RedisConnection
                 if case .renew = command { connection = renew } else { connection = other }
+                let leaving = shutdownDeadline != nil
                 Task { [inputSink] in
-                    inputSink.yield(.completion(await self.execute(command, on: connection)))
+                    inputSink.yield(.completion(await self.execute(command, on: connection, leaving: leaving)))
                 }
             }
             if engine.isShutDown { return }
@@ -212,8 +213,9 @@ public final class LeaseManager: Sendable {
             switch input {
             case .completion(let completion):
                 engine.complete(completion, now: at)
-            case .releasedMessage(let job):
-                engine.releasedMessage(job: job, now: at)
+            case .releasedMessage(let payload):
+                let (job, leaving) = LeaseScriptCodec.parseReleasedMessage(payload)
+                engine.releasedMessage(job: job, leavingMember: leaving, now: at)
             case .release(let job, let token, let reason):
                 if job.isEmpty {
                     releaseAllOnShutdown = true
@@ -231,7 +233,7 @@ public final class LeaseManager: Sendable {
         }
     }
 
-    private func execute(_ command: LeaseCommand, on connection: RedisConnection) async -> LeaseCompletion {
+    private func execute(_ command: LeaseCommand, on connection: RedisConnection, leaving: Bool) async -> LeaseCompletion {
         switch command {
         case .acquire(let id, let requests):
             let call = codec.acquireCall(requests)
@@ -249,7 +251,7 @@ public final class LeaseManager: Sendable {
             configuration.metrics.renewDuration.recordNanoseconds(Int64((ContinuousClock.now - started).secondsValue * 1e9))
             return .renew(id: id, result)
         case .release(let id, let items, let reason):
-            let call = codec.releaseCall(items, reason: reason)
+            let call = codec.releaseCall(items, reason: reason, leaving: leaving)
             return .release(id: id, await perform(call, on: connection) { reply throws(LeaseCallFailure) in
                 try codec.decodeRelease(reply, count: items.count)
             })

@@ -61,15 +61,24 @@ public struct LeaseScriptCodec: Sendable {
         return Call(script: LeaseScripts.renew, keys: keyList, arguments: args, operation: "renew")
     }
 
-    /// The call for a release batch.
-    public func releaseCall(_ items: [ReleaseItem], reason: ReleaseReason) -> Call {
+    /// The call for a release batch; `leaving` tells standbys this member is shutting down.
+    public func releaseCall(_ items: [ReleaseItem], reason: ReleaseReason, leaving: Bool = false) -> Call {
         var keyList: [String] = []
-        var args = [owner.description, owner.member, reason.rawValue, keys.releasedChannel, String(eventsMaxLength), String(items.count)]
+        var args = [
+            owner.description, owner.member, reason.rawValue, keys.releasedChannel, String(eventsMaxLength),
+            String(items.count), leaving ? "1" : "0",
+        ]
         for item in items {
             keyList += [keys.lease(item.job), keys.state(item.job), keys.events(item.job)]
             args += [item.job, item.token.map(String.init) ?? ""]
         }
         return Call(script: LeaseScripts.release, keys: keyList, arguments: args, operation: "release")
+    }
+
+    /// Parses a released-channel message: the job, and the member if it is leaving.
+    public static func parseReleasedMessage(_ payload: String) -> (job: String, leavingMember: String?) {
+        let parts = payload.split(separator: " ", maxSplits: 1).map(String.init)
+        return (parts.first ?? payload, parts.count > 1 ? parts[1] : nil)
     }
 
     /// Decodes an acquire reply for `count` requests.

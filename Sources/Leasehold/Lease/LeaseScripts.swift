@@ -119,17 +119,22 @@ public enum LeaseScripts {
     ///
     /// KEYS: per job: lease, state, events.
     /// ARGV: owner, member, reason (`released` | `handed_off`), channel, events maxlen,
-    /// job count, then per job: name, token ('' releases whatever lease this owner holds,
-    /// used after an acquire whose outcome is unknown).
+    /// job count, leaving (`1` when the member is shutting down), then per job: name, token
+    /// ('' releases whatever lease this owner holds, used after an acquire whose outcome is
+    /// unknown).
+    /// The message published is the job name, followed by ` <member>` when the member is
+    /// leaving, so standbys stop counting it as a live preferred member at once.
     /// Reply: `{1|0 per job}`.
     public static let release = RedisScript(#"""
         local owner, member, reason, channel, maxlen, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+        local suffix = ''
+        if ARGV[7] == '1' then suffix = ' ' .. member end
         local t = redis.call('TIME')
         local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
         local out = {}
         for i = 1, n do
           local k = (i - 1) * 3
-          local a = 6 + (i - 1) * 2
+          local a = 7 + (i - 1) * 2
           local job, tok = ARGV[a + 1], ARGV[a + 2]
           local v = redis.call('GET', KEYS[k + 1])
           local match = false
@@ -146,7 +151,7 @@ public enum LeaseScripts {
             redis.call('HSET', KEYS[k + 2], 'holder', '', 'released_at', now_s)
             redis.call('XADD', KEYS[k + 3], 'MAXLEN', '~', maxlen, '*', 'type', reason, 'member', member,
               'owner', owner, 'token', tok, 'at', now_s)
-            redis.call('PUBLISH', channel, job)
+            redis.call('PUBLISH', channel, job .. suffix)
             out[i] = 1
           else
             out[i] = 0

@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+import Leasehold
+import Logging
+import Metrics
+import Prometheus
+import RedisClient
+import ServiceLifecycle
+
+/// Command-line options of a Leasehold daemon.
+public struct DaemonOptions: ParsableArguments {
+    /// The job catalog.
+    @Option(help: "Path of the job catalog.")
+    public var config: String = "jobs.yaml"
+
+    /// Redis URL override.
+    @Option(help: "Redis URL (redis://[[user]:password@]host[:port][/db] or unix:///path?db=N); beats LEASEHOLD_REDIS_URL and the catalog.")
+    public var redis: String?
+
+    /// Member name.
+    @Option(help: "Member name, unique in the fleet (default: the hostname).")
+    public var name: String?
+
+    /// Placement weight.
+    @Option(help: "Placement weight: a member with weight 2 leads about twice as many jobs.")
+    public var weight: Double = 1
+
+    /// Log level.
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    public var logLevel: String = "info"
+
+    /// Log format.
+    @Option(name: .customLong("log-format"), help: "text or json (one JSON object per line).")
+    public var logFormat: String = "text"
+
+    /// Metrics/health endpoint.
+    @Option(help: "Serve /metrics, /healthz, /readyz and /status on HOST:PORT (off unless given).")
+    public var http: String?
+
+    /// Creates default options.
+    public init() {}
+}
+
+/// Entry points for `leaseholdd` and for daemons users build with their own handlers.
+public enum LeaseholdDaemon {
+    /// Exit code for a bad catalog, URL or option.
+    public static let configErrorExitCode: Int32 = 2
+    /// Exit code when `on_lost_leadership: exit` fired.
+    public static let lostLeadershipExitCode: Int32 = 3
+
+    /// Runs a daemon with the built-in handlers plus `handlers`, reading the process
+    /// arguments; never returns.
+    public static func main(handlers: [any JobHandler.Type] = [], arguments: [String]? = nil) async -> Never {
+        let options = DaemonOptions.parseOrExit(arguments)
+        var registry = HandlerRegistry.builtIn
+        for handler in handlers { registry.register(handler) }
+        let code = await run(options: options, registry: registry)
+        exit(code)
+    }
+
+    /// Runs a daemon with `options` until SIGTERM/SIGINT; returns the process exit code.
+    public static func run(options: DaemonOptions, registry: HandlerRegistry) async -> Int32 {
+        guard let level = Logger.Level(rawValue: options.logLevel.lowercased()) else {
+            return fail("invalid --log-level '\(options.logLevel)': use trace, debug, info, notice, warning, error or critical")
+        }
+        guard let format = LogFormat(rawValue: options.logFormat.lowercased()) else {
+            return fail("invalid --log-format '\(options.logFormat)': use text or json")
+        }
+        LoggingSystem.bootstrap { label in DaemonLogHandler(label: label, format: format, level: level) }
+        let logger = Logger(label: "leaseholdd")
+
+        // Everything that can be wrong with the input is checked before any Redis traffic.
+        let catalog: Catalog
+        do {
+            catalog = try registry.loadCatalog(path: options.config)
+        } catch {
+            for problem in error.errors { printError(problem.description) }
+            return configErrorExitCode
+        }
+        let urlText = options.redis ?? ProcessInfo.processInfo.environment[RedisEndpoint.environmentVariable]
+            ?? catalog.redisURL ?? "redis://127.0.0.1:6379/0"
+        let source = options.redis != nil ? "--redis" : ProcessInfo.processInfo.environment[RedisEndpoint.environmentVariable] != nil
+            ? RedisEndpoint.environmentVariable : catalog.redisURL != nil ? "\(options.config): redis.url" : "the default"
+        let endpoint: RedisEndpoint
+        do {
+            endpoint = try RedisEndpoint(url: urlText)
+        } catch {
+            return fail("invalid Redis URL from \(source): \(error.message)")
+        }
+        let name = options.name ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "member"
+        guard OwnerID.isValidMemberName(name) else {
+            return fail("invalid member name '\(name)': use letters, digits, '.', '_' or '-' (set --name)")
+        }
+        guard options.weight.isFinite, options.weight > 0 else {
+            return fail("invalid --weight \(options.weight): must be a positive number")
+        }
+        var httpAddress: (host: String, port: Int)?
+        if let http = options.http {
+            guard let address = parseHostPort(http) else {
+                return fail("invalid --http '\(http)': expected HOST:PORT, e.g. 127.0.0.1:9464")
+            }
+            httpAddress = address
+        }
+
+        let registryForMetrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registryForMetrics))
+        let service: LeaseholdService
+        do {
+            service = try LeaseholdService(
+                configuration: .init(catalog: catalog, redis: endpoint, memberName: name, weight: options.weight),
+                registry: registry, logger: logger)
+        } catch {
+            return fail("\(error)")
+        }
+        logger.info("leaseholdd starting", metadata: [
+            "config": "\(options.config)", "redis": "\(endpoint)", "member": "\(name)", "version": "\(LeaseholdVersion.current)",
+        ])
+        var services: [any Service] = [service]
+        if let httpAddress {
+            services.append(StatusHTTPServer(host: httpAddress.host, port: httpAddress.port, member: service, metrics: registryForMetrics, logger: logger))
+        }
+        let group = ServiceGroup(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        do {
+            try await group.run()
+        } catch {
+            logger.error("daemon failed: \(error)")
+            return 1
+        }
+        if let reason = service.exitReason {
+            logger.error("exiting: \(reason)")
+            return lostLeadershipExitCode
+        }
+        return 0
+    }
+
+    private static func fail(_ message: String) -> Int32 {
+        printError("leaseholdd: \(message)")
+        return configErrorExitCode
+    }
+
+    private static func printError(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    /// Parses `HOST:PORT` (or `[v6]:PORT`).
+    static func parseHostPort(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+}

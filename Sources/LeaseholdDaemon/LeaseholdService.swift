@@ -1,0 +1,210 @@
+import Foundation
+import Leasehold
+import Logging
+import RedisClient
+import ServiceLifecycle
+import Synchronization
+
+/// One member of the fleet as a swift-service-lifecycle `Service`: it competes for every job
+/// of the catalog, runs the handlers of the jobs it leads, and on graceful shutdown stops
+/// them, then releases their leases so standbys take over at once.
+public final class LeaseholdService: Service, Sendable {
+    /// What the member is made of.
+    public struct Configuration: Sendable {
+        /// The loaded catalog.
+        public var catalog: Catalog
+        /// The Redis server (URL already resolved: flag > env > catalog).
+        public var redis: RedisEndpoint
+        /// This member's name (placement identity).
+        public var memberName: String
+        /// Placement weight.
+        public var weight: Double
+        /// How long a graceful shutdown waits for handlers and releases.
+        public var shutdownTimeout: Duration
+
+        /// Creates a configuration.
+        public init(catalog: Catalog, redis: RedisEndpoint, memberName: String, weight: Double = 1, shutdownTimeout: Duration = .seconds(10)) {
+            self.catalog = catalog
+            self.redis = redis
+            self.memberName = memberName
+            self.weight = weight
+            self.shutdownTimeout = shutdownTimeout
+        }
+    }
+
+    /// The lease driver (exposed for status endpoints and tests).
+    public let manager: LeaseManager
+    /// The catalog this member runs.
+    public let catalog: Catalog
+    private let runners: [String: JobRunner]
+    private let jobTimings: [String: LeaseTiming]
+    private let logger: Logger
+    private let metrics: LeaseholdMetrics
+    private let exitRequest = ExitRequest()
+    private let redisUp = Mutex<Bool>(false)
+
+    /// Builds the member: handlers are created here, so config errors surface before any
+    /// Redis traffic.
+    public init(configuration: Configuration, registry: HandlerRegistry, logger: Logger, metrics: LeaseholdMetrics = LeaseholdMetrics()) throws {
+        let catalog = configuration.catalog
+        self.catalog = catalog
+        self.logger = logger
+        self.metrics = metrics
+        let jobs = catalog.jobs.map(Self.leaseJob)
+        let shortestRenew = jobs.map(\.timing.renewEvery).min() ?? .seconds(3)
+        // A call must come back (or fail) well within one renew interval, so a hung Redis
+        // is noticed and retried while the lease is still valid.
+        let callTimeout = min(max(shortestRenew / 2, .milliseconds(100)), .seconds(2))
+        let redis = RedisConfiguration(endpoint: configuration.redis, connectTimeout: callTimeout, commandTimeout: callTimeout)
+        let owner = OwnerID(member: configuration.memberName)
+        let metadata = [
+            "host": ProcessInfo.processInfo.hostName,
+            "pid": String(ProcessInfo.processInfo.processIdentifier),
+            "version": LeaseholdVersion.current,
+            "started_at": String(Int64(Date().timeIntervalSince1970 * 1000)),
+            "jobs": String(catalog.jobs.count),
+        ]
+        self.manager = LeaseManager(
+            configuration: .init(
+                redis: redis, keys: LeaseKeys(namespace: catalog.namespace),
+                member: .init(owner: owner, weight: configuration.weight, metadata: metadata, seed: UInt64.random(in: .min ... .max)),
+                shutdownTimeout: configuration.shutdownTimeout, metrics: metrics),
+            jobs: jobs, logger: logger)
+        self.jobTimings = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0.timing) })
+        let exitRequest = self.exitRequest
+        let environment = JobRunnerEnvironment(
+            manager: manager, redis: RedisConnection(configuration: redis), keys: LeaseKeys(namespace: catalog.namespace),
+            logger: logger, metrics: metrics,
+            requestExit: { _, reason in exitRequest.set(reason) })
+        var runners: [String: JobRunner] = [:]
+        for spec in catalog.jobs {
+            runners[spec.name] = JobRunner(spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
+        }
+        self.runners = runners
+    }
+
+    /// The lease rules of a catalog job.
+    public static func leaseJob(_ spec: JobSpec) -> LeaseJob {
+        let timing = LeaseTiming(ttl: spec.lease, renewEvery: spec.renewEvery, drift: spec.drift)
+        let placement: LeasePlacement
+        switch spec.placement {
+        case .any: placement = .any
+        case .spread: placement = .spread(standbyDelay: spec.standbyDelay ?? spec.renewEvery, stability: spec.lease)
+        }
+        return LeaseJob(name: spec.name, timing: timing, placement: placement)
+    }
+
+    /// Set when `on_lost_leadership: exit` fired: the reason the daemon must exit non-zero.
+    public var exitReason: String? { exitRequest.reason }
+
+    /// Whether the last Redis call succeeded (for readiness).
+    public var isRedisUp: Bool { redisUp.withLock { $0 } }
+
+    /// Runs until graceful shutdown: then stops handlers, releases leases and returns.
+    public func run() async throws {
+        logger.info("member starting", metadata: [
+            "member": "\(manager.owner.member)", "instance": "\(manager.owner)", "jobs": "\(catalog.jobs.count)",
+            "namespace": "\(catalog.namespace)",
+        ])
+        let managerTask = Task { await manager.run() }
+        await withGracefulShutdownHandler {
+            for await event in manager.events {
+                await handle(event)
+                if exitReason != nil { Task { await self.stop() } }
+            }
+        } onGracefulShutdown: {
+            Task { await self.stop() }
+        }
+        await managerTask.value
+        logger.info("member stopped", metadata: ["member": "\(manager.owner.member)"])
+    }
+
+    private let stopping = Mutex(false)
+
+    /// Stops acquiring, stops every handler, then releases what it held.
+    public func stop() async {
+        let first = stopping.withLock { was in
+            defer { was = true }
+            return !was
+        }
+        guard first else { return }
+        logger.info("graceful shutdown: stopping handlers, then releasing leases")
+        manager.shutdown()
+        await withTaskGroup(of: Void.self) { group in
+            for runner in runners.values {
+                group.addTask { await runner.stopAndRelease() }
+            }
+        }
+    }
+
+    private func handle(_ event: LeaseManagerEvent) async {
+        switch event {
+        case .acquired(let grant, let takeover, let gap):
+            var meta: Logger.Metadata = [
+                "job": "\(grant.job)", "member": "\(manager.owner.member)", "token": "\(grant.token)",
+                "reason": "\(takeover.rawValue)",
+            ]
+            if let gap {
+                meta["leaderless_ms"] = "\(gap)"
+                metrics.leaderlessSeconds(job: grant.job).record(Double(gap) / 1000)
+            }
+            logger.info("acquired leadership", metadata: meta)
+            metrics.leader(job: grant.job).record(1)
+            metrics.leaseAcquired(job: grant.job).increment()
+            await runners[grant.job]?.acquired(grant)
+        case .lost(let job, let token, let reason):
+            logger.warning("lost leadership", metadata: [
+                "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)", "reason": "\(reason.rawValue)",
+            ])
+            metrics.leader(job: job).record(0)
+            metrics.leaseLost(job: job, reason: reason.rawValue).increment()
+            // The engine stepped down `grace` before validity ends: that is the overrun line.
+            let grace = jobTimings[job]?.grace ?? .seconds(1)
+            await runners[job]?.lost(token: token, validUntil: reason == .steppedDown ? .now + grace : .now)
+        case .released(let job, let token, let reason, let confirmed):
+            logger.info(reason == .handedOff ? "handed off leadership" : "released leadership", metadata: [
+                "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)", "reason": "\(reason.rawValue)",
+                "confirmed": "\(confirmed)",
+            ])
+            metrics.leader(job: job).record(0)
+            metrics.leaseLost(job: job, reason: reason.rawValue).increment()
+        case .handoffSuggested(let job, let to):
+            logger.info("handing off at the next safe point", metadata: ["job": "\(job)", "to": "\(to ?? "any member (operator request)")"])
+            await runners[job]?.handoff()
+        case .duplicateMember(let incarnation):
+            logger.error("another live process uses this member name: give every member a unique --name", metadata: [
+                "member": "\(manager.owner.member)", "other_instance": "\(manager.owner.member)@\(incarnation)",
+            ])
+        case .redisAvailability(let up, let detail):
+            redisUp.withLock { $0 = up }
+            metrics.redisUp.record(up ? 1 : 0)
+            if up {
+                logger.info("redis reachable")
+            } else {
+                logger.error("redis unreachable: leaders step down at validity − grace, everyone retries with backoff", metadata: [
+                    "error": "\(detail ?? "unknown")",
+                ])
+            }
+        case .membersChanged(let members):
+            metrics.members.record(members.count)
+            logger.info("members changed", metadata: ["members": "\(members.map(\.name).joined(separator: ","))"])
+        }
+    }
+}
+
+/// The version members publish in their heartbeat.
+public enum LeaseholdVersion {
+    /// The current release.
+    public static let current = "0.1.0"
+}
+
+/// The first reason a handler demanded that the daemon exit (`on_lost_leadership: exit`).
+private final class ExitRequest: Sendable {
+    private let storage = Mutex<String?>(nil)
+
+    /// Records `reason` unless one was recorded already.
+    func set(_ reason: String) { storage.withLock { $0 = $0 ?? reason } }
+
+    /// The recorded reason.
+    var reason: String? { storage.withLock { $0 } }
+}
