@@ -26,5 +26,10 @@ build: deps
 test: deps
 	$(SWIFT) test
 
+# Starts a private redis-server and three members, shows a crash failover and a graceful
+# handover, then cleans up.
+demo: deps
+	./scripts/demo.sh
+
 clean:
 	rm -rf .build
