@@ -82,6 +82,12 @@ public struct LeaseEngine: Sendable {
         /// A released message came while an acquire was in flight: retry at once if that
         /// acquire found the lease still held.
         var releasedWhileAcquiring = false
+        /// The member holding the lease when we last looked (nil: free or unknown).
+        var holderMember: String?
+        /// When this member last sent an acquire for the job.
+        var lastAttemptAt: Duration?
+        /// Skip the holder-is-alive shortcut once (after pub/sub messages may have been lost).
+        var forceAttempt = false
         /// When this member last became leader, so a handoff is not suggested before the
         /// leadership itself has been stable (avoids ping-pong with a preferred member that
         /// is live but does not take the job).
@@ -203,9 +209,22 @@ public struct LeaseEngine: Sendable {
         }
         guard case .standby = state.phase else { return }
         state.observedExpiry = nil
+        state.holderMember = nil
         state.freeSince = now
         state.phase = .standby(attemptAt: placementDelayedAttempt(for: state, earliest: now, now: now))
         jobs[job] = state
+    }
+
+    /// The released channel was (re)subscribed: messages may have been lost while it was
+    /// down, so every standby looks at its lease once more instead of trusting that a live
+    /// holder still holds it.
+    public mutating func recheckAll(now: Duration) {
+        for name in jobOrder {
+            guard var state = jobs[name], case .standby = state.phase else { continue }
+            state.forceAttempt = true
+            state.phase = .standby(attemptAt: now)
+            jobs[name] = state
+        }
     }
 
     /// The handler of `job` has stopped; give the lease up (shutdown, handoff or a voluntary
@@ -349,6 +368,18 @@ public struct LeaseEngine: Sendable {
         for name in jobOrder {
             guard var state = jobs[name], case .standby(let attemptAt) = state.phase, attemptAt <= now,
                   gateOpen(for: state) else { continue }
+            if !state.forceAttempt, let holder = state.holderMember, holder != settings.owner.member,
+               let heartbeatEnd = heartbeatEnd(of: holder, now: now),
+               now - (state.lastAttemptAt ?? now) < state.spec.timing.ttl * 10 {
+                // The holder still heartbeats, and its leases are renewed in the same script
+                // call as its heartbeat: asking now would only find the lease held. Look
+                // again when that heartbeat would lapse (a crashed holder's heartbeat lapses
+                // a third of a TTL before its leases expire), or after a slow safety-net
+                // interval. This keeps standbys from costing Redis anything per job.
+                state.phase = .standby(attemptAt: heartbeatEnd + jitter(upTo: .milliseconds(20)))
+                jobs[name] = state
+                continue
+            }
             // Placement may ask us to hold back even though the attempt timer fired.
             let delayed = placementDelayedAttempt(for: state, earliest: now, now: now)
             if delayed > now {
@@ -362,6 +393,8 @@ public struct LeaseEngine: Sendable {
             if let expiry = state.observedExpiry, now > expiry { gap = (now - expiry).wholeMilliseconds }
             due.append(AcquireRequest(job: name, ttlMs: state.spec.timing.ttlMilliseconds, gapHintMs: gap))
             state.phase = .acquiring
+            state.lastAttemptAt = now
+            state.forceAttempt = false
             jobs[name] = state
         }
         var commands: [LeaseCommand] = []
@@ -423,7 +456,7 @@ public struct LeaseEngine: Sendable {
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: takeover, gapMs: gap)
                 case .alreadyHeld(let token):
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: .reacquired, gapMs: nil)
-                case .held(_, let pttl):
+                case .held(let holderValue, let pttl):
                     state.mayHold = false
                     let remaining: Duration
                     switch pttl {
@@ -432,6 +465,7 @@ public struct LeaseEngine: Sendable {
                     default: remaining = .milliseconds(pttl)
                     }
                     state.observedExpiry = now + remaining
+                    state.holderMember = LeaseValue(parsing: holderValue)?.owner.member
                     state.freeSince = nil
                     let jitter = self.jitter(upTo: min(.milliseconds(20), state.spec.timing.ttl / 100))
                     if shuttingDown {
@@ -452,6 +486,7 @@ public struct LeaseEngine: Sendable {
     ) {
         state.mayHold = false
         state.observedExpiry = nil
+        state.holderMember = nil
         state.freeSince = nil
         state.handoffSuggested = false
         let timing = state.spec.timing
@@ -566,6 +601,14 @@ public struct LeaseEngine: Sendable {
         // The preferred member is live: let it take the lease first.
         let freeSince = state.freeSince ?? state.observedExpiry ?? now
         return max(earliest, freeSince + standbyDelay)
+    }
+
+    /// When `member`'s heartbeat lapses, in local time, if it is live now.
+    private func heartbeatEnd(of member: String, now: Duration) -> Duration? {
+        guard let clock = redisClock, departed[member] == nil || now - departed[member]! >= heartbeatTTL,
+              let info = members.first(where: { $0.name == member }) else { return nil }
+        let end = clock.local + .milliseconds(info.expiresAtMs - clock.redisMs)
+        return end > now ? end : nil
     }
 
     private func liveMembers(at now: Duration) -> [MemberInfo] {

@@ -73,6 +73,7 @@ public final class LeaseManager: Sendable {
         case releasedMessage(String)
         case release(job: String, token: UInt64?, reason: ReleaseReason)
         case shutdown
+        case recheck
         case wake
     }
 
@@ -141,8 +142,17 @@ public final class LeaseManager: Sendable {
         let listener = Task { [inputSink] in
             // Messages published while the subscriber was disconnected are lost; the PTTL
             // timers of standbys are the fallback, so nothing waits longer than the TTL.
+            var subscriptions = 0
             for await message in subscriber.messages {
-                if let payload = message.payloadString { inputSink.yield(.releasedMessage(payload)) }
+                switch message {
+                case .message:
+                    if let payload = message.payloadString { inputSink.yield(.releasedMessage(payload)) }
+                case .subscribed:
+                    subscriptions += 1
+                    if subscriptions > 1 { inputSink.yield(.recheck) }
+                case .disconnected:
+                    break
+                }
             }
         }
         // The loop runs in its own task: cancellation of `run()` must not end the input
@@ -227,6 +237,8 @@ public final class LeaseManager: Sendable {
                     engine.beginShutdown(now: at)
                     shutdownDeadline = at + configuration.shutdownTimeout
                 }
+            case .recheck:
+                engine.recheckAll(now: at)
             case .wake:
                 break
             }
