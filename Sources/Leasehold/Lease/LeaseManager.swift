@@ -74,6 +74,7 @@ public final class LeaseManager: Sendable {
         case release(job: String, token: UInt64?, reason: ReleaseReason)
         case shutdown
         case wake
+        case abandon
     }
 
     /// The jobs this manager competes for.
@@ -131,6 +132,13 @@ public final class LeaseManager: Sendable {
     /// the shutdown timeout passed).
     public func shutdown() {
         inputSink.yield(.shutdown)
+    }
+
+    /// Test hook: ends `run()` at once without releasing anything or waiting for in-flight
+    /// calls, as a crash would. Leases this member held stay in Redis until their TTL ends;
+    /// the grants snapshot keeps its last value (validity still bounds it).
+    func abandon() {
+        inputSink.yield(.abandon)
     }
 
     /// Runs until shut down or cancelled.
@@ -227,6 +235,8 @@ public final class LeaseManager: Sendable {
                 }
             case .wake:
                 break
+            case .abandon:
+                return
             }
         }
     }
