@@ -95,7 +95,9 @@ public actor RedisConnection {
         do {
             return try body(context)
         } catch {
-            if context.isBroken {
+            // After an authentication error the server may already have closed the socket
+            // (see `checked`): start afresh rather than reuse the context.
+            if context.isBroken || error.kind == .authenticationFailed {
                 self.context = nil
                 lastError = error
                 retryNotBefore = nil  // the next call reconnects at once; backoff starts if that fails
@@ -131,8 +133,11 @@ public actor RedisConnection {
     }
 
     /// NOAUTH means the server wants a password we did not give: throw rather than return it.
+    /// Redis 7 answers an unauthenticated command with more than 10 arguments (or a large
+    /// bulk) with `ERR Protocol error: unauthenticated multibulk length` / `bulk length`
+    /// instead, and closes the connection: the same cause, so the same error.
     private static func checked(_ reply: RedisReply, _ context: HiredisContext) throws(RedisError) -> RedisReply {
-        if case .error(let text) = reply, text.hasPrefix("NOAUTH") {
+        if case .error(let text) = reply, text.hasPrefix("NOAUTH") || text.hasPrefix("ERR Protocol error: unauthenticated") {
             throw HiredisContext.authenticationRequired(context.endpoint, text)
         }
         return reply

@@ -75,6 +75,7 @@ public final class LeaseManager: Sendable {
         case shutdown
         case recheck
         case wake
+        case abandon
     }
 
     /// The jobs this manager competes for.
@@ -132,6 +133,13 @@ public final class LeaseManager: Sendable {
     /// the shutdown timeout passed).
     public func shutdown() {
         inputSink.yield(.shutdown)
+    }
+
+    /// Test hook: ends `run()` at once without releasing anything or waiting for in-flight
+    /// calls, as a crash would. Leases this member held stay in Redis until their TTL ends;
+    /// the grants snapshot keeps its last value (validity still bounds it).
+    func abandon() {
+        inputSink.yield(.abandon)
     }
 
     /// Runs until shut down or cancelled.
@@ -241,6 +249,8 @@ public final class LeaseManager: Sendable {
                 engine.recheckAll(now: at)
             case .wake:
                 break
+            case .abandon:
+                return
             }
         }
     }
