@@ -1,8 +1,9 @@
 /// The timing rules of one job's lease; every figure is a duration on a monotonic clock.
 ///
 /// A leader counts itself valid until `sentAt + ttl × (1 − drift) − margin`, measured from
-/// the moment it *sent* the acquire or renew that succeeded. `drift` bounds how much faster
-/// the leader's clock may run than Redis's; `margin` absorbs scheduling delay between the
+/// the moment it *sent* the acquire or renew that succeeded. `drift` bounds how much slower
+/// the leader's clock may run than Redis's (a slow clock would let the leader believe less
+/// time has passed than Redis has counted against the TTL); `margin` absorbs scheduling delay between the
 /// engine deciding to send and the bytes leaving. Its handler is cancelled `grace` before
 /// validity ends so it can stop before another member may become leader.
 public struct LeaseTiming: Sendable, Hashable {
@@ -10,7 +11,7 @@ public struct LeaseTiming: Sendable, Hashable {
     public var ttl: Duration
     /// How often the leader renews (default ttl / 3).
     public var renewEvery: Duration
-    /// Bound on clock-rate difference between member and Redis, as a fraction (0.01 = 1 %).
+    /// Bound on how much slower the member's clock may run than Redis's, as a fraction (0.01 = 1 %).
     public var drift: Double
     /// Safety margin subtracted from validity for scheduling delay.
     public var margin: Duration
