@@ -170,15 +170,18 @@ struct ConnectionIntegrationTests {
     @Test func connectionRefusedIsFastAndBacksOff() async throws {
         let port = FreePort.next()
         let connection = RedisConnection(
-            configuration: .init(endpoint: try RedisEndpoint(url: "redis://127.0.0.1:\(port)"), reconnectBackoffMin: .seconds(1)))
+            configuration: .init(
+                endpoint: try RedisEndpoint(url: "redis://127.0.0.1:\(port)"), connectTimeout: .seconds(5),
+                reconnectBackoffMin: .seconds(5)))
         let (error, elapsed) = await expectRedisError { try await connection.send(["PING"]) }
         #expect(error?.kind == .connectionRefused)
-        #expect(elapsed < .milliseconds(500))
+        // A refusal must not wait for the connect timeout (generous: the machine may be loaded).
+        #expect(elapsed < .seconds(2))
         // In backoff: fail fast with the last error's text, no sleeping, no connect attempt.
         let (again, fast) = await expectRedisError { try await connection.send(["PING"]) }
         #expect(again?.kind == .unavailable)
         #expect(again?.message.contains("refused") == true, "\(again?.message ?? "")")
-        #expect(fast < .milliseconds(100))
+        #expect(fast < .seconds(2))
     }
 
     @Test func unreachableHostFailsWithinConnectTimeout() async throws {
