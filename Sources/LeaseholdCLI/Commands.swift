@@ -28,6 +28,11 @@ public enum LeaseholdTool {
             return CLIExitCode.usage
         }
         guard let runnable = command as? any CLIRunnable else {
+            // The root alone: `--help` asked for it (exit 0); no subcommand is a usage error.
+            if arguments.contains("--help") || arguments.contains("-h") {
+                io.out(LeaseholdCommand.helpMessage() + "\n")
+                return CLIExitCode.ok
+            }
             io.err(LeaseholdCommand.helpMessage() + "\n")
             return CLIExitCode.usage
         }

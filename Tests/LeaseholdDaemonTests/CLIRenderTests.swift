@@ -43,12 +43,12 @@ func cliFixedSnapshot() -> ClusterSnapshot {
 struct CLIRenderTests {
     @Test func statusTableGolden() {
         let expected = """
-            JOB                               LEADER  TOKEN                EXPIRES IN  PREFERRED  LAST RUN                 RESULT          LEADERLESS
-            billing-sync                      node-a  1777629000000123     8.4s        node-a     12s ago (340ms)          ok              -
-            nightly-cleanup                   -       -                    -           node-b     1h56m ago (3m20s)        failed: exit 3  1m35s
-            queue-consumer                    node-b  42                   950ms       node-a     started 1h02m ago        running         -
-            reindex (not in catalog)          -       -                    -           node-b     -                        -               ~4.2s
-            warmup                            -       -                    -           -          -                        -               never led
+            JOB                       LEADER  TOKEN             EXPIRES IN  PREFERRED  LAST RUN           RESULT          LEADERLESS
+            billing-sync              node-a  1777629000000123  8.4s        node-a     12s ago (340ms)    ok              -
+            nightly-cleanup           -       -                 -           node-b     1h56m ago (3m20s)  failed: exit 3  1m35s
+            queue-consumer            node-b  42                950ms       node-a     started 1h02m ago  running         -
+            reindex (not in catalog)  -       -                 -           node-b     -                  -               ~4.2s
+            warmup                    -       -                 -           -          -                  -               never led
             5 jobs, 2 led, 3 without a leader; 2 live members (namespace prod)
 
             """
@@ -57,10 +57,10 @@ struct CLIRenderTests {
 
     @Test func membersTableGolden() {
         let expected = """
-            MEMBER  HOST    PID   WEIGHT  VERSION  UP SINCE                            HEARTBEAT  JOBS LED  STATE
-            node-a  host-a  4242  1       0.1.0    2026-04-30 08:59:59 (1d01h)         1.2s ago   1         live
-            node-b  host-b  7     2.5     -        -                                   300ms ago  1         live
-            node-c  -       -     1       -        -                                   -          0         expired 1m01s ago
+            MEMBER  HOST    PID   WEIGHT  VERSION  UP SINCE                     HEARTBEAT  JOBS LED  STATE
+            node-a  host-a  4242  1       0.1.0    2026-04-30 08:58:59 (1d01h)  1.2s ago   1         live
+            node-b  host-b  7     2.5     -        -                            300ms ago  1         live
+            node-c  -       -     1       -        -                            -          0         expired 1m01s ago
             3 members, 2 live
 
             """
