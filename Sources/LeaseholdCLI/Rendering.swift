@@ -66,7 +66,7 @@ public enum Render {
             .object([
                 ("started_at_ms", .int(run.startedAtMs)),
                 ("finished_at_ms", run.finishedAtMs.map(JSONValue.int) ?? .null),
-                ("age_ms", .int(nowMs - (run.finishedAtMs ?? run.startedAtMs))),
+                ("age_ms", .int(max(0, nowMs - (run.finishedAtMs ?? run.startedAtMs)))),
                 ("duration_ms", run.durationMs.map(JSONValue.int) ?? .null),
                 ("result", run.result.map(JSONValue.string) ?? .null),
                 ("running", .bool(run.running && run.finishedAtMs == nil)),
@@ -79,7 +79,7 @@ public enum Render {
             ("leader", leader),
             ("preferred", job.preferred.map(JSONValue.string) ?? .null),
             ("last_run", lastRun),
-            ("leaderless_ms", job.leaderless.map { .int(nowMs - $0.sinceMs) } ?? .null),
+            ("leaderless_ms", job.leaderless.map { .int(max(0, nowMs - $0.sinceMs)) } ?? .null),
             ("leaderless_source", job.leaderless.map { .string($0.source.rawValue) } ?? .null),
             ("next_run_at_ms", job.nextRunAtMs.map(JSONValue.int) ?? .null),
         ])
@@ -94,7 +94,7 @@ public enum Render {
             ("weight", .double(member.weight)),
             ("version", member.version.map(JSONValue.string) ?? .null),
             ("started_at_ms", member.startedAtMs.map(JSONValue.int) ?? .null),
-            ("last_heartbeat_age_ms", member.lastTickMs.map { .int(nowMs - $0) } ?? .null),
+            ("last_heartbeat_age_ms", member.lastTickMs.map { .int(max(0, nowMs - $0)) } ?? .null),
             ("heartbeat_expires_in_ms", .int(member.heartbeatExpiresAtMs - nowMs)),
             ("live", .bool(member.live)),
             ("jobs_led", .int(Int64(member.jobsLed))),
