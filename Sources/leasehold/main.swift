@@ -1,1 +1,3 @@
-print("leasehold: not built yet")
+import LeaseholdCLI
+
+await LeaseholdTool.main()

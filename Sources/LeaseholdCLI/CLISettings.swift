@@ -1,0 +1,71 @@
+import Foundation
+import Leasehold
+import RedisClient
+
+/// Where the CLI's Redis and namespace come from, after applying precedence:
+/// flags, then `LEASEHOLD_REDIS_URL` (URL only), then the catalog file, then the defaults.
+public struct CLISettings: Sendable {
+    /// The default catalog path.
+    public static let defaultConfigPath = "./jobs.yaml"
+    /// The default Redis URL.
+    public static let defaultRedisURL = "redis://127.0.0.1:6379/0"
+    /// The default namespace.
+    public static let defaultNamespace = "leasehold"
+
+    /// The Redis server.
+    public var endpoint: RedisEndpoint
+    /// The key namespace.
+    public var namespace: String
+    /// The loaded catalog, if a file was read.
+    public var catalog: Catalog?
+
+    /// The key schema.
+    public var keys: LeaseKeys { LeaseKeys(namespace: namespace) }
+
+    /// Creates settings directly (tests, embedders).
+    public init(endpoint: RedisEndpoint, namespace: String = CLISettings.defaultNamespace, catalog: Catalog? = nil) {
+        self.endpoint = endpoint
+        self.namespace = namespace
+        self.catalog = catalog
+    }
+
+    /// Resolves the settings from the common flags and the environment.
+    ///
+    /// The catalog at `--config` (default `./jobs.yaml`) is loaded with the daemon's exact
+    /// validation; an invalid catalog is a configuration error (exit 2). A missing *default*
+    /// file is fine when the Redis URL comes from `--redis` or `LEASEHOLD_REDIS_URL`.
+    public static func resolve(
+        config: String?, redis: String?, namespace: String?, environment: [String: String]
+    ) throws(CLIFailure) -> CLISettings {
+        let envURL = environment[RedisEndpoint.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        let path = config ?? defaultConfigPath
+        var catalog: Catalog?
+        if config != nil || FileManager.default.fileExists(atPath: path) {
+            do {
+                catalog = try HandlerRegistry.builtIn.loadCatalog(path: path)
+            } catch {
+                throw CLIFailure(code: CLIExitCode.usage, lines: error.errors.map(\.description))
+            }
+        } else if redis == nil && envURL == nil {
+            throw CLIFailure.usage(
+                "no catalog at \(path): pass --config PATH, or give Redis with --redis URL or \(RedisEndpoint.environmentVariable)")
+        }
+        let url = redis ?? envURL ?? catalog?.redisURL ?? defaultRedisURL
+        let endpoint: RedisEndpoint
+        do {
+            endpoint = try RedisEndpoint(url: url)
+        } catch {
+            throw CLIFailure.usage(CLIFailure.oneLine(error.message))
+        }
+        let ns = namespace ?? catalog?.namespace ?? defaultNamespace
+        guard !ns.isEmpty, ns.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+            throw CLIFailure.usage("invalid namespace '\(ns)': expected printable ASCII without spaces")
+        }
+        return CLISettings(endpoint: endpoint, namespace: ns, catalog: catalog)
+    }
+
+    /// The connection settings the CLI uses: short timeouts, so a dead server fails fast.
+    public var redisConfiguration: RedisConfiguration {
+        RedisConfiguration(endpoint: endpoint, connectTimeout: .seconds(2), commandTimeout: .seconds(5))
+    }
+}

@@ -1,0 +1,356 @@
+/// Pure rendering of snapshots: aligned tables for people, one JSON object for programs.
+/// Nothing here reads the clock or Redis: every age is relative to the snapshot's `nowMs`.
+public enum Render {
+    // MARK: - Status
+
+    /// The `status` table (ends with a newline).
+    public static func statusTable(_ snapshot: ClusterSnapshot) -> String {
+        var rows: [[String]] = [["JOB", "LEADER", "TOKEN", "EXPIRES IN", "PREFERRED", "LAST RUN", "RESULT", "LEADERLESS"]]
+        for job in snapshot.jobs {
+            var lastRun = "-"
+            var result = "-"
+            if let run = job.lastRun {
+                if run.running && run.finishedAtMs == nil {
+                    lastRun = "started \(age(snapshot.nowMs - run.startedAtMs)) ago"
+                    result = "running"
+                } else if let finished = run.finishedAtMs {
+                    lastRun = "\(age(snapshot.nowMs - finished)) ago" + (run.durationMs.map { " (\(duration($0)))" } ?? "")
+                    result = run.result ?? "-"
+                } else {
+                    lastRun = "started \(age(snapshot.nowMs - run.startedAtMs)) ago"
+                    result = "unfinished"
+                }
+            }
+            var leaderless = "-"
+            if let gap = job.leaderless {
+                leaderless = (gap.source == .released ? "" : "~") + age(snapshot.nowMs - gap.sinceMs)
+            } else if job.leader == nil {
+                leaderless = "never led"
+            }
+            rows.append([
+                job.name + (job.inCatalog ? "" : " (not in catalog)"),
+                job.leader?.member ?? "-",
+                job.leader.map { String($0.token) } ?? "-",
+                job.leader.map { duration($0.expiresInMs) } ?? "-",
+                job.preferred ?? "-",
+                lastRun, result, leaderless,
+            ])
+        }
+        let led = snapshot.jobs.filter { $0.leader != nil }.count
+        let live = snapshot.members.filter(\.live).count
+        var text = table(rows)
+        text += "\(snapshot.jobs.count) \(plural(snapshot.jobs.count, "job")), \(led) led, "
+            + "\(snapshot.jobs.count - led) without a leader; \(live) live \(plural(live, "member"))"
+            + " (namespace \(snapshot.namespace))\n"
+        return text
+    }
+
+    /// The `status --json` object (one line, ends with a newline).
+    public static func statusJSON(_ snapshot: ClusterSnapshot) -> String {
+        JSONValue.object([
+            ("now_ms", .int(snapshot.nowMs)),
+            ("namespace", .string(snapshot.namespace)),
+            ("jobs", .array(snapshot.jobs.map { jobJSON($0, nowMs: snapshot.nowMs) })),
+            ("members", .array(snapshot.members.map { memberJSON($0, nowMs: snapshot.nowMs) })),
+        ]).serialized + "\n"
+    }
+
+    static func jobJSON(_ job: JobStatus, nowMs: Int64) -> JSONValue {
+        let leader: JSONValue = job.leader.map { leader in
+            .object([
+                ("member", .string(leader.member)), ("instance", .string(leader.instance)),
+                ("token", .uint(leader.token)), ("expires_in_ms", .int(leader.expiresInMs)),
+            ])
+        } ?? .null
+        let lastRun: JSONValue = job.lastRun.map { run in
+            .object([
+                ("started_at_ms", .int(run.startedAtMs)),
+                ("finished_at_ms", run.finishedAtMs.map(JSONValue.int) ?? .null),
+                ("age_ms", .int(max(0, nowMs - (run.finishedAtMs ?? run.startedAtMs)))),
+                ("duration_ms", run.durationMs.map(JSONValue.int) ?? .null),
+                ("result", run.result.map(JSONValue.string) ?? .null),
+                ("running", .bool(run.running && run.finishedAtMs == nil)),
+                ("token", run.token.map(JSONValue.uint) ?? .null),
+            ])
+        } ?? .null
+        return .object([
+            ("name", .string(job.name)),
+            ("in_catalog", .bool(job.inCatalog)),
+            ("leader", leader),
+            ("preferred", job.preferred.map(JSONValue.string) ?? .null),
+            ("last_run", lastRun),
+            ("leaderless_ms", job.leaderless.map { .int(max(0, nowMs - $0.sinceMs)) } ?? .null),
+            ("leaderless_source", job.leaderless.map { .string($0.source.rawValue) } ?? .null),
+            ("next_run_at_ms", job.nextRunAtMs.map(JSONValue.int) ?? .null),
+        ])
+    }
+
+    static func memberJSON(_ member: MemberStatus, nowMs: Int64) -> JSONValue {
+        .object([
+            ("name", .string(member.name)),
+            ("instance", member.instance.map(JSONValue.string) ?? .null),
+            ("host", member.host.map(JSONValue.string) ?? .null),
+            ("pid", member.pid.map(JSONValue.int) ?? .null),
+            ("weight", .double(member.weight)),
+            ("version", member.version.map(JSONValue.string) ?? .null),
+            ("started_at_ms", member.startedAtMs.map(JSONValue.int) ?? .null),
+            ("last_heartbeat_age_ms", member.lastTickMs.map { .int(max(0, nowMs - $0)) } ?? .null),
+            ("heartbeat_expires_in_ms", .int(member.heartbeatExpiresAtMs - nowMs)),
+            ("live", .bool(member.live)),
+            ("jobs_led", .int(Int64(member.jobsLed))),
+        ])
+    }
+
+    // MARK: - Members
+
+    /// The `members` table (ends with a newline).
+    public static func membersTable(_ snapshot: ClusterSnapshot) -> String {
+        var rows: [[String]] = [["MEMBER", "HOST", "PID", "WEIGHT", "VERSION", "UP SINCE", "HEARTBEAT", "JOBS LED", "STATE"]]
+        for member in snapshot.members {
+            rows.append([
+                member.name, member.host ?? "-", member.pid.map(String.init) ?? "-", weight(member.weight),
+                member.version ?? "-",
+                member.startedAtMs.map { "\(timestamp($0, millis: false)) (\(age(snapshot.nowMs - $0)))" } ?? "-",
+                member.lastTickMs.map { "\(age(snapshot.nowMs - $0)) ago" } ?? "-",
+                String(member.jobsLed),
+                member.live ? "live" : "expired \(age(snapshot.nowMs - member.heartbeatExpiresAtMs)) ago",
+            ])
+        }
+        let live = snapshot.members.filter(\.live).count
+        return table(rows) + "\(snapshot.members.count) \(plural(snapshot.members.count, "member")), \(live) live\n"
+    }
+
+    /// The `members --json` object (one line).
+    public static func membersJSON(_ snapshot: ClusterSnapshot) -> String {
+        JSONValue.object([
+            ("now_ms", .int(snapshot.nowMs)),
+            ("namespace", .string(snapshot.namespace)),
+            ("members", .array(snapshot.members.map { memberJSON($0, nowMs: snapshot.nowMs) })),
+        ]).serialized + "\n"
+    }
+
+    // MARK: - History
+
+    /// A human name for an event type.
+    public static func eventName(_ type: String) -> String {
+        switch type {
+        case "acquired": return "acquired"
+        case "expired_takeover": return "expired takeover"
+        case "released": return "released"
+        case "handed_off": return "handed off"
+        case "lost": return "lost"
+        case "forced_release": return "forced release"
+        default: return type
+        }
+    }
+
+    /// The `history` table, oldest first (ends with a newline).
+    public static func historyTable(_ history: JobHistory) -> String {
+        if history.events.isEmpty { return "no events recorded for job \(history.job)\n" }
+        var rows: [[String]] = [["TIME (UTC)", "EVENT", "MEMBER", "TOKEN", "GAP", "DETAIL"]]
+        for event in history.events {
+            var detail = ""
+            switch event.type {
+            case "expired_takeover":
+                detail = "took over from " + (event.previous.map(ownerName) ?? "?") + " after its lease expired"
+            case "lost":
+                if let holder = event.holder, !holder.isEmpty {
+                    detail = "lease now held by \(ownerName(holder))"
+                } else {
+                    detail = "lease had expired"
+                }
+            case "forced_release":
+                detail = "deleted by \(event.by ?? "operator") (unfenced)"
+            case "handed_off":
+                detail = "released for placement or an operator request"
+            default:
+                break
+            }
+            if let owner = event.owner, let member = event.member, owner.hasPrefix(member + "@") {
+                detail = ("instance " + owner.dropFirst(member.count + 1)) + (detail.isEmpty ? "" : "; " + detail)
+            }
+            rows.append([
+                timestamp(event.atMs, millis: true), eventName(event.type), event.member ?? "-",
+                event.token.map(String.init) ?? "-", event.gapMs.map { duration($0) } ?? "-", detail,
+            ])
+        }
+        return table(rows)
+    }
+
+    /// The `history --json` object (one line).
+    public static func historyJSON(_ history: JobHistory) -> String {
+        JSONValue.object([
+            ("job", .string(history.job)),
+            ("now_ms", .int(history.nowMs)),
+            ("events", .array(history.events.map { event in
+                .object([
+                    ("id", .string(event.id)), ("type", .string(event.type)),
+                    ("member", event.member.map(JSONValue.string) ?? .null),
+                    ("owner", event.owner.map(JSONValue.string) ?? .null),
+                    ("token", event.token.map(JSONValue.uint) ?? .null),
+                    ("at_ms", .int(event.atMs)),
+                    ("gap_ms", event.gapMs.map(JSONValue.int) ?? .null),
+                    ("previous", event.previous.map(JSONValue.string) ?? .null),
+                    ("holder", event.holder.map(JSONValue.string) ?? .null),
+                    ("by", event.by.map(JSONValue.string) ?? .null),
+                ])
+            })),
+        ]).serialized + "\n"
+    }
+
+    // MARK: - Helpers
+
+    static func ownerName(_ leaseValue: String) -> String {
+        guard let value = LeaseValueText(leaseValue) else { return leaseValue }
+        return "\(value.member) (token \(value.token))"
+    }
+
+    /// `member@incarnation:token` split without the Leasehold types (keeps rendering standalone).
+    struct LeaseValueText {
+        var member: String
+        var token: String
+        init?(_ text: String) {
+            guard let colon = text.lastIndex(of: ":"), let at = text[..<colon].lastIndex(of: "@") else { return nil }
+            member = String(text[..<at])
+            token = String(text[text.index(after: colon)...])
+        }
+    }
+
+    static func plural(_ count: Int, _ word: String) -> String { count == 1 ? word : word + "s" }
+
+    static func weight(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+    }
+
+    /// Left-aligned columns separated by two spaces; no trailing spaces.
+    public static func table(_ rows: [[String]]) -> String {
+        guard let columns = rows.map(\.count).max() else { return "" }
+        var widths = [Int](repeating: 0, count: columns)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        var out = ""
+        for row in rows {
+            var line = ""
+            for (i, cell) in row.enumerated() {
+                line += cell
+                if i < row.count - 1 { line += String(repeating: " ", count: widths[i] - cell.count + 2) }
+            }
+            while line.last == " " { line.removeLast() }
+            out += line + "\n"
+        }
+        return out
+    }
+
+    /// A compact duration: `850ms`, `4.2s`, `3m12s`, `2h05m`, `3d04h`.
+    public static func duration(_ ms: Int64) -> String {
+        if ms < 0 { return "-" + duration(-ms) }
+        if ms < 1000 { return "\(ms)ms" }
+        if ms < 10_000 { return "\(ms / 1000).\((ms % 1000) / 100)s" }
+        let s = ms / 1000
+        if s < 60 { return "\(s)s" }
+        if s < 3600 { return "\(s / 60)m\(pad(s % 60))s" }
+        if s < 86_400 { return "\(s / 3600)h\(pad((s / 60) % 60))m" }
+        return "\(s / 86_400)d\(pad((s / 3600) % 24))h"
+    }
+
+    /// An age (never negative: clock skew between writers shows as 0).
+    static func age(_ ms: Int64) -> String { duration(max(ms, 0)) }
+
+    static func pad(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+
+    /// `2026-05-01 10:00:00.123` (UTC) from ms since the epoch.
+    public static func timestamp(_ ms: Int64, millis: Bool) -> String {
+        let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
+        let msOfDay = ms - days * 86_400_000
+        // Civil-from-days (Howard Hinnant).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        let h = msOfDay / 3_600_000, m = (msOfDay / 60_000) % 60, s = (msOfDay / 1000) % 60, frac = msOfDay % 1000
+        var text = "\(year)-\(pad(month))-\(pad(day)) \(pad(h)):\(pad(m)):\(pad(s))"
+        if millis { text += "." + (frac < 10 ? "00" : frac < 100 ? "0" : "") + String(frac) }
+        return text
+    }
+}
+
+/// A JSON value with ordered object keys, serialized compactly and deterministically.
+public indirect enum JSONValue: Sendable, Hashable {
+    case null
+    case bool(Bool)
+    case int(Int64)
+    case uint(UInt64)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool { lhs.serialized == rhs.serialized }
+    public func hash(into hasher: inout Hasher) { hasher.combine(serialized) }
+
+    /// Compact JSON text.
+    public var serialized: String {
+        var out = ""
+        write(to: &out)
+        return out
+    }
+
+    func write(to out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let value): out += value ? "true" : "false"
+        case .int(let value): out += String(value)
+        case .uint(let value): out += String(value)
+        case .double(let value):
+            if !value.isFinite {
+                out += "null"
+            } else if value == value.rounded() && abs(value) < 1e15 {
+                out += String(Int64(value))
+            } else {
+                out += String(value)
+            }
+        case .string(let value): Self.writeString(value, to: &out)
+        case .array(let values):
+            out += "["
+            for (i, value) in values.enumerated() {
+                if i > 0 { out += "," }
+                value.write(to: &out)
+            }
+            out += "]"
+        case .object(let pairs):
+            out += "{"
+            for (i, pair) in pairs.enumerated() {
+                if i > 0 { out += "," }
+                Self.writeString(pair.0, to: &out)
+                out += ":"
+                pair.1.write(to: &out)
+            }
+            out += "}"
+        }
+    }
+
+    static func writeString(_ value: String, to out: inout String) {
+        out += "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out += "\""
+    }
+}

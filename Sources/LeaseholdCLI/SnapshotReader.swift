@@ -1,0 +1,228 @@
+import Leasehold
+import RedisClient
+
+/// Reads a `ClusterSnapshot` and job histories from Redis with pipelines: one round trip for
+/// the time, the job set and the member zset, then one pipeline per chunk of jobs (three
+/// commands per job) that also carries the member hashes. 10,000 jobs take five round trips.
+public struct SnapshotReader: Sendable {
+    /// Jobs per pipeline.
+    public static let jobsPerPipeline = 2_500
+    /// State hash fields read per job, in this order.
+    static let stateFields = [
+        "holder", "holder_member", "acquired_at", "released_at", "lease_ms", "last_run_started",
+        "last_run_finished", "last_result", "last_duration_ms", "running", "last_run_token", "next_run_at",
+    ]
+
+    /// The connection used.
+    public let connection: RedisConnection
+    /// The key schema.
+    public let keys: LeaseKeys
+    /// The endpoint (for error messages).
+    public let endpoint: RedisEndpoint
+
+    /// Creates a reader.
+    public init(connection: RedisConnection, keys: LeaseKeys) {
+        self.connection = connection
+        self.keys = keys
+        self.endpoint = connection.configuration.endpoint
+    }
+
+    func pipeline(_ commands: [[String]]) async throws(CLIFailure) -> [RedisReply] {
+        let replies: [RedisReply]
+        do {
+            replies = try await connection.pipeline(commands)
+        } catch {
+            throw CLIFailure.redis(error, endpoint: endpoint)
+        }
+        if let index = replies.firstIndex(where: \.isError) {
+            throw CLIFailure.runtime("Redis error for \(commands[index].first ?? "?") \(commands[index].dropFirst().first ?? ""): \(replies[index].errorMessage ?? "")")
+        }
+        return replies
+    }
+
+    func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) async throws(CLIFailure) -> RedisReply {
+        do {
+            return try await connection.evaluate(script, keys: keys, arguments: arguments)
+        } catch {
+            throw CLIFailure.redis(error, endpoint: endpoint)
+        }
+    }
+
+    /// Redis `TIME` in ms from a TIME reply.
+    static func timeMs(_ reply: RedisReply) -> Int64? {
+        guard let parts = reply.array, parts.count == 2, let s = parts[0].integer, let us = parts[1].integer else { return nil }
+        return s * 1000 + us / 1000
+    }
+
+    /// Reads everything `status`/`members` show. `catalogJobs` are listed even if Redis has
+    /// never seen them.
+    public func snapshot(catalogJobs: [String]) async throws(CLIFailure) -> ClusterSnapshot {
+        let first = try await pipeline([
+            ["TIME"], ["SMEMBERS", keys.jobs], ["ZRANGE", keys.members, "0", "-1", "WITHSCORES"],
+        ])
+        guard let nowMs = Self.timeMs(first[0]) else { throw CLIFailure.runtime("unexpected TIME reply from \(endpoint)") }
+        let redisJobs = Set((first[1].array ?? []).compactMap(\.string))
+        let catalogSet = Set(catalogJobs)
+        let names = catalogSet.union(redisJobs).sorted()
+
+        var memberScores: [(name: String, expiry: Int64)] = []
+        let flat = first[2].array ?? []
+        var index = 0
+        while index + 1 < flat.count {
+            if let name = flat[index].string, let score = flat[index + 1].string.flatMap(Double.init) {
+                memberScores.append((name, Int64(score)))
+            }
+            index += 2
+        }
+
+        // Member hashes ride along with the first chunk of jobs.
+        var memberHashes: [[String: String]] = []
+        var jobs: [JobStatus] = []
+        jobs.reserveCapacity(names.count)
+        var rawStates: [(lease: String?, pttl: Int64, state: [String?])] = []
+        rawStates.reserveCapacity(names.count)
+        var start = 0
+        repeat {
+            let chunk = names[start..<min(start + Self.jobsPerPipeline, names.count)]
+            var commands: [[String]] = []
+            commands.reserveCapacity(chunk.count * 3 + memberScores.count)
+            if start == 0 {
+                for member in memberScores { commands.append(["HGETALL", keys.member(member.name)]) }
+            }
+            for job in chunk {
+                commands.append(["GET", keys.lease(job)])
+                commands.append(["PTTL", keys.lease(job)])
+                commands.append(["HMGET", keys.state(job)] + Self.stateFields)
+            }
+            let replies = try await pipeline(commands)
+            var cursor = 0
+            if start == 0 {
+                for _ in memberScores {
+                    memberHashes.append(Self.hash(replies[cursor]))
+                    cursor += 1
+                }
+            }
+            for _ in chunk {
+                let lease = replies[cursor].string
+                let pttl = replies[cursor + 1].integer ?? -2
+                let state = (replies[cursor + 2].array ?? []).map { $0.isNull ? nil : $0.string }
+                rawStates.append((lease, pttl, state))
+                cursor += 3
+            }
+            start += Self.jobsPerPipeline
+        } while start < names.count
+
+        var members: [MemberStatus] = []
+        for (offset, entry) in memberScores.enumerated() {
+            let hash = memberHashes[offset]
+            members.append(MemberStatus(
+                name: entry.name, instance: hash["incarnation"], host: hash["host"], pid: hash["pid"].flatMap { Int64($0) },
+                weight: hash["weight"].flatMap { Double($0) } ?? 1, version: hash["version"],
+                startedAtMs: hash["started_at"].flatMap(Self.parseMillis), lastTickMs: hash["tick_at"].flatMap { Int64($0) },
+                heartbeatExpiresAtMs: entry.expiry, live: entry.expiry >= nowMs))
+        }
+        let live = members.filter(\.live).map { RendezvousMember(name: $0.name, weight: $0.weight) }
+        let memberByName = Dictionary(members.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+
+        var led: [String: Int] = [:]
+        for (job, raw) in zip(names, rawStates) {
+            var status = JobStatus(name: job, inCatalog: catalogSet.contains(job), inRedis: redisJobs.contains(job))
+            status.preferred = Rendezvous.preferred(job: job, among: live)
+            let field = { (name: String) -> String? in
+                guard let i = Self.stateFields.firstIndex(of: name), i < raw.state.count else { return nil }
+                return raw.state[i].flatMap { $0.isEmpty ? nil : $0 }
+            }
+            if let text = raw.lease, let value = LeaseValue(parsing: text) {
+                status.leader = LeaderInfo(
+                    member: value.owner.member, instance: value.owner.incarnation, token: value.token,
+                    expiresInMs: max(raw.pttl, 0))
+                led[value.owner.member, default: 0] += 1
+            } else {
+                status.leaderless = Self.leaderless(
+                    holder: field("holder"), releasedAt: field("released_at").flatMap { Int64($0) },
+                    acquiredAt: field("acquired_at").flatMap { Int64($0) }, leaseMs: field("lease_ms").flatMap { Int64($0) },
+                    holderMember: field("holder_member").flatMap { memberByName[$0] }, nowMs: nowMs)
+            }
+            if let started = field("last_run_started").flatMap({ Int64($0) }) {
+                var finished = field("last_run_finished").flatMap { Int64($0) }
+                let running = field("running") == "1"
+                // A finish older than the start belongs to the run before.
+                if let f = finished, f < started { finished = nil }
+                status.lastRun = RunInfo(
+                    startedAtMs: started, finishedAtMs: finished,
+                    durationMs: finished == nil ? nil : field("last_duration_ms").flatMap { Int64($0) },
+                    result: finished == nil ? nil : field("last_result"), running: running,
+                    token: field("last_run_token").flatMap { UInt64($0) })
+            }
+            status.nextRunAtMs = field("next_run_at").flatMap { Int64($0) }
+            jobs.append(status)
+        }
+        for index in members.indices { members[index].jobsLed = led[members[index].name] ?? 0 }
+        return ClusterSnapshot(nowMs: nowMs, namespace: keys.namespace, jobs: jobs, members: members.sorted { $0.name < $1.name })
+    }
+
+    /// The leaderless estimate for a job whose lease key does not exist.
+    ///
+    /// - Released (state `holder` empty): exactly `released_at`.
+    /// - Expired (state `holder` still set): the holder's lease was last extended by one of its
+    ///   heartbeat ticks, so it expired at most `lease_ms` after the holder's last tick:
+    ///   `tick_at + lease_ms` when the member hash still belongs to the holder's incarnation.
+    ///   Otherwise `acquired_at + lease_ms`, the earliest possible expiry.
+    /// The estimate is clamped to `now`; nil for a job that never had a leader.
+    static func leaderless(
+        holder: String?, releasedAt: Int64?, acquiredAt: Int64?, leaseMs: Int64?, holderMember: MemberStatus?, nowMs: Int64
+    ) -> Leaderless? {
+        if holder == nil {
+            guard let releasedAt else { return nil }
+            return Leaderless(sinceMs: min(releasedAt, nowMs), source: .released)
+        }
+        let value = holder.flatMap { LeaseValue(parsing: $0) }
+        let ttl = leaseMs ?? 0
+        if let value, let member = holderMember, member.instance == value.owner.incarnation, let tick = member.lastTickMs,
+           let acquiredAt, tick >= acquiredAt
+        {
+            return Leaderless(sinceMs: min(tick + ttl, nowMs), source: .expiredEstimate)
+        }
+        guard let acquiredAt else { return nil }
+        return Leaderless(sinceMs: min(acquiredAt + ttl, nowMs), source: .acquiredEstimate)
+    }
+
+    /// A `started_at` as ms: integers below 10^11 are taken as seconds.
+    static func parseMillis(_ text: String) -> Int64? {
+        guard let value = Int64(text) ?? Double(text).map({ Int64($0) }) else { return nil }
+        return value < 100_000_000_000 ? value * 1000 : value
+    }
+
+    static func hash(_ reply: RedisReply) -> [String: String] {
+        let flat = reply.array ?? []
+        var out: [String: String] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            if let key = flat[index].string, let value = flat[index + 1].string { out[key] = value }
+            index += 2
+        }
+        return out
+    }
+
+    /// The last `limit` events of a job, oldest first (`XREVRANGE ... COUNT limit`, reversed).
+    public func history(job: String, limit: Int) async throws(CLIFailure) -> (history: JobHistory, known: Bool) {
+        let replies = try await pipeline([
+            ["TIME"], ["XREVRANGE", keys.events(job), "+", "-", "COUNT", String(limit)], ["SISMEMBER", keys.jobs, job],
+        ])
+        guard let nowMs = Self.timeMs(replies[0]) else { throw CLIFailure.runtime("unexpected TIME reply from \(endpoint)") }
+        var events: [HistoryEvent] = []
+        for entry in replies[1].array ?? [] {
+            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
+            let fields = Self.hash(parts[1])
+            let idMs = Int64(id.split(separator: "-").first ?? "") ?? 0
+            let nonEmpty = { (key: String) -> String? in fields[key].flatMap { $0.isEmpty ? nil : $0 } }
+            events.append(HistoryEvent(
+                id: id, type: fields["type"] ?? "?", member: nonEmpty("member"), owner: nonEmpty("owner"),
+                token: nonEmpty("token").flatMap { UInt64($0) }, atMs: nonEmpty("at").flatMap { Int64($0) } ?? idMs,
+                gapMs: nonEmpty("gap_ms").flatMap { Int64($0) }, previous: nonEmpty("previous"), holder: fields["holder"],
+                by: nonEmpty("by")))
+        }
+        let known = replies[2].integer == 1 || !events.isEmpty
+        return (JobHistory(job: job, nowMs: nowMs, events: events.reversed()), known)
+    }
+}
