@@ -40,21 +40,22 @@ redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$W
 REDIS_PID=$!
 wait_for 10 redis-cli -p "$PORT" PING
 export LEASEHOLD_REDIS_URL="redis://127.0.0.1:$PORT/0"
-CLI=("$BIN/leasehold" --config jobs.yaml --namespace "$NS")
 
 # The demo catalog is the root jobs.yaml, in its own namespace.
 sed "s/namespace: leasehold/namespace: $NS/" jobs.yaml > "$WORK/jobs.yaml"
+cli() { "$BIN/leasehold" "$@" --config "$WORK/jobs.yaml"; }
 
 say "starting three members: demo-1, demo-2, demo-3 (logs in $WORK)"
 for i in 1 2 3; do
   "$BIN/leaseholdd" --config "$WORK/jobs.yaml" --name "demo-$i" > "$WORK/demo-$i.log" 2>&1 &
   PIDS+=($!)
+  disown  # so bash does not announce the kill -9 below as if it were an error
 done
 
 say "waiting for placement to settle (leadership spreads over the members)"
 wait_for 30 bash -c "for j in heartbeat disk-report nightly-cleanup queue-consumer; do [ -n \"\$(redis-cli -p $PORT GET '$NS:{'\$j'}:lease')\" ] || exit 1; done"
 sleep 12
-"${CLI[@]}" status
+cli status
 
 JOB=queue-consumer
 VICTIM=$(leader_of "$JOB")
@@ -65,15 +66,15 @@ START=$(date +%s.%N)
 wait_for 20 bash -c "v=\$(redis-cli -p $PORT GET '$NS:{$JOB}:lease'); [ -n \"\$v\" ] && [ \"\$v\" != '$OLD' ]"
 END=$(date +%s.%N)
 echo "new lease: $(lease_of "$JOB") (was $OLD), after $(python3 -c "print(f'{$END-$START:.2f}')") s"
-"${CLI[@]}" status
-"${CLI[@]}" history "$JOB" --limit 5
+cli status
+cli history "$JOB" --limit 5
 
 SURVIVOR=$(leader_of "$JOB")
 say "SIGTERM $SURVIVOR (graceful): its jobs are handed over at once"
 kill -TERM "$(member_pid "$SURVIVOR")"
 wait_for 20 bash -c "! kill -0 $(member_pid "$SURVIVOR")"
 sleep 0.5
-"${CLI[@]}" status
-"${CLI[@]}" members
+cli status
+cli members
 
 say "done: cleaning up every process this demo started"

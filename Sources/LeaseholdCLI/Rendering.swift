@@ -97,6 +97,7 @@ public enum Render {
             ("last_heartbeat_age_ms", member.lastTickMs.map { .int(max(0, nowMs - $0)) } ?? .null),
             ("heartbeat_expires_in_ms", .int(member.heartbeatExpiresAtMs - nowMs)),
             ("live", .bool(member.live)),
+            ("left_at_ms", member.leftAtMs.map(JSONValue.int) ?? .null),
             ("jobs_led", .int(Int64(member.jobsLed))),
         ])
     }
@@ -113,7 +114,8 @@ public enum Render {
                 member.startedAtMs.map { "\(timestamp($0, millis: false)) (\(age(snapshot.nowMs - $0)))" } ?? "-",
                 member.lastTickMs.map { "\(age(snapshot.nowMs - $0)) ago" } ?? "-",
                 String(member.jobsLed),
-                member.live ? "live" : "expired \(age(snapshot.nowMs - member.heartbeatExpiresAtMs)) ago",
+                member.live ? "live" : member.leftAtMs.map { "left \(age(snapshot.nowMs - $0)) ago" }
+                    ?? "expired \(age(snapshot.nowMs - member.heartbeatExpiresAtMs)) ago",
             ])
         }
         let live = snapshot.members.filter(\.live).count

@@ -153,6 +153,8 @@ public struct MemberStatus: Sendable, Hashable {
     public var heartbeatExpiresAtMs: Int64
     /// Whether the heartbeat has not expired.
     public var live: Bool
+    /// When the member announced a graceful exit (Redis ms), if it did.
+    public var leftAtMs: Int64?
     /// How many jobs' leases name this member right now.
     public var jobsLed: Int
 
@@ -160,8 +162,9 @@ public struct MemberStatus: Sendable, Hashable {
     public init(
         name: String, instance: String? = nil, host: String? = nil, pid: Int64? = nil, weight: Double = 1,
         version: String? = nil, startedAtMs: Int64? = nil, lastTickMs: Int64? = nil, heartbeatExpiresAtMs: Int64,
-        live: Bool, jobsLed: Int = 0
+        live: Bool, jobsLed: Int = 0, leftAtMs: Int64? = nil
     ) {
+        self.leftAtMs = leftAtMs
         self.name = name
         self.instance = instance
         self.host = host

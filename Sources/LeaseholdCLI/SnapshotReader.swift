@@ -115,11 +115,12 @@ public struct SnapshotReader: Sendable {
         var members: [MemberStatus] = []
         for (offset, entry) in memberScores.enumerated() {
             let hash = memberHashes[offset]
+            let leftAt = hash["left_at"].flatMap { Int64($0) }
             members.append(MemberStatus(
                 name: entry.name, instance: hash["incarnation"], host: hash["host"], pid: hash["pid"].flatMap { Int64($0) },
                 weight: hash["weight"].flatMap { Double($0) } ?? 1, version: hash["version"],
                 startedAtMs: hash["started_at"].flatMap(Self.parseMillis), lastTickMs: hash["tick_at"].flatMap { Int64($0) },
-                heartbeatExpiresAtMs: entry.expiry, live: entry.expiry >= nowMs))
+                heartbeatExpiresAtMs: entry.expiry, live: entry.expiry >= nowMs && leftAt == nil, leftAtMs: leftAt))
         }
         let live = members.filter(\.live).map { RendezvousMember(name: $0.name, weight: $0.weight) }
         let memberByName = Dictionary(members.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })

@@ -167,12 +167,13 @@ public final class LeaseManager: Sendable {
         // stream (an AsyncStream iterator returns nil when its task is cancelled), it must
         // turn into a graceful release of everything held.
         let loopTask = Task { await self.loop(renew: renewConnection, other: commandConnection) }
-        await withTaskCancellationHandler {
+        let graceful = await withTaskCancellationHandler {
             await loopTask.value
         } onCancel: { [inputSink] in
             inputSink.yield(.shutdown)
             inputSink.yield(.release(job: "", token: nil, reason: .released))
         }
+        if graceful { await leave(on: renewConnection) }
         listener.cancel()
         await subscriber.stop()
         await renewConnection.close()
@@ -182,7 +183,8 @@ public final class LeaseManager: Sendable {
 
     private func engineTime() -> Duration { ContinuousClock.now - origin }
 
-    private func loop(renew: RedisConnection, other: RedisConnection) async {
+    /// Returns true when it ended by a graceful shutdown (everything released or timed out).
+    private func loop(renew: RedisConnection, other: RedisConnection) async -> Bool {
         var engine = LeaseEngine(settings: configuration.member, jobs: jobs, now: engineTime())
         var iterator = inputs.makeAsyncIterator()
         var timer: Task<Void, Never>?
@@ -209,10 +211,10 @@ public final class LeaseManager: Sendable {
                     inputSink.yield(.completion(await self.execute(command, on: connection, leaving: leaving)))
                 }
             }
-            if engine.isShutDown { return }
+            if engine.isShutDown { return true }
             if let deadline = shutdownDeadline, now >= deadline {
                 logger.warning("shutdown timeout: leases not confirmed released will expire on their own", metadata: ["held": "\(engine.ledJobs)"])
-                return
+                return true
             }
             var wake = step.wakeAt
             if let deadline = shutdownDeadline { wake = min(wake ?? deadline, deadline) }
@@ -225,7 +227,7 @@ public final class LeaseManager: Sendable {
                     if !Task.isCancelled { inputSink.yield(.wake) }
                 }
             }
-            guard let input = await iterator.next() else { return }
+            guard let input = await iterator.next() else { return false }
             let at = engineTime()
             if let wake = scheduledWake, at >= wake { scheduledWake = nil }
             switch input {
@@ -250,9 +252,18 @@ public final class LeaseManager: Sendable {
             case .wake:
                 break
             case .abandon:
-                return
+                return false
             }
         }
+    }
+
+    /// Marks this member as gone at once, so the CLI and placement stop counting it live
+    /// instead of waiting for its heartbeat to lapse. Best effort: Redis may be down.
+    private func leave(on connection: RedisConnection) async {
+        let keys = configuration.keys
+        _ = try? await connection.evaluate(
+            LeaseScripts.leave, keys: [keys.members, keys.member(owner.member)],
+            arguments: [owner.member, owner.incarnation])
     }
 
     private func execute(_ command: LeaseCommand, on connection: RedisConnection, leaving: Bool) async -> LeaseCompletion {

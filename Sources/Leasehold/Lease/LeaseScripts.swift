@@ -95,7 +95,7 @@ public enum LeaseScripts {
           duplicate = seen[1]
         end
         redis.call('ZADD', KEYS[1], now_ms + hb, member)
-        local meta = {'incarnation', inc, 'tick_at', now_s, 'heartbeat_ms', ARGV[3]}
+        local meta = {'incarnation', inc, 'tick_at', now_s, 'heartbeat_ms', ARGV[3], 'left_at', ''}
         for j = 9 + n * 3, #ARGV do meta[#meta + 1] = ARGV[j] end
         redis.call('HSET', KEYS[2], unpack(meta))
         local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms - 86400000, 'LIMIT', 0, 16)
@@ -217,6 +217,19 @@ public enum LeaseScripts {
         local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
         redis.call('HSET', KEYS[2], 'last_run_finished', now_s, 'last_result', ARGV[2],
           'last_duration_ms', ARGV[3], 'running', '0')
+        return 1
+        """#)
+
+    /// Marks a member as having left: its heartbeat expiry becomes now and `left_at` is
+    /// recorded, unless another incarnation has taken the name over meanwhile.
+    ///
+    /// KEYS: members zset, member hash. ARGV: member, incarnation. Reply: 1 if marked.
+    public static let leave = RedisScript(#"""
+        if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[2] then return 0 end
+        local t = redis.call('TIME')
+        local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
+        redis.call('HSET', KEYS[2], 'left_at', string.format('%d', now_ms))
         return 1
         """#)
 }
