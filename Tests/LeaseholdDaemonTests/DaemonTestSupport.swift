@@ -21,8 +21,9 @@ enum DaemonBinary {
     /// The `leaseholdd` the tests run: `$LEASEHOLDD_PATH`, else next to the test bundle, else
     /// `<package>/.build/debug/leaseholdd`.
     ///
-    /// `swift build --build-tests` builds it; whether `swift test` alone does depends on the
-    /// SwiftPM version (see the Makefile's `test` target, which runs `swift build` first).
+    /// `swift build --build-tests` builds it, and so does `swift test` (SwiftPM 6.3 builds every
+    /// target of the package before testing: verified by deleting the binary and running
+    /// `swift test --filter DaemonProcessTests`, which relinked it), so `make test` needs no extra step.
     static func path(filePath: String = #filePath) throws -> String {
         var candidates: [String] = []
         if let override = ProcessInfo.processInfo.environment["LEASEHOLDD_PATH"] { candidates.append(override) }
