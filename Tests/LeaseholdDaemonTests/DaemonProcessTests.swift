@@ -277,6 +277,35 @@ struct DaemonProcessTests {
         #expect(member.lines.contains { $0.message == "lost leadership" && $0.job == "strict" })
     }
 
+    @Test func shellJobWithDefaultKillGraceSurvivesAShortLease() async throws {
+        // kill_grace defaults to 5 s, longer than a 2 s lease's validity: the run must still
+        // live on across renewals instead of being SIGTERMed as it starts.
+        let fleet = try await DaemonFleet(catalog: """
+            version: 1
+            redis: { namespace: NAMESPACE }
+            defaults: { lease: 2s }
+            jobs:
+              - name: long
+                handler: shell
+                schedule: continuous
+                config: { command: ["sh", "-c", "echo $$ >> DIR/long.log; exec sleep 600"] }
+            """)
+        let member = try fleet.start("only")
+        let pid = try await eventually("the run to start", within: .seconds(20), diagnostics: { member.logTail() }) {
+            fleet.directory.read("long.log").flatMap { Int32($0.split(separator: "\n").first ?? "") }
+        }
+        // Several renewals later the same run is still alive and was never restarted.
+        let until = ContinuousClock.now + Self.ttl * 2
+        while ContinuousClock.now < until {
+            #expect(processGroupAlive(pid), "the run died:\n\(member.logTail())")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(fleet.directory.read("long.log")?.split(separator: "\n").count == 1, "the run was restarted:\n\(member.logTail())")
+        member.signal(SIGTERM)
+        #expect(try await member.waitForExit() == 0)
+        #expect(!processGroupAlive(pid), "SIGTERM left the job's process group behind")
+    }
+
     // MARK: - Bad input and Redis trouble
 
     @Test func brokenCatalogExits2WithLocatedErrorAndNoRedisTraffic() async throws {
