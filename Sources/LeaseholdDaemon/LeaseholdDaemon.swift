@@ -115,12 +115,17 @@ public enum LeaseholdDaemon {
         logger.info("leaseholdd starting", metadata: [
             "config": "\(options.config)", "redis": "\(endpoint)", "member": "\(name)", "version": "\(LeaseholdVersion.current)",
         ])
-        var services: [any Service] = [service]
+        // The member returns on its own only after `on_lost_leadership: exit` asked it to stop;
+        // that must shut the rest down gracefully (and exit 3 below), not count as a failure.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup),
+        ]
         if let httpAddress {
-            services.append(StatusHTTPServer(host: httpAddress.host, port: httpAddress.port, member: service, metrics: registryForMetrics, logger: logger))
+            services.append(.init(service: StatusHTTPServer(
+                host: httpAddress.host, port: httpAddress.port, member: service, metrics: registryForMetrics, logger: logger)))
         }
-        let group = ServiceGroup(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
         do {
             try await group.run()
         } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Built-in handler `shell`: runs a command (argv, no shell unless you write `sh -c`) under a
 /// per-run supervisor process that kills the command's whole process group once the
@@ -21,6 +22,7 @@ public struct ShellHandler: JobHandler {
     public let workingDirectory: String?
     /// Time between SIGTERM and SIGKILL.
     public let killGrace: Duration
+    private let clampWarning = OnceFlag()
 
     /// Reads the config section; every problem names its YAML location.
     public init(config: HandlerConfig) throws {
@@ -46,7 +48,19 @@ public struct ShellHandler: JobHandler {
         if let slot = context.scheduledAt {
             env["LEASEHOLD_SCHEDULED_AT"] = String(Int64((slot.timeIntervalSince1970 * 1000).rounded()))
         }
-        let spec = ProcessSpec(command: command, environment: env, workingDirectory: workingDirectory, killGrace: killGrace)
+        // The supervisor sends SIGTERM at `deadline − kill_grace`. Right after a renewal the
+        // deadline is only about one validity window ahead (about 2/3 of it just before the
+        // next renewal), so a kill_grace that is not clearly shorter (the 5 s default with a
+        // 2 s lease) SIGTERMs every run the moment it starts. Cap it at half the validity
+        // left now; the run is still stopped by the deadline, just with a shorter grace.
+        let window = context.validUntil - ContinuousClock.now
+        let grace = window > .zero ? min(killGrace, window / 2) : killGrace
+        if grace < killGrace, clampWarning.first() {
+            context.logger.warning("kill_grace is too long for this lease: using a shorter one", metadata: [
+                "kill_grace": "\(formatDuration(killGrace))", "used": "\(formatDuration(grace))",
+            ])
+        }
+        let spec = ProcessSpec(command: command, environment: env, workingDirectory: workingDirectory, killGrace: grace)
         let logger = context.logger
         let process = try SupervisedProcess.spawn(spec, deadline: context.validUntil) { stream, line in
             switch stream {
@@ -78,6 +92,12 @@ public struct ShellHandler: JobHandler {
             throw ShellRunError(command: command[0], outcome: outcome)
         }
     }
+}
+
+/// True the first time only (one warning per job, not per run).
+private final class OnceFlag: Sendable {
+    private let used = Mutex(false)
+    func first() -> Bool { used.withLock { was in defer { was = true }; return !was } }
 }
 
 /// A shell run that did not exit 0.
