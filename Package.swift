@@ -60,7 +60,10 @@ let package = Package(
         ),
         .executableTarget(name: "leasehold", dependencies: ["LeaseholdCLI"]),
         .executableTarget(name: "LeaseholdBench", dependencies: ["Leasehold", "RedisClient", "LeaseholdTestSupport"]),
-        .executableTarget(name: "FencedCounterExample", dependencies: ["LeaseholdDaemon"], path: "Examples/FencedCounter"),
+        .executableTarget(
+            name: "FencedCounterExample", dependencies: ["LeaseholdDaemon"], path: "Examples/FencedCounter",
+            exclude: ["jobs.yaml"]
+        ),
 
         .target(name: "LeaseholdTestSupport", dependencies: ["RedisClient"], path: "Tests/LeaseholdTestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LeaseholdTestSupport"]),

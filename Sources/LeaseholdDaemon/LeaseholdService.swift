@@ -158,9 +158,10 @@ public final class LeaseholdService: Service, Sendable {
             ])
             metrics.leader(job: job).record(0)
             metrics.leaseLost(job: job, reason: reason.rawValue).increment()
-            // The engine stepped down `grace` before validity ends: that is the overrun line.
+            // A step-down comes `grace` before validity ends; a renewal that found the lease
+            // gone gives the handler the same `grace` to stop before it counts as an overrun.
             let grace = jobTimings[job]?.grace ?? .seconds(1)
-            await runners[job]?.lost(token: token, validUntil: reason == .steppedDown ? .now + grace : .now)
+            await runners[job]?.lost(token: token, validUntil: .now + grace)
         case .released(let job, let token, let reason, let confirmed):
             logger.info(reason == .handedOff ? "handed off leadership" : "released leadership", metadata: [
                 "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)", "reason": "\(reason.rawValue)",

@@ -2,8 +2,8 @@ import Logging
 
 /// Built-in handler `log`: logs one line with job and token per run (demos, smoke tests).
 ///
-/// Config: `message` (optional string). For a continuous job it logs once, then waits for
-/// leadership to end.
+/// Config: `message` (optional string). Each run logs once and returns; as a continuous job
+/// it is therefore restarted with backoff (1 s, doubling to 30 s) while leader.
 public struct LogHandler: JobHandler {
     /// `handler: log`.
     public static let kind = "log"
