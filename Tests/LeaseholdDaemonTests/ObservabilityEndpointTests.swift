@@ -74,7 +74,20 @@ private final class DaemonProcess: Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
-        try process.run()
+        // Children inherit the signal mask of the thread that spawns them, and Swift's
+        // concurrency threads block SIGTERM: spawn from a plain thread with nothing blocked,
+        // or the daemon would never see the SIGTERM of its graceful shutdown.
+        let spawned = Mutex<Result<Void, any Error>?>(nil)
+        let thread = Thread {
+            var none = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, nil)
+            let result = Result { try process.run() }
+            spawned.withLock { $0 = result }
+        }
+        thread.start()
+        while spawned.withLock({ $0 }) == nil { usleep(1000) }
+        try spawned.withLock { $0! }.get()
         self.process = process
         self.httpPort = httpPort
     }
@@ -173,7 +186,7 @@ struct ObservabilityEndpointTests {
         #expect(validFor > 0 && validFor <= 2000, "valid_for_ms \(validFor)")
 
         // Redis stopped: /readyz 503, /healthz still 200, the process stays up.
-        await redis.stop()
+        await redis.kill()
         let unready = await obsEventually(within: .seconds(15)) { await get(port, "/readyz")?.status == 503 }
         #expect(unready, "/readyz never turned 503 with Redis stopped")
         #expect(await get(port, "/healthz")?.status == 200)
