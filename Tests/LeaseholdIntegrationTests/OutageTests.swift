@@ -254,6 +254,13 @@ struct OutageTests {
         #expect(recovered.grant.token > token, "token went from \(token) to \(recovered.grant.token) across a restart that lost the fence")
         let bothSawIt = await outageEventually(within: .seconds(10)) { members.allSatisfy { $0.availabilityChanges.last == true } }
         #expect(bothSawIt, "a member never saw Redis come back: \(members.map(\.availabilityChanges))")
+        // Once back, it stays back: calls that fail only because a connection is still in its
+        // reconnect backoff, or that were sent before the recovery, must not report it down again.
+        try await Task.sleep(for: .seconds(3))
+        for member in members {
+            #expect(member.availabilityChanges == [true, false, true],
+                    "\(member.name): Redis availability must change once per real state change, got \(member.availabilityChanges)")
+        }
         for member in members { await member.stop() }
         // One leader at a time across the whole run, by token order.
         let allTokens = members.flatMap { $0.acquisitions(job) }.sorted { $0.at < $1.at }.map(\.grant.token)
