@@ -125,6 +125,8 @@ public struct LeaseEngine: Sendable {
     private var redisClock: (redisMs: Int64, local: Duration)?
     private var reportedDuplicate: String?
     private var redisUp: Bool?
+    /// Local time of the latest successful call: older failures say nothing about Redis now.
+    private var lastSuccessAt: Duration?
     private var shuttingDown = false
     private var pendingEvents: [LeadershipEvent] = []
 
@@ -434,7 +436,7 @@ public struct LeaseEngine: Sendable {
     ) {
         switch result {
         case .failure(let failure):
-            noteRedis(up: false, detail: failure.message)
+            // Not an availability signal (see `noteRedis`): the member tick decides "down".
             for name in names {
                 guard var state = jobs[name], state.phase == .acquiring else { continue }
                 state.releasedWhileAcquiring = false
@@ -444,7 +446,7 @@ public struct LeaseEngine: Sendable {
                 jobs[name] = state
             }
         case .success(let reply):
-            noteRedis(up: true, detail: nil)
+            noteRedis(up: true, detail: nil, now: now)
             noteRedisClock(reply.redisNowMs, at: now)
             for (name, outcome) in zip(names, reply.outcomes) {
                 guard var state = jobs[name], state.phase == .acquiring else { continue }
@@ -515,11 +517,15 @@ public struct LeaseEngine: Sendable {
         switch result {
         case .failure(let failure):
             tickFailures += 1
-            noteRedis(up: false, detail: failure.message)
+            // A tick sent before the latest success completed, or one that never reached Redis
+            // (reconnect backoff), is stale news once Redis answered.
+            if lastSuccessAt == nil || (failure.attempted && sentAt >= lastSuccessAt!) {
+                noteRedis(up: false, detail: failure.message)
+            }
             nextTickAt = now + backoff(failures: tickFailures, cap: tickInterval)
         case .success(let reply):
             tickFailures = 0
-            noteRedis(up: true, detail: nil)
+            noteRedis(up: true, detail: nil, now: now)
             noteRedisClock(reply.redisNowMs, at: now)
             lastTickRedisMs = reply.redisNowMs
             nextTickAt = sentAt + tickInterval
@@ -557,11 +563,10 @@ public struct LeaseEngine: Sendable {
     ) {
         let flags: [Bool]
         switch result {
-        case .failure(let failure):
-            noteRedis(up: false, detail: failure.message)
+        case .failure:
             flags = Array(repeating: false, count: items.count)
         case .success(let released):
-            noteRedis(up: true, detail: nil)
+            noteRedis(up: true, detail: nil, now: now)
             flags = released
         }
         let outcomeUnknown = (try? result.get()) == nil
@@ -640,7 +645,14 @@ public struct LeaseEngine: Sendable {
         redisClock = (redisMs, now)
     }
 
-    private mutating func noteRedis(up: Bool, detail: String?) {
+    /// Availability is reported once per state change. Any success proves Redis up; only the
+    /// member tick (one call at a time on its own connection, every renew interval even with
+    /// no leases) proves it down, and only with a call that reached Redis after the latest
+    /// success. After an outage a connection may still sit in its reconnect backoff and fail
+    /// calls without trying, and a call sent before the recovery may fail after it: both made
+    /// the state flap (up, down, up, down, up) right after Redis came back.
+    private mutating func noteRedis(up: Bool, detail: String?, now: Duration? = nil) {
+        if up, let now { lastSuccessAt = max(lastSuccessAt ?? now, now) }
         guard redisUp != up else { return }
         redisUp = up
         pendingEvents.append(.redisAvailability(up: up, detail: detail))

@@ -300,7 +300,8 @@ public final class LeaseManager: Sendable {
             reply = try await connection.evaluate(call.script, keys: call.keys, arguments: call.arguments)
         } catch {
             configuration.metrics.redisErrors(operation: call.operation).increment()
-            return .failure(LeaseCallFailure(outcomeUnknown: error.mayHaveExecuted, message: error.description))
+            return .failure(LeaseCallFailure(
+                outcomeUnknown: error.mayHaveExecuted, message: error.description, attempted: error.kind != .unavailable))
         }
         do {
             return .success(try decode(reply))

@@ -177,11 +177,15 @@ public struct LeaseCallFailure: Error, Sendable, Hashable {
     public var outcomeUnknown: Bool
     /// A one-line description for logs.
     public var message: String
+    /// False when the call never reached Redis because its connection was still waiting out
+    /// a reconnect backoff: old news about Redis, not evidence that it is down now.
+    public var attempted: Bool
 
     /// Creates a failure.
-    public init(outcomeUnknown: Bool, message: String) {
+    public init(outcomeUnknown: Bool, message: String, attempted: Bool = true) {
         self.outcomeUnknown = outcomeUnknown
         self.message = message
+        self.attempted = attempted
     }
 }
 

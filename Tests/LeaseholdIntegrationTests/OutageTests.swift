@@ -1,0 +1,462 @@
+import Foundation
+import Leasehold
+import LeaseholdTestSupport
+import Logging
+import RedisClient
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Redis outages end to end: a real redis-server that the tests kill, restart, pause
+// (`CLIENT PAUSE`) and put to sleep (`DEBUG SLEEP`), against in-process LeaseManagers with a
+// 2 s lease. What must hold (DESIGN.md §3, §7):
+// - a leader stops at validity − grace on its own clock, measured from the send time of its
+//   last successful renewal, and certainly before the lease can expire in Redis;
+// - nobody crashes, retries are capped (no hot loop), Redis up/down is reported once per change;
+// - once Redis is back, the job is led again within about one TTL plus a renew interval;
+// - fencing tokens only grow, even when a restart lost the fence counter.
+//
+// The machine is shared and loaded: every wait polls a condition under a generous deadline;
+// the only tolerances that are tight are the safety ones, and they are named below.
+
+/// Lease timing used throughout: TTL 2 s, so renew every 667 ms, validity 1 960 ms,
+/// step-down 1 760 ms after the send of the last successful renewal.
+private let outageTiming = LeaseTiming(ttl: .seconds(2))
+
+/// How late the step-down event may be reported after the computed step-down instant. It must
+/// stay below `ttl − stepDownWindow` (240 ms) for the "before the TTL" guarantee to be tested;
+/// the engine's timer fires on time, this covers task scheduling on a loaded machine.
+private let stepDownTolerance: Duration = .milliseconds(230)
+
+/// One in-process member: a LeaseManager plus a recorder of its events and a sampler of its
+/// grant snapshot (so the test knows the send time of the last successful renewal).
+private final class OutageMember: Sendable {
+    struct Entry: Sendable {
+        var at: ContinuousClock.Instant
+        var event: LeaseManagerEvent
+    }
+
+    let name: String
+    let manager: LeaseManager
+    let jobs: [String]
+    private let entries = Mutex<[Entry]>([])
+    /// Per job: the grant with the latest step-down instant seen while leading.
+    private let latestGrant = Mutex<[String: LeaseGrant]>([:])
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let runTask = Mutex<Task<Void, Never>?>(nil)
+
+    init(name: String, endpoint: RedisEndpoint, namespace: String, jobs: [String], timing: LeaseTiming = outageTiming) {
+        self.name = name
+        self.jobs = jobs
+        // The same call timeout the daemon derives: half a renew interval, 100 ms – 2 s.
+        let callTimeout = min(max(timing.renewEvery / 2, .milliseconds(100)), .seconds(2))
+        let configuration = LeaseManager.Configuration(
+            redis: RedisConfiguration(endpoint: endpoint, connectTimeout: callTimeout, commandTimeout: callTimeout),
+            keys: LeaseKeys(namespace: namespace),
+            member: .init(owner: OwnerID(member: name), seed: UInt64.random(in: .min ... .max)),
+            shutdownTimeout: .seconds(3))
+        manager = LeaseManager(
+            configuration: configuration, jobs: jobs.map { LeaseJob(name: $0, timing: timing, placement: .any) },
+            logger: Logger(label: "outage.\(name)"))
+    }
+
+    func start() {
+        let manager = self.manager
+        runTask.withLock { $0 = Task { await manager.run() } }
+        let consumer = Task { [self] in
+            for await event in manager.events {
+                let now = ContinuousClock.now
+                entries.withLock { $0.append(Entry(at: now, event: event)) }
+                if case .acquired(let grant, _, _) = event { note(grant) }
+            }
+        }
+        let sampler = Task { [self] in
+            while !Task.isCancelled {
+                for job in jobs { if let grant = manager.grant(for: job) { note(grant) } }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        tasks.withLock { $0 += [consumer, sampler] }
+    }
+
+    private func note(_ grant: LeaseGrant) {
+        latestGrant.withLock { latest in
+            if let known = latest[grant.job], known.token == grant.token, known.stepDownAt >= grant.stepDownAt { return }
+            latest[grant.job] = grant
+        }
+    }
+
+    /// Cancels the run (which releases everything held) and waits, bounded.
+    func stop() async {
+        let run = runTask.withLock { $0 }
+        run?.cancel()
+        let finished = await outageWait(for: .seconds(15)) { await run?.value; return true }
+        #expect(finished, "member \(name) did not stop within 15 s")
+        for task in tasks.withLock({ $0 }) { task.cancel() }
+    }
+
+    var events: [Entry] { entries.withLock { $0 } }
+
+    /// The latest grant of `job` this member was seen to hold.
+    func lastGrant(_ job: String) -> LeaseGrant? { latestGrant.withLock { $0[job] } }
+
+    func acquisitions(_ job: String, after: ContinuousClock.Instant = .now - .seconds(3600)) -> [(at: ContinuousClock.Instant, grant: LeaseGrant)] {
+        events.compactMap { entry in
+            if case .acquired(let grant, _, _) = entry.event, grant.job == job, entry.at >= after { return (entry.at, grant) }
+            return nil
+        }
+    }
+
+    func losses(_ job: String) -> [(at: ContinuousClock.Instant, token: UInt64, reason: LossReason)] {
+        events.compactMap { entry in
+            if case .lost(let lostJob, let token, let reason) = entry.event, lostJob == job { return (entry.at, token, reason) }
+            return nil
+        }
+    }
+
+    var availabilityChanges: [Bool] {
+        events.compactMap { entry in
+            if case .redisAvailability(let up, _) = entry.event { return up }
+            return nil
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+private func outageEventually(
+    within timeout: Duration, _ condition: () async -> Bool
+) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return await condition()
+}
+
+/// Runs `body` with a deadline; false if it did not finish in time.
+private func outageWait(for timeout: Duration, _ body: @escaping @Sendable () async -> Bool) async -> Bool {
+    await withTaskGroup(of: Bool.self) { group in
+        group.addTask { await body() }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return false
+        }
+        let first = await group.next() ?? false
+        group.cancelAll()
+        return first
+    }
+}
+
+private func milliseconds(_ duration: Duration) -> Double { duration.secondsValue * 1000 }
+
+/// Who leads `job` right now, by grant snapshot.
+private func leaders(_ members: [OutageMember], _ job: String) -> [OutageMember] {
+    members.filter { $0.manager.grant(for: job) != nil }
+}
+
+/// Figures printed by the tests (grep the test output for "outage:").
+private func report(_ line: String) { print("outage: \(line)") }
+
+@Suite("Redis outages end to end", .serialized, .timeLimit(.minutes(3)))
+struct OutageTests {
+    /// Checks the step-down of `leader` for `job` against the validity formula and returns the
+    /// step-down delay after `outageStart`.
+    @discardableResult
+    private func checkStepDown(
+        _ leader: OutageMember, job: String, token: UInt64, outageStart: ContinuousClock.Instant, label: String
+    ) -> Duration? {
+        guard let loss = leader.losses(job).first(where: { $0.token == token }) else {
+            Issue.record("\(label): \(leader.name) never reported losing token \(token)")
+            return nil
+        }
+        guard let grant = leader.lastGrant(job), grant.token == token else {
+            Issue.record("\(label): no grant sample for token \(token)")
+            return nil
+        }
+        let sentAt = grant.validUntil - outageTiming.validityWindow
+        let formula = sentAt + outageTiming.ttl * (1 - outageTiming.drift) - outageTiming.margin - outageTiming.grace
+        #expect(loss.reason == .steppedDown, "\(label): expected a step-down on the member's own clock, got \(loss.reason)")
+        // Not early: the member may lead until validity − grace of its last successful renewal.
+        #expect(loss.at >= formula - .milliseconds(5), "\(label): stepped down \(milliseconds(formula - loss.at)) ms early")
+        // On time: the step-down timer does not wait for the hung or failing call.
+        #expect(loss.at <= formula + stepDownTolerance,
+                "\(label): stepped down \(milliseconds(loss.at - formula)) ms after validity − grace")
+        // And certainly before the lease can expire in Redis (it was renewed at or after sentAt).
+        #expect(loss.at < sentAt + outageTiming.ttl, "\(label): still leading \(milliseconds(loss.at - sentAt)) ms after the last renewal was sent")
+        #expect(loss.at >= outageStart, "\(label): lost before the outage began")
+        report("\(label): step-down \(Int(milliseconds(loss.at - outageStart))) ms after the outage began, "
+            + "\(Int(milliseconds(loss.at - sentAt))) ms after the last successful renewal was sent "
+            + "(formula \(Int(milliseconds(formula - sentAt))) ms, late by \(Int(milliseconds(loss.at - formula))) ms; TTL \(Int(milliseconds(outageTiming.ttl))) ms)")
+        return loss.at - outageStart
+    }
+
+    /// Starts two members on one job and waits for a leader that has renewed at least twice.
+    private func startPair(
+        _ redis: RedisServerProcess, job: String, namespace: String
+    ) async throws -> (members: [OutageMember], leader: OutageMember, token: UInt64) {
+        let members = [
+            OutageMember(name: "m1", endpoint: redis.endpoint, namespace: namespace, jobs: [job]),
+            OutageMember(name: "m2", endpoint: redis.endpoint, namespace: namespace, jobs: [job]),
+        ]
+        for member in members { member.start() }
+        let led = await outageEventually(within: .seconds(20)) { leaders(members, job).count == 1 }
+        try #require(led, "no leader for \(job) within 20 s")
+        let leader = leaders(members, job)[0]
+        let token = try #require(leader.manager.grant(for: job)?.token)
+        // Let a few renewals go through, so the step-down is measured from a renewal.
+        let renewed = await outageEventually(within: .seconds(10)) {
+            guard let grant = leader.lastGrant(job), grant.token == token,
+                  let first = leader.acquisitions(job).first(where: { $0.grant.token == token }) else { return false }
+            return grant.validUntil > first.grant.validUntil + outageTiming.renewEvery
+        }
+        try #require(renewed, "the leader did not renew within 10 s")
+        return (members, leader, token)
+    }
+
+    @Test("Redis killed: the leader steps down at validity − grace, nobody leads, the job is led again after the restart with a higher token (fence lost)")
+    func redisKilledAndRestarted() async throws {
+        let redis = try await RedisServerProcess()
+        let job = "outage-kill"
+        let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
+        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+
+        let outageStart = ContinuousClock.now
+        await redis.kill()
+        let stepped = await outageEventually(within: .seconds(10)) { leader.manager.grant(for: job) == nil && !leader.losses(job).isEmpty }
+        try #require(stepped, "the leader still led 10 s after Redis died")
+        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill")
+
+        // Down for longer than the TTL: nobody may lead meanwhile, and nobody crashes.
+        let quietUntil = outageStart + .seconds(4)
+        while ContinuousClock.now < quietUntil {
+            #expect(leaders(members, job).isEmpty, "someone leads while Redis is down")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        for member in members {
+            #expect(member.availabilityChanges.filter { !$0 }.count == 1,
+                    "\(member.name): Redis-down must be reported once per state change, got \(member.availabilityChanges)")
+        }
+
+        // Back without persistence: the lease and the fence counter are gone.
+        try await redis.restart()
+        let backAt = ContinuousClock.now
+        let again = await outageEventually(within: .seconds(15)) { leaders(members, job).count == 1 }
+        try #require(again, "nobody led \(job) within 15 s of Redis coming back")
+        let acquisitions = members.flatMap { $0.acquisitions(job, after: backAt) }.sorted { $0.at < $1.at }
+        let recovered = try #require(acquisitions.first)
+        let recovery = recovered.at - backAt
+        report("kill: Redis down \(Int(milliseconds(backAt - outageStart))) ms; led again \(Int(milliseconds(recovery))) ms after Redis answered (bound TTL + renew = \(Int(milliseconds(outageTiming.ttl + outageTiming.renewEvery))) ms + slack); token \(token) -> \(recovered.grant.token)")
+        #expect(recovery <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "recovery took \(recovery)")
+        #expect(recovered.grant.token > token, "token went from \(token) to \(recovered.grant.token) across a restart that lost the fence")
+        let bothSawIt = await outageEventually(within: .seconds(10)) { members.allSatisfy { $0.availabilityChanges.last == true } }
+        #expect(bothSawIt, "a member never saw Redis come back: \(members.map(\.availabilityChanges))")
+        // Once back, it stays back: calls that fail only because a connection is still in its
+        // reconnect backoff, or that were sent before the recovery, must not report it down again.
+        try await Task.sleep(for: .seconds(3))
+        for member in members {
+            #expect(member.availabilityChanges == [true, false, true],
+                    "\(member.name): Redis availability must change once per real state change, got \(member.availabilityChanges)")
+        }
+        for member in members { await member.stop() }
+        // One leader at a time across the whole run, by token order.
+        let allTokens = members.flatMap { $0.acquisitions(job) }.sorted { $0.at < $1.at }.map(\.grant.token)
+        #expect(allTokens == allTokens.sorted() && Set(allTokens).count == allTokens.count, "tokens not strictly increasing: \(allTokens)")
+    }
+
+    @Test("Redis restarted at once with no persistence: the old leader learns it lost the lease, the new token is still higher")
+    func quickRestartLosingFence() async throws {
+        let redis = try await RedisServerProcess()
+        let job = "outage-quick"
+        let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
+        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+        let fenceBefore = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap { UInt64($0) }
+        #expect(fenceBefore == token)
+
+        let outageStart = ContinuousClock.now
+        // Crash and start again at once, no persistence: lease and fence are gone while the
+        // old leader's validity still runs. (RedisServerProcess.stop() sends SIGTERM, which the
+        // server spawned from a test thread has blocked: it would take 5 s and end in SIGKILL.)
+        await redis.kill()
+        try await redis.restart()
+        let restarted = ContinuousClock.now
+        let lost = await outageEventually(within: .seconds(10)) { !leader.losses(job).isEmpty }
+        try #require(lost, "the old leader never noticed")
+        let loss = leader.losses(job)[0]
+        // Either its first renewal against the new server finds the lease gone (expired), or
+        // the renewals failed long enough for the step-down timer: both end leadership
+        // within about one TTL of the server coming back.
+        #expect(loss.at - restarted < outageTiming.ttl + stepDownTolerance, "lost \(loss.at - restarted) after the new server answered")
+        report("quick restart: restart() took \(Int(milliseconds(restarted - outageStart))) ms; old leader lost \(Int(milliseconds(loss.at - restarted))) ms after the new server answered")
+        let again = await outageEventually(within: .seconds(15)) {
+            members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token }
+        }
+        try #require(again, "nobody led \(job) again within 15 s")
+        let next = members.flatMap { $0.acquisitions(job) }.filter { $0.grant.token != token }.sorted { $0.at < $1.at }[0]
+        report("quick restart: old leader lost (\(loss.reason.rawValue)) \(Int(milliseconds(loss.at - outageStart))) ms after the restart began; led again after \(Int(milliseconds(next.at - outageStart))) ms; token \(token) -> \(next.grant.token)")
+        #expect(next.grant.token > token, "fencing token went backwards across a restart that lost the fence: \(token) -> \(next.grant.token)")
+        for member in members { await member.stop() }
+    }
+
+    @Test("Redis restarted from an AOF (appendfsync always): the fence survives and the next token is higher still")
+    func restartWithAppendOnlyFile() async throws {
+        let redis = try await RedisServerProcess(.init(persistence: .appendOnly(fsyncAlways: true)))
+        let job = "outage-aof"
+        let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
+        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+        let outageStart = ContinuousClock.now
+        await redis.kill()
+        let stepped = await outageEventually(within: .seconds(10)) { !leader.losses(job).isEmpty }
+        try #require(stepped)
+        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill (aof)")
+        try await Task.sleep(for: .seconds(1))
+        try await redis.restart()
+        let fence = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap { UInt64($0) }
+        #expect(fence.map { $0 >= token } ?? false, "fence after an AOF restart: \(String(describing: fence)), token was \(token)")
+        let again = await outageEventually(within: .seconds(15)) {
+            members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token > token }
+        }
+        #expect(again, "no higher token within 15 s of the restart")
+        for member in members { await member.stop() }
+    }
+
+    /// A Redis that accepts connections but answers nothing for 4 s.
+    private func stalledRedis(label: String, debugCommand: Bool, stall: @escaping @Sendable (RedisServerProcess) async throws -> Void) async throws {
+        let redis = try await RedisServerProcess(.init(enableDebugCommand: debugCommand))
+        let job = "outage-\(label.replacingOccurrences(of: " ", with: "-"))"
+        let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
+        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+
+        let outageStart = ContinuousClock.now
+        try await stall(redis)
+        let stallEnds = outageStart + .seconds(4)
+        let stepped = await outageEventually(within: .seconds(10)) { !leader.losses(job).isEmpty }
+        try #require(stepped, "\(label): the leader did not step down")
+        let delay = checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: label)
+        if let delay { #expect(delay < outageTiming.ttl, "\(label): stepped down \(delay) into a 4 s stall") }
+        // Nobody leads during the stall (the server executes nothing).
+        while ContinuousClock.now < stallEnds - .milliseconds(300) {
+            #expect(leaders(members, job).isEmpty, "\(label): someone leads while Redis is stalled")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let again = await outageEventually(within: .seconds(15)) {
+            members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token } || leaders(members, job).count == 1
+        }
+        try #require(again, "\(label): nobody led again within 15 s after the stall")
+        let firstAgain = members.flatMap { $0.acquisitions(job, after: outageStart) }.sorted { $0.at < $1.at }.first
+        if let firstAgain {
+            let afterStall = firstAgain.at - stallEnds
+            report("\(label): led again \(Int(milliseconds(afterStall))) ms after the stall ended; token \(token) -> \(firstAgain.grant.token)")
+            #expect(afterStall <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "\(label): recovery took \(afterStall)")
+            #expect(firstAgain.grant.token > token, "\(label): token \(token) -> \(firstAgain.grant.token)")
+        }
+        for member in members { await member.stop() }
+    }
+
+    @Test("CLIENT PAUSE 4000 ALL: the leader steps down before its TTL and the job is led again after")
+    func clientPause() async throws {
+        try await stalledRedis(label: "client pause", debugCommand: false) { redis in
+            let reply = try await redis.command("CLIENT", "PAUSE", "4000", "ALL")
+            #expect(reply.string == "OK", "CLIENT PAUSE answered \(reply)")
+        }
+    }
+
+    @Test("DEBUG SLEEP 4: the leader steps down before its TTL and the job is led again after")
+    func debugSleep() async throws {
+        try await stalledRedis(label: "debug sleep", debugCommand: true) { redis in
+            let configuration = redis.configuration(commandTimeout: .seconds(20))
+            // The server sleeps in the command: send it without waiting for the reply.
+            Task.detached {
+                let connection = RedisConnection(configuration: configuration)
+                _ = try? await connection.send(["DEBUG", "SLEEP", "4"])
+                await connection.close()
+            }
+            // Wait until the server is actually asleep (a PING with a short timeout fails).
+            let probe = RedisConnection(configuration: redis.configuration(commandTimeout: .milliseconds(200), connectTimeout: .milliseconds(200)))
+            _ = await outageEventually(within: .seconds(3)) { (try? await probe.send(["PING"])) == nil }
+            await probe.close()
+        }
+    }
+
+    @Test("Redis refusing service: retries are capped and jittered (no hot loop), reported once, and nobody leads")
+    func retriesAreCapped() async throws {
+        let listener = try CountingListener()
+        let member = OutageMember(
+            name: "lonely", endpoint: RedisEndpoint(address: .tcp(host: "127.0.0.1", port: listener.port)),
+            namespace: "outage-refused", jobs: ["outage-refused-a", "outage-refused-b"])
+        member.start()
+        let window: Duration = .seconds(6)
+        try await Task.sleep(for: window)
+        let connections = listener.count
+        report("refused: \(connections) connection attempts in \(window) by one member with 3 connections and 2 jobs (\(String(format: "%.1f", Double(connections) / window.secondsValue))/s)")
+        // Uncapped retrying would be thousands; capped backoff (≤ 2 s per connection, the
+        // engine's tick and acquire backoff on top) keeps it to a few per second.
+        #expect(connections >= 3, "the member stopped retrying")
+        #expect(connections <= 90, "\(connections) connection attempts in 6 s: retries are not capped")
+        #expect(member.availabilityChanges == [false], "Redis availability reported as \(member.availabilityChanges)")
+        #expect(member.acquisitions("outage-refused-a").isEmpty && member.acquisitions("outage-refused-b").isEmpty)
+        await member.stop()
+        listener.stop()
+    }
+}
+
+/// Accepts TCP connections and closes them at once, counting them (a Redis that is there
+/// but serves nobody, as seen by a client's connect + first command).
+private final class CountingListener: Sendable {
+    let port: Int
+    private let fd: Int32
+    private let state = Mutex<(count: Int, stopped: Bool)>((0, false))
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TestSupportError("socket() failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 64) == 0 else {
+            close(fd)
+            throw TestSupportError("bind/listen failed: errno \(errno)")
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+        let thread = Thread { [self] in self.acceptLoop() }
+        thread.start()
+    }
+
+    var count: Int { state.withLock { $0.count } }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(fd, nil, nil)
+            if client < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            let stopped = state.withLock { state -> Bool in
+                if !state.stopped { state.count += 1 }
+                return state.stopped
+            }
+            close(client)
+            if stopped { return }
+        }
+    }
+
+    /// Stops counting; the listener is shut down so the accept loop ends.
+    func stop() {
+        state.withLock { $0.stopped = true }
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    deinit { close(fd) }
+}
