@@ -115,7 +115,7 @@ final class DaemonProcess: Sendable {
         let outPipe = Pipe()
         process.standardError = errPipe
         process.standardOutput = outPipe
-        try process.run()
+        try process.runWithDefaultSignalMask()
         self.process = process
         self.pid = process.processIdentifier
         Self.pump(errPipe.fileHandleForReading) { [output] line in

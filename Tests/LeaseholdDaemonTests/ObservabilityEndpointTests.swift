@@ -60,7 +60,7 @@ private func get(_ port: Int, _ path: String) async -> (status: Int, body: Strin
 }
 
 /// A running `leaseholdd` with stderr captured to a file.
-private final class DaemonProcess: Sendable {
+private final class HTTPScrapedDaemon: Sendable {
     let process: Process
     let stderrPath: String
     let httpPort: Int
@@ -74,20 +74,7 @@ private final class DaemonProcess: Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
-        // Children inherit the signal mask of the thread that spawns them, and Swift's
-        // concurrency threads block SIGTERM: spawn from a plain thread with nothing blocked,
-        // or the daemon would never see the SIGTERM of its graceful shutdown.
-        let spawned = Mutex<Result<Void, any Error>?>(nil)
-        let thread = Thread {
-            var none = sigset_t()
-            sigemptyset(&none)
-            pthread_sigmask(SIG_SETMASK, &none, nil)
-            let result = Result { try process.run() }
-            spawned.withLock { $0 = result }
-        }
-        thread.start()
-        while spawned.withLock({ $0 }) == nil { usleep(1000) }
-        try spawned.withLock { $0! }.get()
+        try process.runWithDefaultSignalMask()
         self.process = process
         self.httpPort = httpPort
     }
@@ -138,9 +125,9 @@ struct ObservabilityEndpointTests {
             """.write(toFile: catalogPath, atomically: true, encoding: .utf8)
 
         // The HTTP port is picked free; if another process grabs it first the daemon exits: retry.
-        var daemon: DaemonProcess?
+        var daemon: HTTPScrapedDaemon?
         for _ in 0..<5 {
-            let candidate = try DaemonProcess(
+            let candidate = try HTTPScrapedDaemon(
                 arguments: ["--config", catalogPath, "--redis", "redis://:secret@127.0.0.1:\(redis.port)/0", "--name", "obs-d1",
                             "--log-format", "json", "--log-level", "info"],
                 directory: redis.directory, httpPort: FreePort.next())

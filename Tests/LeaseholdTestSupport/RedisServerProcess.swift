@@ -174,7 +174,7 @@ public final class RedisServerProcess: Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try process.runWithDefaultSignalMask()
         state.withLock { $0.process = process }
 
         let deadline = ContinuousClock.now + Self.startTimeout
