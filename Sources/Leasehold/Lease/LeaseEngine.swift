@@ -299,7 +299,10 @@ public struct LeaseEngine: Sendable {
     /// Handoff suggestions need no timer of their own: they are checked on every poll, and
     /// the member tick polls at least once per renew interval.
     private func nextWake(now: Duration) -> Duration? {
-        var wake: Duration? = nextTickAt
+        // While a renew is in flight the next tick waits for its completion (which polls):
+        // asking to be woken at a tick time already past would spin the driver until then.
+        let renewInFlight = inFlight.values.contains { if case .renew = $0 { true } else { false } }
+        var wake: Duration? = renewInFlight ? nil : nextTickAt
         func consider(_ t: Duration) { wake = min(wake ?? t, t) }
         for state in jobs.values {
             switch state.phase {
