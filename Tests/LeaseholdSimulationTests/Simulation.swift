@@ -14,7 +14,7 @@ struct SimConfig: Sendable {
     /// comes back empty (the operational rule for Redis without persistence).
     var redisDowntimeOfTTL = 1.0
     /// Length of the fault phase (true time).
-    var faultPhase: Int64 = 30 * NS.s
+    var faultPhase: Int64 = 20 * NS.s
     /// Quiet period delays are uniform in [0, this].
     var quietMaxDelay: Int64 = 2 * NS.ms
     /// Keep a human-readable trace (for replaying one seed).

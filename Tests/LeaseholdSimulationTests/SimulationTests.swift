@@ -81,7 +81,7 @@ struct SimulationTests {
         config.drift = 0
         config.margin = .zero
         config.forcedClockError = -0.03  // every member's clock 3 % slow: it believes its lease lasts longer
-        let results = await runSchedules(seeds: Array(1...300), config: config)
+        let results = await runSchedules(seeds: Array(1...150), config: config)
         let overlaps = results.flatMap(\.violations).filter { $0.hasPrefix("(a)") }
         print("[simulation] broken config: \(overlaps.count) split-brain overlaps in \(results.count) schedules; e.g. \(overlaps.first ?? "-")")
         #expect(!overlaps.isEmpty, "with drift 0, margin 0 and 3 % slow clocks the checker must find a split brain")
@@ -91,7 +91,7 @@ struct SimulationTests {
     func checkerCatchesClockBeyondBound() async {
         var config = SimConfig()
         config.forcedClockError = -0.08  // 8 % slow against a 1 % drift allowance
-        let results = await runSchedules(seeds: Array(1...300), config: config)
+        let results = await runSchedules(seeds: Array(1...150), config: config)
         let overlaps = results.flatMap(\.violations).filter { $0.hasPrefix("(a)") }
         print("[simulation] clock beyond bound: \(overlaps.count) split-brain overlaps in \(results.count) schedules")
         #expect(!overlaps.isEmpty)
@@ -102,7 +102,7 @@ struct SimulationTests {
         for error in [-0.01, 0.01] {
             var config = SimConfig()
             config.forcedClockError = error
-            let results = await runSchedules(seeds: Array(1...300), config: config)
+            let results = await runSchedules(seeds: Array(1...150), config: config)
             let violations = results.flatMap(\.violations)
             #expect(violations.isEmpty, "clock error \(error): \(violations.prefix(3))")
         }
