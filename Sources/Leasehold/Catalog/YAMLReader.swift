@@ -7,6 +7,9 @@ import CLibYAML
 public enum YAMLReader {
     /// Upper bound on nodes after alias expansion, so a "billion laughs" file cannot exhaust memory.
     static let maxNodes = 200_000
+    /// Upper bound on nesting depth: nodes are built recursively, so a file of 10,000 '[' would
+    /// otherwise overflow the stack.
+    static let maxDepth = 200
 
     /// Parses `text`; `file` is used in locations. Returns nil for an empty document.
     public static func parse(text: String, file: String) throws(CatalogError) -> ConfigNode? {
@@ -35,6 +38,7 @@ public enum YAMLReader {
         var errors: [ConfigError] = []
         var anchors: [String: ConfigNode] = [:]
         var nodeCount = 0
+        var depth = 0
 
         /// Thrown internally to unwind on a syntax error (already recorded in `errors`).
         struct Abort: Error {}
@@ -166,6 +170,12 @@ public enum YAMLReader {
                 let anchor = anchorName(event.data.sequence_start.anchor)
                 yaml_event_delete(&event)
                 try countNodes(1, at: start)
+                depth += 1
+                defer { depth -= 1 }
+                if depth > YAMLReader.maxDepth {
+                    errors.append(ConfigError(location: location, message: "document nested too deeply: more than \(YAMLReader.maxDepth) levels"))
+                    throw Abort()
+                }
                 var items: [ConfigNode] = []
                 while true {
                     var e = try next()
@@ -180,6 +190,12 @@ public enum YAMLReader {
                 let anchor = anchorName(event.data.mapping_start.anchor)
                 yaml_event_delete(&event)
                 try countNodes(1, at: start)
+                depth += 1
+                defer { depth -= 1 }
+                if depth > YAMLReader.maxDepth {
+                    errors.append(ConfigError(location: location, message: "document nested too deeply: more than \(YAMLReader.maxDepth) levels"))
+                    throw Abort()
+                }
                 var entries: [(key: String, keyLocation: SourceLocation, value: ConfigNode)] = []
                 var seen: [String: SourceLocation] = [:]
                 while true {

@@ -92,6 +92,12 @@ public struct LeaseEngine: Sendable {
         /// leadership itself has been stable (avoids ping-pong with a preferred member that
         /// is live but does not take the job).
         var leadingSince: Duration?
+        /// A release of this token failed with an unknown outcome: it may still reach Redis
+        /// later and delete a lease carrying this token, so such a lease is never taken up
+        /// again (it is released again instead, and a fresh token acquired).
+        var unsureReleaseOf: UInt64?
+        /// The release in flight only settles `unsureReleaseOf`: it reports no event.
+        var quietRelease = false
     }
 
     private enum InFlight: Sendable {
@@ -327,7 +333,10 @@ public struct LeaseEngine: Sendable {
     /// Handoff suggestions need no timer of their own: they are checked on every poll, and
     /// the member tick polls at least once per renew interval.
     private func nextWake(now: Duration) -> Duration? {
-        var wake: Duration? = nextTickAt
+        // While a renew is in flight the next tick waits for its completion (which polls):
+        // asking to be woken at a tick time already past would spin the driver until then.
+        let renewInFlight = inFlight.values.contains { if case .renew = $0 { true } else { false } }
+        var wake: Duration? = renewInFlight ? nil : nextTickAt
         func consider(_ t: Duration) { wake = min(wake ?? t, t) }
         for state in jobs.values {
             switch state.phase {
@@ -456,6 +465,9 @@ public struct LeaseEngine: Sendable {
                 switch outcome {
                 case .acquired(let token, let takeover, let gap):
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: takeover, gapMs: gap)
+                case .alreadyHeld(let token) where token == state.unsureReleaseOf && !shuttingDown:
+                    state.phase = .releasing(token: token, reason: .released, sent: false)
+                    state.quietRelease = true
                 case .alreadyHeld(let token):
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: .reacquired, gapMs: nil)
                 case .held(let holderValue, let pttl):
@@ -576,6 +588,15 @@ public struct LeaseEngine: Sendable {
             // expires on its own, and a later acquire takes it up again. On shutdown we do
             // not wait for it.
             state.mayHold = outcomeUnknown
+            if outcomeUnknown {
+                // Delayed, this release may still delete the lease it names: see unsureReleaseOf.
+                if let token { state.unsureReleaseOf = token }
+            } else {
+                // Redis answered: no lease with an older token of ours can exist any more.
+                state.unsureReleaseOf = nil
+            }
+            let quiet = state.quietRelease
+            state.quietRelease = false
             if shuttingDown {
                 state.phase = .retired
             } else {
@@ -583,7 +604,7 @@ public struct LeaseEngine: Sendable {
                 state.phase = .standby(attemptAt: placementDelayedAttempt(for: state, earliest: now + .milliseconds(1), now: now))
             }
             jobs[item.job] = state
-            if let token {
+            if let token, !quiet {
                 pendingEvents.append(.released(job: item.job, token: token, reason: reason, confirmed: released))
             }
         }

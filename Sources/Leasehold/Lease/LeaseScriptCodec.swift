@@ -132,7 +132,8 @@ public struct LeaseScriptCodec: Sendable {
         var index = 0
         while index < flat.count {
             guard let name = flat[index].string, let expiry = flat[index + 1].string.flatMap(Double.init),
-                  let weight = flat[index + 2].string.flatMap(Double.init), expiry.isFinite, weight.isFinite
+                  let weight = flat[index + 2].string.flatMap(Double.init), expiry.isFinite, weight.isFinite,
+                  abs(expiry) < 9.0e18  // Int64(expiry) traps beyond Int64's range
             else { throw Self.malformed("bad member entry") }
             members.append(MemberInfo(name: name, expiresAtMs: Int64(expiry), weight: weight))
             index += 3
