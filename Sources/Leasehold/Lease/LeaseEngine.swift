@@ -379,7 +379,9 @@ public struct LeaseEngine: Sendable {
         for name in jobOrder {
             guard var state = jobs[name], case .standby(let attemptAt) = state.phase, attemptAt <= now,
                   gateOpen(for: state) else { continue }
-            if !state.forceAttempt, let holder = state.holderMember, holder != settings.owner.member,
+            // Never skip while we may hold the lease ourselves (an unknown outcome): only our
+            // own attempt can take such a lease up again, and everyone else skips it.
+            if !state.forceAttempt, !state.mayHold, let holder = state.holderMember, holder != settings.owner.member,
                let heartbeatEnd = heartbeatEnd(of: holder, now: now),
                now - (state.lastAttemptAt ?? now) < state.spec.timing.ttl * 10 {
                 // The holder still heartbeats, and its leases are renewed in the same script
