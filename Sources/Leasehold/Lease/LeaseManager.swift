@@ -73,6 +73,7 @@ public final class LeaseManager: Sendable {
         case releasedMessage(String)
         case release(job: String, token: UInt64?, reason: ReleaseReason)
         case shutdown
+        case abandon
         case wake
     }
 
@@ -131,6 +132,13 @@ public final class LeaseManager: Sendable {
     /// the shutdown timeout passed).
     public func shutdown() {
         inputSink.yield(.shutdown)
+    }
+
+    /// Test hook: stops the driver the way a crash would. Nothing is released and nothing is
+    /// renewed any more; the leases and the heartbeat expire on their own, and `run()`
+    /// returns. (A command already in flight may still reach Redis, as it could in a crash.)
+    func abandon() {
+        inputSink.yield(.abandon)
     }
 
     /// Runs until shut down or cancelled.
@@ -227,6 +235,8 @@ public final class LeaseManager: Sendable {
                     engine.beginShutdown(now: at)
                     shutdownDeadline = at + configuration.shutdownTimeout
                 }
+            case .abandon:
+                return
             case .wake:
                 break
             }
