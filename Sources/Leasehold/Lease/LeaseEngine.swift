@@ -105,6 +105,8 @@ public struct LeaseEngine: Sendable {
     // Member tick (renew + heartbeat).
     private let tickInterval: Duration
     private let heartbeatTTL: Duration
+    /// How far past its known heartbeat expiry another member still counts as live.
+    private let livenessGrace: Duration
     private var nextTickAt: Duration
     private var tickFailures = 0
     private var lastTickRedisMs: Int64 = 0
@@ -139,6 +141,12 @@ public struct LeaseEngine: Sendable {
         // gone, which happens before any of its leases (TTL ≥ 3 ticks) can expire, so a
         // standby never waits on placement for a member that crashed.
         self.heartbeatTTL = min(shortestRenew * 2, shortestTTL)
+        // The member list is a snapshot up to one tick old (more when our own tick is slow):
+        // a member whose tick came a little late has a newer expiry we have not seen yet.
+        // Without slack it would look gone as soon as it is late at all, and its jobs would
+        // move away and back. Half a tick of slack still drops a crashed member before its
+        // leases (TTL ≥ heartbeat + slack × 2) can expire.
+        self.livenessGrace = max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeatTTL) / 2))
         self.nextTickAt = now
     }
 
@@ -570,7 +578,7 @@ public struct LeaseEngine: Sendable {
 
     private func liveMembers(at now: Duration) -> [MemberInfo] {
         guard let clock = redisClock else { return members.filter { departed[$0.name] == nil } }
-        let redisNow = clock.redisMs + (now - clock.local).wholeMilliseconds
+        let redisNow = clock.redisMs + (now - clock.local - livenessGrace).wholeMilliseconds
         var live = members.filter { member in
             if let leftAt = departed[member.name], now - leftAt < heartbeatTTL { return false }
             return member.expiresAtMs > redisNow

@@ -1,0 +1,49 @@
+import Testing
+
+@testable import Leasehold
+
+/// How a member judges other members' liveness between its own ticks, on a fake clock.
+@Suite("Placement liveness between ticks")
+struct PlacementLivenessTests {
+    // ttl 3 s → tick (renew) every 1 s, heartbeat TTL 2 s.
+    static let spread = LeasePlacement.spread(standbyDelay: .seconds(1), stability: .seconds(3))
+    static let jobs = (0..<40).map { LeaseJob(name: "j\($0)", timing: LeaseTiming(ttl: .seconds(3)), placement: spread) }
+    /// A job that b wins over a.
+    static let bJob = jobs.map(\.name).first {
+        Rendezvous.preferred(job: $0, among: [RendezvousMember(name: "a"), RendezvousMember(name: "b")]) == "b"
+    }!
+
+    /// Engine "a" after one tick answered at Redis time 1_000_000 ms (local t = 0), which
+    /// reported b with heartbeat expiry `bExpiry`.
+    static func engine(bExpiry: Int64) -> LeaseEngine {
+        var engine = LeaseEngine(
+            settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 1), jobs: jobs, now: .zero)
+        let step = engine.poll(now: .zero)
+        guard case .renew(let id, _)? = step.commands.first else { fatalError("no tick") }
+        engine.complete(.renew(id: id, .success(RenewReply(
+            redisNowMs: 1_000_000, renewed: [],
+            members: [MemberInfo(name: "a", expiresAtMs: 1_002_000, weight: 1), MemberInfo(name: "b", expiresAtMs: bExpiry, weight: 1)]))),
+            now: .zero)
+        return engine
+    }
+
+    @Test("a member whose tick is a little late still counts as live until our next tick")
+    func slightlyLateMemberStaysPreferred() {
+        // b last ticked 1.05 s before our snapshot (50 ms late, its next tick has not reached
+        // our snapshot): its known expiry lies 950 ms ahead. Our own next tick is due at
+        // 1 s; deciding at 0.96 s (or a little after 1 s, if our tick is slow) must not
+        // drop b, or a grabs b's jobs and hands them back a stability window later.
+        let engine = Self.engine(bExpiry: 1_000_950)
+        #expect(engine.preferredMember(of: Self.bJob, now: .milliseconds(960)) == "b")
+        #expect(engine.preferredMember(of: Self.bJob, now: .milliseconds(1_200)) == "b")
+    }
+
+    @Test("a crashed member stops counting before its leases (3 ticks) can expire")
+    func crashedMemberDropsBeforeItsLeasesExpire() {
+        // b crashed right after a tick at 1_000_000: heartbeat until 1_002_000, leases until
+        // 1_003_000. By 2.6 s (well before 3 s) it must no longer be preferred.
+        let engine = Self.engine(bExpiry: 1_002_000)
+        #expect(engine.preferredMember(of: Self.bJob, now: .milliseconds(1_900)) == "b")
+        #expect(engine.preferredMember(of: Self.bJob, now: .milliseconds(2_600)) == "a")
+    }
+}
