@@ -47,3 +47,50 @@ struct PlacementLivenessTests {
         #expect(engine.preferredMember(of: Self.bJob, now: .milliseconds(2_600)) == "a")
     }
 }
+
+@Suite("Placement standby gating")
+struct PlacementStandbyGatingTests {
+    @Test("only a non-preferred standby asks Redis to enforce the standby delay; a refusal sets the retry")
+    func nonPreferredAcquiresCarryMinFree() {
+        var engine = PlacementLivenessTests.engine(bExpiry: 1_060_000)
+        var now: Duration = .zero
+        var requests: [AcquireRequest] = []
+        var ids: [String: Int] = [:]
+        func pollAt(_ t: Duration) {
+            now = t
+            for command in engine.poll(now: t).commands {
+                if case .acquire(let id, let batch) = command {
+                    requests += batch
+                    for request in batch { ids[request.job] = id }
+                }
+            }
+        }
+        pollAt(.milliseconds(1))
+        let immediate = requests
+        #expect(!immediate.isEmpty && immediate.allSatisfy { $0.minFreeMs == nil })
+        #expect(immediate.allSatisfy { engine.preferredMember(of: $0.job, now: now) == "a" })
+        // Answer them: held by b for 10 s, so they do not come back soon.
+        for (id, batch) in Dictionary(grouping: immediate, by: { ids[$0.job]! }) {
+            engine.complete(.acquire(id: id, .success(AcquireReply(
+                redisNowMs: 1_000_001, outcomes: batch.map { _ in .held(by: "b@x:1", pttlMs: 10_000) }))), now: now)
+        }
+        requests.removeAll()
+        pollAt(.milliseconds(1_010))  // after the standby delay (1 s)
+        let delayed = requests
+        #expect(!delayed.isEmpty && delayed.allSatisfy { $0.minFreeMs == 1_000 })
+        #expect(delayed.contains { $0.job == PlacementLivenessTests.bJob })
+        // Redis refuses b's job: released 700 ms ago, 300 ms of standby delay left.
+        let refused = PlacementLivenessTests.bJob
+        for (id, batch) in Dictionary(grouping: delayed, by: { ids[$0.job]! }) {
+            engine.complete(.acquire(id: id, .success(AcquireReply(
+                redisNowMs: 1_001_010,
+                outcomes: batch.map { $0.job == refused ? .held(by: "", pttlMs: 300) : .held(by: "b@x:1", pttlMs: 10_000) }))),
+                now: now)
+        }
+        requests.removeAll()
+        pollAt(.milliseconds(1_300))
+        #expect(requests.isEmpty)
+        pollAt(.milliseconds(1_320))  // 300 ms later, not 300 ms + another standby delay
+        #expect(requests.map(\.job) == [refused])
+    }
+}

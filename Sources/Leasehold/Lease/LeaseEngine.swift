@@ -368,7 +368,15 @@ public struct LeaseEngine: Sendable {
             }
             var gap: Int64?
             if let expiry = state.observedExpiry, now > expiry { gap = (now - expiry).wholeMilliseconds }
-            due.append(AcquireRequest(job: name, ttlMs: state.spec.timing.ttlMilliseconds, gapHintMs: gap))
+            var request = AcquireRequest(job: name, ttlMs: state.spec.timing.ttlMilliseconds, gapHintMs: gap)
+            if case .spread(let standbyDelay, _) = state.spec.placement,
+               preferredMember(of: name, now: now).map({ $0 != settings.owner.member }) ?? false {
+                // Our own view of when the lease became free may be stale (we missed the
+                // release, or our routine expiry check coincides with the holder's tick, when
+                // handoffs are released): let Redis enforce the standby delay.
+                request.minFreeMs = standbyDelay.wholeMilliseconds
+            }
+            due.append(request)
             state.phase = .acquiring
             jobs[name] = state
         }
@@ -431,6 +439,16 @@ public struct LeaseEngine: Sendable {
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: takeover, gapMs: gap)
                 case .alreadyHeld(let token):
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: .reacquired, gapMs: nil)
+                case .held(let holder, let pttl) where holder.isEmpty && pttl >= 0:
+                    // Free, but released less than our standby delay ago (the placement
+                    // wait Redis enforced): try again when the delay is over.
+                    state.mayHold = false
+                    state.observedExpiry = nil
+                    let remaining = Duration.milliseconds(pttl)
+                    if case .spread(let standbyDelay, _) = state.spec.placement {
+                        state.freeSince = now + remaining - standbyDelay
+                    }
+                    state.phase = shuttingDown ? .retired : .standby(attemptAt: now + remaining)
                 case .held(_, let pttl):
                     state.mayHold = false
                     let remaining: Duration
