@@ -50,6 +50,16 @@ struct PlacementLivenessTests {
 
 @Suite("Placement standby gating")
 struct PlacementStandbyGatingTests {
+    @Test("a member that announced its departure stays gone while its heartbeat (plus slack) may still show")
+    func departedMemberStaysGone() {
+        // b ticked right at our snapshot (heartbeat until 1_002_000), then left at 0.1 s.
+        var engine = PlacementLivenessTests.engine(bExpiry: 1_002_000)
+        engine.releasedMessage(job: "unrelated", leavingMember: "b", now: .milliseconds(100))
+        for ms in [200, 1_500, 2_150, 2_300, 2_450] {
+            #expect(engine.preferredMember(of: PlacementLivenessTests.bJob, now: .milliseconds(ms)) == "a", "at \(ms) ms")
+        }
+    }
+
     @Test("only a non-preferred standby asks Redis to enforce the standby delay; a refusal sets the retry")
     func nonPreferredAcquiresCarryMinFree() {
         var engine = PlacementLivenessTests.engine(bExpiry: 1_060_000)

@@ -598,7 +598,7 @@ public struct LeaseEngine: Sendable {
         guard let clock = redisClock else { return members.filter { departed[$0.name] == nil } }
         let redisNow = clock.redisMs + (now - clock.local - livenessGrace).wholeMilliseconds
         var live = members.filter { member in
-            if let leftAt = departed[member.name], now - leftAt < heartbeatTTL { return false }
+            if let leftAt = departed[member.name], now - leftAt < heartbeatTTL + livenessGrace { return false }
             return member.expiresAtMs > redisNow
         }
         if !live.contains(where: { $0.name == settings.owner.member }) {
