@@ -5,19 +5,30 @@ import Testing
 
 /// Runs many seeded schedules, split over the available cores; each schedule is independent
 /// and deterministic, so the split does not change any result.
+///
+/// The work runs on dedicated threads, not in the cooperative pool: a minute of synchronous
+/// CPU work there would starve every other test running at the same time (their timers,
+/// their I/O), which then fail for reasons that have nothing to do with what they check.
 func runSchedules(seeds: [UInt64], config: SimConfig) async -> [ScheduleResult] {
     let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8))
-    return await withTaskGroup(of: [ScheduleResult].self) { group in
+    let parts = await withTaskGroup(of: [ScheduleResult].self) { group in
         for w in 0..<workers {
             let mine = stride(from: w, to: seeds.count, by: workers).map { seeds[$0] }
             group.addTask {
-                mine.map { Simulation(seed: $0, config: config).run() }
+                await withCheckedContinuation { continuation in
+                    let thread = Thread {
+                        continuation.resume(returning: mine.map { Simulation(seed: $0, config: config).run() })
+                    }
+                    thread.stackSize = 8 << 20
+                    thread.start()
+                }
             }
         }
         var all: [ScheduleResult] = []
         for await part in group { all += part }
-        return all.sorted { $0.seed < $1.seed }
+        return all
     }
+    return parts.sorted { $0.seed < $1.seed }
 }
 
 private func environment(_ name: String) -> String? { ProcessInfo.processInfo.environment[name] }

@@ -117,6 +117,8 @@ public struct LeaseEngine: Sendable {
     // Member tick (renew + heartbeat).
     private let tickInterval: Duration
     private let heartbeatTTL: Duration
+    /// How far past its known heartbeat expiry another member still counts as live.
+    private let livenessGrace: Duration
     private var nextTickAt: Duration
     private var tickFailures = 0
     private var lastTickRedisMs: Int64 = 0
@@ -153,6 +155,12 @@ public struct LeaseEngine: Sendable {
         // gone, which happens before any of its leases (TTL ≥ 3 ticks) can expire, so a
         // standby never waits on placement for a member that crashed.
         self.heartbeatTTL = min(shortestRenew * 2, shortestTTL)
+        // The member list is a snapshot up to one tick old (more when our own tick is slow):
+        // a member whose tick came a little late has a newer expiry we have not seen yet.
+        // Without slack it would look gone as soon as it is late at all, and its jobs would
+        // move away and back. Half a tick of slack still drops a crashed member before its
+        // leases (TTL ≥ heartbeat + slack × 2) can expire.
+        self.livenessGrace = max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeatTTL) / 2))
         self.nextTickAt = now
     }
 
@@ -404,7 +412,15 @@ public struct LeaseEngine: Sendable {
             }
             var gap: Int64?
             if let expiry = state.observedExpiry, now > expiry { gap = (now - expiry).wholeMilliseconds }
-            due.append(AcquireRequest(job: name, ttlMs: state.spec.timing.ttlMilliseconds, gapHintMs: gap))
+            var request = AcquireRequest(job: name, ttlMs: state.spec.timing.ttlMilliseconds, gapHintMs: gap)
+            if case .spread(let standbyDelay, _) = state.spec.placement,
+               preferredMember(of: name, now: now).map({ $0 != settings.owner.member }) ?? false {
+                // Our own view of when the lease became free may be stale (we missed the
+                // release, or our routine expiry check coincides with the holder's tick, when
+                // handoffs are released): let Redis enforce the standby delay.
+                request.minFreeMs = standbyDelay.wholeMilliseconds
+            }
+            due.append(request)
             state.phase = .acquiring
             state.lastAttemptAt = now
             state.forceAttempt = false
@@ -472,6 +488,17 @@ public struct LeaseEngine: Sendable {
                     state.quietRelease = true
                 case .alreadyHeld(let token):
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: .reacquired, gapMs: nil)
+                case .held(let holder, let pttl) where holder.isEmpty && pttl >= 0:
+                    // Free, but released less than our standby delay ago (the placement
+                    // wait Redis enforced): try again when the delay is over.
+                    state.mayHold = false
+                    state.observedExpiry = nil
+                    state.holderMember = nil
+                    let remaining = Duration.milliseconds(pttl)
+                    if case .spread(let standbyDelay, _) = state.spec.placement {
+                        state.freeSince = now + remaining - standbyDelay
+                    }
+                    state.phase = shuttingDown ? .retired : .standby(attemptAt: now + remaining)
                 case .held(let holderValue, let pttl):
                     state.mayHold = false
                     let remaining: Duration
@@ -641,9 +668,9 @@ public struct LeaseEngine: Sendable {
 
     private func liveMembers(at now: Duration) -> [MemberInfo] {
         guard let clock = redisClock else { return members.filter { departed[$0.name] == nil } }
-        let redisNow = clock.redisMs + (now - clock.local).wholeMilliseconds
+        let redisNow = clock.redisMs + (now - clock.local - livenessGrace).wholeMilliseconds
         var live = members.filter { member in
-            if let leftAt = departed[member.name], now - leftAt < heartbeatTTL { return false }
+            if let leftAt = departed[member.name], now - leftAt < heartbeatTTL + livenessGrace { return false }
             return member.expiresAtMs > redisNow
         }
         if !live.contains(where: { $0.name == settings.owner.member }) {

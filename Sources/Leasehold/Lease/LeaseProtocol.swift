@@ -70,6 +70,10 @@ public struct AcquireRequest: Sendable, Hashable {
     public var ttlMs: Int64
     /// How long the lease seemed to have been free when we asked, if we observed its end.
     public var gapHintMs: Int64?
+    /// Placement: take a released lease only once it has been free this long (Redis time).
+    /// A member that is not the preferred one sends its standby delay, so an attempt that
+    /// happens to land just after a handoff release cannot beat the preferred member.
+    public var minFreeMs: Int64? = nil
 }
 
 /// One member's renewal of everything it holds, plus its heartbeat.

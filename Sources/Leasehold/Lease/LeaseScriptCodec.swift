@@ -36,10 +36,13 @@ public struct LeaseScriptCodec: Sendable {
         var keyList = [keys.jobs]
         var args = [owner.description, owner.member, String(eventsMaxLength), String(requests.count)]
         keyList.reserveCapacity(1 + requests.count * 4)
-        args.reserveCapacity(4 + requests.count * 3)
+        args.reserveCapacity(4 + requests.count * 4)
         for request in requests {
             keyList += [keys.lease(request.job), keys.fence(request.job), keys.state(request.job), keys.events(request.job)]
-            args += [request.job, String(request.ttlMs), request.gapHintMs.map(String.init) ?? ""]
+            args += [
+                request.job, String(request.ttlMs), request.gapHintMs.map(String.init) ?? "",
+                request.minFreeMs.map(String.init) ?? "",
+            ]
         }
         return Call(script: LeaseScripts.acquire, keys: keyList, arguments: args, operation: "acquire")
     }

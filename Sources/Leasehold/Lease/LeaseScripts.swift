@@ -9,10 +9,12 @@ public enum LeaseScripts {
     /// Acquires (or idempotently re-acquires) a batch of leases for one owner.
     ///
     /// KEYS: jobs set, then per job: lease, fence, state, events.
-    /// ARGV: owner, member, events maxlen, job count, then per job: name, ttl ms, gap hint ms.
+    /// ARGV: owner, member, events maxlen, job count, then per job: name, ttl ms, gap hint ms,
+    /// min free ms ('' for none: a released lease is taken only once released that long ago).
     /// Reply: `{now_ms, {status, ...} per job}` where status 1 = newly acquired
     /// (`{1, token, event}`), 2 = already held by this owner (`{2, token}`, TTL reset),
-    /// 0 = held by someone else (`{0, holder value, pttl ms}`).
+    /// 0 = held by someone else (`{0, holder value, pttl ms}`), or released too recently
+    /// for this member (`{0, '', ms until it may take it}`).
     ///
     /// The token is `max(fence + 1, redis_time_µs)`: if the fence key is lost (restart
     /// without persistence) the next token still exceeds every earlier one, as long as the
@@ -27,16 +29,24 @@ public enum LeaseScripts {
         for i = 1, n do
           local k = 1 + (i - 1) * 4
           local lease, fence, state, events = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-          local a = 4 + (i - 1) * 3
-          local job, ttl, gap_hint = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+          local a = 4 + (i - 1) * 4
+          local job, ttl, gap_hint, min_free = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
           local v = redis.call('GET', lease)
+          local prev, wait = nil, 0
           if not v then
+            prev = redis.call('HMGET', state, 'holder', 'released_at')
+            if min_free ~= '' and (not prev[1] or prev[1] == '') and prev[2] then
+              wait = tonumber(min_free) - (now_ms - tonumber(prev[2]))
+            end
+          end
+          if not v and wait > 0 then
+            out[#out + 1] = {0, '', wait}
+          elseif not v then
             local tok = (tonumber(redis.call('GET', fence) or '0') or 0) + 1
             if now_us > tok then tok = now_us end
             local toks = string.format('%d', tok)
             redis.call('SET', fence, toks)
             redis.call('SET', lease, owner .. ':' .. toks, 'PX', ttl)
-            local prev = redis.call('HMGET', state, 'holder', 'released_at')
             local kind, gap, prev_holder = 'acquired', '', ''
             if prev[1] and prev[1] ~= '' then
               kind, gap, prev_holder = 'expired_takeover', gap_hint, prev[1]
