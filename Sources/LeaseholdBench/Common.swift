@@ -16,6 +16,8 @@ struct BenchOptions: Sendable {
     var crashTrials2s = 50
     var crashTrials10s = 5
     var gracefulTrials = 50
+    /// Cost scenario: only cells with this job count (diagnostics).
+    var onlyJobs: Int?
 }
 
 /// A logger that stays quiet unless something is really wrong (benchmarks print tables).

@@ -28,11 +28,16 @@ struct CostCell: Codable, Sendable {
     var memberCPUPercent: Double
     var commandBreakdown: [String: Int]
     var loadAverage: String
+    /// Leasehold mode: jobs not on their preferred member when the window started.
+    var misplacedAtStart: Int?
+    /// Leasehold mode: acquisitions (leadership changes) during the window; 0 in steady state.
+    var acquisitionsInWindow: Int?
 }
 
 struct CostReport: Codable, Sendable {
     var machine: MachineInfo
     var cells: [CostCell]
+    var enginePoll: [EnginePollCost]
     var notes: [String]
 }
 
@@ -41,8 +46,7 @@ enum CostScenario {
 
     static func matrix(quick: Bool) -> [Config] {
         if quick {
-            return [Config(members: 3, jobs: 10, ttl: .seconds(2), window: .seconds(2)),
-                    Config(members: 3, jobs: 1000, ttl: .seconds(2), window: .seconds(2))]
+            return [Config(members: 3, jobs: 1000, ttl: .seconds(2), window: .seconds(2))]
         }
         var configs: [Config] = []
         for jobs in [10, 1000, 10_000] {
@@ -57,8 +61,12 @@ enum CostScenario {
 
     static func run(options: BenchOptions) async throws {
         let machine = MachineInfo.current()
+        let pollCosts = [10, 1000, 10_000].map { EnginePollBench.measure(jobs: $0, polls: options.quick ? 20 : 200) }
+        printTable("LeaseEngine.poll with nothing due (10 members, this member leads its rendezvous share)",
+                   header: ["jobs", "led", "µs per poll"],
+                   rows: pollCosts.map { ["\($0.jobs)", "\($0.led)", fmt($0.microsecondsPerPoll)] })
         var cells: [CostCell] = []
-        for config in matrix(quick: options.quick) {
+        for config in matrix(quick: options.quick) where options.onlyJobs == nil || options.onlyJobs == config.jobs {
             for mode in ["leasehold", "per-lease"] {
                 log("cost: \(mode) M=\(config.members) J=\(config.jobs) ttl=\(config.ttl)")
                 let cell = try await measure(mode: mode, config: config)
@@ -87,14 +95,15 @@ enum CostScenario {
         }
         printTable("per-lease / leasehold ratios (same run)", header: ["cell", "client cmds", "total cmds", "redis cpu", "member cpu"], rows: ratioRows)
         notes.append("per-lease mode pipelines in batches of \(PerLeaseMember.pipelineBatch); no fencing counter")
-        writeJSON(CostReport(machine: machine, cells: cells, notes: notes), name: "cost", options: options)
+        writeJSON(CostReport(machine: machine, cells: cells, enginePoll: pollCosts, notes: notes), name: "cost", options: options)
     }
 
-    static let header = ["mode", "M", "J", "ttl", "conv s", "client/s", "evalsha/s", "rtt/s", "total cmd/s", "cmd/member/tick", "redis cpu%", "member cpu%", "load"]
+    static let header = ["mode", "M", "J", "ttl", "conv s", "acq in win", "client/s", "evalsha/s", "rtt/s", "total cmd/s", "cmd/member/tick", "redis cpu%", "member cpu%", "load"]
 
     static func row(_ cell: CostCell) -> [String] {
         [cell.mode, "\(cell.members)", "\(cell.jobs)", fmt(cell.ttlSeconds, 0) + "s",
-         cell.converged ? fmt(cell.convergeSeconds) : "no(\(fmt(cell.convergeSeconds)))",
+         cell.converged ? fmt(cell.convergeSeconds) : "no(\(cell.misplacedAtStart ?? -1) off)",
+         cell.acquisitionsInWindow.map { "\($0)" } ?? "-",
          fmt(cell.clientCommandsPerSecond), fmt(cell.scriptCallsPerSecond),
          cell.roundTripsPerSecond.map { fmt($0) } ?? fmt(cell.clientCommandsPerSecond),
          fmt(cell.totalCommandsPerSecond), fmt(cell.clientCommandsPerMemberTick, 2),
@@ -115,6 +124,8 @@ enum CostScenario {
         var converged = false
         var stop: () async -> Void
         var roundTrips: (() -> Int)?
+        var misplacedNow: (() -> Int)?
+        var acquisitions: (() -> Int)?
 
         if mode == "leasehold" {
             let jobs = benchJobs(count: config.jobs, ttl: config.ttl)
@@ -123,10 +134,23 @@ enum CostScenario {
             }
             for member in members { member.start() }
             let names = members.map(\.name)
+            var lastReport = benchClock.now
             converged = await waitUntil(timeout: config.ttl * 6 + .seconds(15), interval: .milliseconds(250)) {
-                misplaced(jobs: jobs, holders: holders(members), members: names) == 0
+                let off = misplaced(jobs: jobs, holders: holders(members), members: names)
+                if benchClock.now - lastReport > .seconds(5) {
+                    lastReport = benchClock.now
+                    let acquired = members.reduce(0) { $0 + $1.acquisitions.load(ordering: .relaxed) }
+                    log("  converging: \(off) jobs off their preferred member, \(acquired) acquisitions so far")
+                }
+                return off == 0
             }
-            stop = { for member in members { await member.stop() } }
+            stop = {
+                await withTaskGroup(of: Void.self) { group in
+                    for member in members { group.addTask { await member.stop() } }
+                }
+            }
+            misplacedNow = { misplaced(jobs: jobs, holders: holders(members), members: names) }
+            acquisitions = { members.reduce(0) { $0 + $1.acquisitions.load(ordering: .relaxed) } }
         } else {
             let jobNames = (0..<config.jobs).map { "job-\($0)" }
             let members = (0..<config.members).map {
@@ -141,7 +165,11 @@ enum CostScenario {
             }
             // Let a full TTL pass so every member's standby cycle is in steady state.
             try? await Task.sleep(for: config.ttl)
-            stop = { for member in members { await member.stop() } }
+            stop = {
+                await withTaskGroup(of: Void.self) { group in
+                    for member in members { group.addTask { await member.stop() } }
+                }
+            }
             roundTrips = { members.reduce(0) { $0 + $1.roundTrips.load(ordering: .relaxed) } }
         }
         let convergeSeconds = (benchClock.now - started).secondsValue
@@ -149,11 +177,14 @@ enum CostScenario {
         let before = try await RedisCounters.read(probe)
         let cpuBefore = processCPUSeconds()
         let tripsBefore = roundTrips?() ?? 0
+        let misplacedAtStart = misplacedNow?()
+        let acquisitionsBefore = acquisitions?() ?? 0
         let windowStart = benchClock.now
         try? await Task.sleep(for: config.window)
         let after = try await RedisCounters.read(probe)
         let cpuAfter = processCPUSeconds()
         let tripsAfter = roundTrips?() ?? 0
+        let acquisitionsInWindow = acquisitions.map { $0() - acquisitionsBefore }
         let wall = (benchClock.now - windowStart).secondsValue
         let load = loadAverage()
         await stop()
@@ -174,6 +205,7 @@ enum CostScenario {
             clientCommandsPerMemberTick: client / wall / Double(config.members) / ticksPerSecond,
             redisCPUPercent: (after.cpuSeconds - before.cpuSeconds) / wall * 100,
             memberCPUPercent: (cpuAfter - cpuBefore) / wall / Double(config.members) * 100,
-            commandBreakdown: delta, loadAverage: load)
+            commandBreakdown: delta, loadAverage: load, misplacedAtStart: misplacedAtStart,
+            acquisitionsInWindow: acquisitionsInWindow)
     }
 }

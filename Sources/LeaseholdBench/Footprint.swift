@@ -34,7 +34,7 @@ enum FootprintScenario {
         }
         let jobs = options.quick ? 100 : 1000
         var reports: [FootprintReport] = []
-        for members in [1, 3] {
+        for members in options.quick ? [1] : [1, 3] {
             reports.append(try await measure(jobs: jobs, members: members, options: options))
         }
         var rows: [[String]] = []
@@ -62,8 +62,8 @@ enum FootprintScenario {
         }
         let probe = RedisConnection(configuration: redis.configuration(commandTimeout: .seconds(10)))
         // Warm-up: acquisition, first handler runs, placement handoffs (stability = lease 10 s).
-        let warmup: Duration = options.quick ? .seconds(4) : .seconds(25)
-        let window: Duration = options.quick ? .seconds(4) : .seconds(20)
+        let warmup: Duration = options.quick ? .seconds(3) : .seconds(25)
+        let window: Duration = options.quick ? .seconds(3) : .seconds(20)
         try? await Task.sleep(for: warmup)
         let cpuBefore = daemons.map { procCPUSeconds(pid: $0.pid) ?? 0 }
         let redisBefore = try await RedisCounters.read(probe)

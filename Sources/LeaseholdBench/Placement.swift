@@ -86,7 +86,7 @@ enum PlacementScenario {
         var start = benchClock.now
         guard await waitUntil(timeout: .seconds(30), interval: .milliseconds(50), { await settled(members) }) else {
             log("placement: initial placement did not converge")
-            for member in members { await member.stop() }
+            await withTaskGroup(of: Void.self) { group in for member in members { group.addTask { await member.stop() } } }
             return nil
         }
         let initial = (benchClock.now - start).secondsValue
@@ -107,7 +107,7 @@ enum PlacementScenario {
         let leaveOK = await waitUntil(timeout: .seconds(30), interval: .milliseconds(50)) { await settled(members) }
         let leaveSeconds = (benchClock.now - start).secondsValue
         let afterLeave = holders(members)
-        for member in members { await member.stop() }
+        await withTaskGroup(of: Void.self) { group in for member in members { group.addTask { await member.stop() } } }
         await redis.stop()
         return PlacementReport.Live(
             jobs: jobCount, members: memberCount, ttlSeconds: ttl.secondsValue, initialConvergeSeconds: initial,

@@ -17,6 +17,7 @@ while !arguments.isEmpty {
     case "--crash-trials-10s": options.crashTrials10s = Int(value()) ?? options.crashTrials10s
     case "--graceful-trials": options.gracefulTrials = Int(value()) ?? options.gracefulTrials
     case "--results": options.resultsDirectory = value()
+    case "--only-jobs": options.onlyJobs = Int(value())
     case "all", "cost", "failover", "placement", "footprint": scenario = argument
     case "-h", "--help":
         print("usage: LeaseholdBench [all|cost|failover|placement|footprint] [--quick] [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]")
