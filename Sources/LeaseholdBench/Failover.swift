@@ -46,7 +46,6 @@ enum FailoverScenario {
         let plan: [(String, Int, Int)] = [
             ("graceful", 2, options.gracefulTrials),
             ("crash", 2, options.crashTrials2s),
-            ("graceful", 10, options.quick ? 0 : min(options.gracefulTrials, 20)),
             ("crash", 10, options.crashTrials10s),
         ]
         for (kind, ttl, trials) in plan where trials > 0 {
