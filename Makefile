@@ -36,5 +36,12 @@ test: deps
 demo: deps
 	./scripts/demo.sh
 
+# Release build of the daemon and the benchmarks, then every scenario (~8-9 min on 2 cores;
+# the first release build from scratch adds several minutes). Results: bench-results/*.json.
+bench: deps
+	$(SWIFT) build -c release --product leaseholdd
+	$(SWIFT) build -c release --product LeaseholdBench
+	$$($(SWIFT) build -c release --show-bin-path)/LeaseholdBench all
+
 clean:
 	rm -rf .build

@@ -1,0 +1,51 @@
+import Leasehold
+
+/// CPU cost of one `LeaseEngine.poll` with nothing to do (steady state: leases held, standby
+/// timers armed), by job count: the driver polls on every input (each reply, each timer).
+struct EnginePollCost: Codable, Sendable {
+    var jobs: Int
+    var members: Int
+    var led: Int
+    var microsecondsPerPoll: Double
+}
+
+enum EnginePollBench {
+    static func measure(jobs count: Int, members: Int = 10, polls: Int) -> EnginePollCost {
+        let ttl = Duration.seconds(2)
+        let jobs = benchJobs(count: count, ttl: ttl)
+        var engine = LeaseEngine(settings: .init(owner: OwnerID(member: "m0"), seed: 1), jobs: jobs, now: .zero)
+        let names = (0..<members).map { "m\($0)" }
+        var now = Duration.zero
+        var step = engine.poll(now: now)
+        let memberInfo = names.map { MemberInfo(name: $0, expiresAtMs: 10_000_000, weight: 1) }
+        for command in step.commands {
+            if case .renew(let id, _) = command {
+                engine.complete(.renew(id: id, .success(RenewReply(redisNowMs: 1_000_000, renewed: [], members: memberInfo))), now: now)
+            }
+        }
+        now += .milliseconds(1)
+        step = engine.poll(now: now)
+        let candidates = names.map { RendezvousMember(name: $0) }
+        var led = 0
+        for command in step.commands {
+            guard case .acquire(let id, let requests) = command else { continue }
+            let outcomes: [AcquireOutcome] = requests.enumerated().map { i, request in
+                if Rendezvous.preferred(job: request.job, among: candidates) == "m0" {
+                    led += 1
+                    return .acquired(token: UInt64(i + 1), takeover: .acquired, gapMs: nil)
+                }
+                return .held(by: "m1@x:1", pttlMs: 1500 + Int64(i % 20))
+            }
+            engine.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 1_000_001, outcomes: outcomes))), now: now)
+        }
+        now += .milliseconds(1)
+        _ = engine.poll(now: now)
+        let start = benchClock.now
+        for i in 0..<polls {
+            let step = engine.poll(now: now + .microseconds(Int64(i)))
+            precondition(step.commands.isEmpty)
+        }
+        let elapsed = benchClock.now - start
+        return EnginePollCost(jobs: count, members: members, led: led, microsecondsPerPoll: elapsed.secondsValue * 1e6 / Double(polls))
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Leasehold
+import RedisClient
+
+struct PlacementReport: Codable, Sendable {
+    struct Pure: Codable, Sendable {
+        var jobs: Int
+        var members: Int
+        var maxOverMean: Double
+        var minOverMean: Double
+        var movesOnJoin: Int
+        var movesOnLeave: Int
+        var idealMoves: Double
+    }
+    struct Live: Codable, Sendable {
+        var jobs: Int
+        var members: Int
+        var ttlSeconds: Double
+        var initialConvergeSeconds: Double
+        var joinConvergeSeconds: Double?
+        var joinMoves: Int
+        var leaveConvergeSeconds: Double?
+        var leaveMoves: Int
+        var maxOverMean: Double
+    }
+    var machine: MachineInfo
+    var pure: Pure
+    var live: Live?
+}
+
+enum PlacementScenario {
+    static func balance(_ assignment: [String: String], members: [String]) -> (max: Double, min: Double) {
+        var counts = Dictionary(uniqueKeysWithValues: members.map { ($0, 0) })
+        for member in assignment.values { counts[member, default: 0] += 1 }
+        let mean = Double(assignment.count) / Double(members.count)
+        return (Double(counts.values.max() ?? 0) / mean, Double(counts.values.min() ?? 0) / mean)
+    }
+
+    static func moves(_ a: [String: String], _ b: [String: String]) -> Int {
+        a.keys.filter { a[$0] != b[$0] }.count
+    }
+
+    static func run(options: BenchOptions) async throws {
+        let jobCount = 1000, memberCount = 10
+        let jobNames = (0..<jobCount).map { "job-\($0)" }
+        let names = (0..<memberCount).map { "m\($0)" }
+        let base = Rendezvous.assignment(jobs: jobNames, members: names.map { RendezvousMember(name: $0) })
+        let joined = Rendezvous.assignment(jobs: jobNames, members: (names + ["m\(memberCount)"]).map { RendezvousMember(name: $0) })
+        // Leave: average over every member leaving in turn.
+        var leaveMoves = 0
+        for leaving in names {
+            let left = Rendezvous.assignment(jobs: jobNames, members: names.filter { $0 != leaving }.map { RendezvousMember(name: $0) })
+            leaveMoves += moves(base, left)
+        }
+        let b = balance(base, members: names)
+        let pure = PlacementReport.Pure(
+            jobs: jobCount, members: memberCount, maxOverMean: b.max, minOverMean: b.min,
+            movesOnJoin: moves(base, joined), movesOnLeave: leaveMoves / memberCount,
+            idealMoves: Double(jobCount) / Double(memberCount + 1))
+        printTable("Placement (pure rendezvous, 1,000 jobs, 10 members)",
+                   header: ["max/mean", "min/mean", "moves on join (11th)", "moves on leave (avg of 10)", "ideal join J/(N+1)", "ideal leave J/N"],
+                   rows: [[fmt(pure.maxOverMean, 3), fmt(pure.minOverMean, 3), "\(pure.movesOnJoin)", "\(pure.movesOnLeave)",
+                           fmt(pure.idealMoves), fmt(Double(jobCount) / Double(memberCount))]])
+
+        let live = try await liveRun(jobs: options.quick ? 100 : jobCount, members: options.quick ? 3 : memberCount)
+        if let live {
+            printTable("Placement (live, in-process members, TTL \(fmt(live.ttlSeconds, 0)) s, stability window = TTL)",
+                       header: ["jobs", "members", "initial converge s", "join: converge s", "join: moves", "leave: converge s", "leave: moves", "max/mean"],
+                       rows: [["\(live.jobs)", "\(live.members)", fmt(live.initialConvergeSeconds), live.joinConvergeSeconds.map { fmt($0) } ?? "timeout",
+                               "\(live.joinMoves)", live.leaveConvergeSeconds.map { fmt($0) } ?? "timeout", "\(live.leaveMoves)", fmt(live.maxOverMean, 3)]])
+        }
+        writeJSON(PlacementReport(machine: MachineInfo.current(), pure: pure, live: live), name: "placement", options: options)
+    }
+
+    static func liveRun(jobs jobCount: Int, members memberCount: Int) async throws -> PlacementReport.Live? {
+        log("placement: live run \(jobCount) jobs, \(memberCount) members")
+        let redis = try await startRedis()
+        let ttl = Duration.seconds(2)
+        let jobs = benchJobs(count: jobCount, ttl: ttl)
+        let config = daemonRedisConfiguration(redis.configuration(), renewEvery: LeaseTiming(ttl: ttl).renewEvery)
+        var members = (0..<memberCount).map { InProcessMember(name: "m\($0)", redis: config, namespace: "leasehold", jobs: jobs, seed: UInt64($0 + 1)) }
+        for member in members { member.start() }
+        func settled(_ list: [InProcessMember]) async -> Bool {
+            misplaced(jobs: jobs, holders: holders(list), members: list.map(\.name)) == 0
+        }
+        var start = benchClock.now
+        guard await waitUntil(timeout: .seconds(30), interval: .milliseconds(50), { await settled(members) }) else {
+            log("placement: initial placement did not converge")
+            await withTaskGroup(of: Void.self) { group in for member in members { group.addTask { await member.stop() } } }
+            return nil
+        }
+        let initial = (benchClock.now - start).secondsValue
+        // Join.
+        let before = holders(members)
+        let newcomer = InProcessMember(name: "m\(memberCount)", redis: config, namespace: "leasehold", jobs: jobs, seed: 99)
+        start = benchClock.now
+        newcomer.start()
+        members.append(newcomer)
+        let joinOK = await waitUntil(timeout: .seconds(30), interval: .milliseconds(50)) { await settled(members) }
+        let joinSeconds = (benchClock.now - start).secondsValue
+        let afterJoin = holders(members)
+        let b = balance(afterJoin, members: members.map(\.name))
+        // Leave (graceful): the first member stops and releases.
+        let leaving = members.removeFirst()
+        start = benchClock.now
+        await leaving.stop()
+        let leaveOK = await waitUntil(timeout: .seconds(30), interval: .milliseconds(50)) { await settled(members) }
+        let leaveSeconds = (benchClock.now - start).secondsValue
+        let afterLeave = holders(members)
+        await withTaskGroup(of: Void.self) { group in for member in members { group.addTask { await member.stop() } } }
+        await redis.stop()
+        return PlacementReport.Live(
+            jobs: jobCount, members: memberCount, ttlSeconds: ttl.secondsValue, initialConvergeSeconds: initial,
+            joinConvergeSeconds: joinOK ? joinSeconds : nil, joinMoves: moves(before, afterJoin),
+            leaveConvergeSeconds: leaveOK ? leaveSeconds : nil, leaveMoves: moves(afterJoin, afterLeave),
+            maxOverMean: b.max)
+    }
+}
