@@ -110,10 +110,10 @@ struct PlacementIntegrationTests {
         let flapper = PlacementMember(name: "d", jobs: jobs, server: server, recorder: recorder)
         let started = ContinuousClock.now
         flapper.start()
-        // Leave right after its first heartbeat: others see it on their next tick, and it
-        // stays in their member lists until that heartbeat expires (2 ticks).
-        _ = try await placementEventually(within: .seconds(20), "the new member's first heartbeat") {
-            flapper.manager.liveMembers.contains { $0.name == "d" } ? true : nil
+        // Leave as soon as another member has seen it (a graceful leave ends its heartbeat at
+        // once, so leaving before anyone looked would prove nothing).
+        _ = try await placementEventually(within: .seconds(20), "another member sees the new one") {
+            members.contains { $0.manager.liveMembers.contains { $0.name == "d" } } ? true : nil
         }
         await flapper.leave()
         let lived = ContinuousClock.now - started

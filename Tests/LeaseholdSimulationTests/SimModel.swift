@@ -184,7 +184,7 @@ struct SimRedis {
             expiresAtMs: ms + batch.heartbeatTTLMs, incarnation: owner.incarnation, tickAtMs: ms, weight: weight)
         let liveMembers = members.filter { $0.value.expiresAtMs >= ms }
             .sorted { $0.value.expiresAtMs != $1.value.expiresAtMs ? $0.value.expiresAtMs < $1.value.expiresAtMs : $0.key < $1.key }
-            .map { MemberInfo(name: $0.key, expiresAtMs: $0.value.expiresAtMs, weight: $0.value.weight) }
+            .map { MemberInfo(name: $0.key, expiresAtMs: $0.value.expiresAtMs, weight: $0.value.weight, incarnation: $0.value.incarnation) }
         return RenewReply(redisNowMs: ms, renewed: renewed, members: liveMembers, duplicateIncarnation: duplicate)
     }
 

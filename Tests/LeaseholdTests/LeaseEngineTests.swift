@@ -317,7 +317,7 @@ struct StandbyCostTests {
                     let redisNow = redisStart + now.wholeMilliseconds
                     if bAlive { holderHeartbeatMs = redisNow + 6_666 }
                     var members = [MemberInfo(name: "a", expiresAtMs: redisNow + 6_666, weight: 1)]
-                    if holderHeartbeatMs > redisNow { members.append(MemberInfo(name: "b", expiresAtMs: holderHeartbeatMs, weight: 1)) }
+                    if holderHeartbeatMs > redisNow { members.append(MemberInfo(name: "b", expiresAtMs: holderHeartbeatMs, weight: 1, incarnation: "x")) }
                     engine.complete(.renew(id: id, .success(RenewReply(redisNowMs: redisNow, renewed: batch.leases.map { _ in true }, members: members))), now: now)
                 default:
                     break

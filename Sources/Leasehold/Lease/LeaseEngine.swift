@@ -64,7 +64,7 @@ public struct LeaseEngine: Sendable {
         case retired
     }
 
-    private struct JobState: Sendable {
+    fileprivate struct JobState: Sendable {
         var spec: LeaseJob
         var phase: Phase
         /// Set when Redis may hold a lease in our name that we do not count as ours (an
@@ -82,8 +82,9 @@ public struct LeaseEngine: Sendable {
         /// A released message came while an acquire was in flight: retry at once if that
         /// acquire found the lease still held.
         var releasedWhileAcquiring = false
-        /// The member holding the lease when we last looked (nil: free or unknown).
-        var holderMember: String?
+        /// The owner (member and incarnation) holding the lease when we last looked (nil: free
+        /// or unknown).
+        var holder: OwnerID?
         /// When this member last sent an acquire for the job.
         var lastAttemptAt: Duration?
         /// Skip the holder-is-alive shortcut once (after pub/sub messages may have been lost).
@@ -108,8 +109,7 @@ public struct LeaseEngine: Sendable {
 
     /// The member settings.
     public let settings: Settings
-    private var jobs: [String: JobState]
-    private var jobOrder: [String]
+    private var jobs: JobTable
     private var inFlight: [Int: InFlight] = [:]
     private var nextCommandID = 1
     private var rng: SplitMix64
@@ -144,12 +144,7 @@ public struct LeaseEngine: Sendable {
     public init(settings: Settings, jobs: [LeaseJob], now: Duration) {
         self.settings = settings
         self.rng = SplitMix64(seed: settings.seed)
-        var states: [String: JobState] = [:]
-        for job in jobs {
-            states[job.name] = JobState(spec: job, phase: .standby(attemptAt: now))
-        }
-        self.jobs = states
-        self.jobOrder = jobs.map(\.name)
+        self.jobs = JobTable(jobs.map { JobState(spec: $0, phase: .standby(attemptAt: now)) })
         let shortestRenew = jobs.map(\.timing.renewEvery).min() ?? .seconds(3)
         let shortestTTL = jobs.map(\.timing.ttl).min() ?? .seconds(10)
         self.tickInterval = shortestRenew
@@ -183,9 +178,9 @@ public struct LeaseEngine: Sendable {
 
     /// Every lease this member leads, with its validity and step-down time.
     public var heldLeases: [(job: String, token: UInt64, validUntil: Duration, stepDownAt: Duration)] {
-        jobOrder.compactMap { name in
-            if case .leading(let token, let validUntil, let stepDownAt) = jobs[name]?.phase {
-                return (name, token, validUntil, stepDownAt)
+        jobs.states.compactMap { state in
+            if case .leading(let token, let validUntil, let stepDownAt) = state.phase {
+                return (state.spec.name, token, validUntil, stepDownAt)
             }
             return nil
         }
@@ -193,7 +188,7 @@ public struct LeaseEngine: Sendable {
 
     /// The jobs this member leads.
     public var ledJobs: [String] {
-        jobOrder.filter { if case .leading = jobs[$0]?.phase { true } else { false } }
+        jobs.states.compactMap { if case .leading = $0.phase { $0.spec.name } else { nil } }
     }
 
     /// The live members as of the last tick.
@@ -202,7 +197,7 @@ public struct LeaseEngine: Sendable {
     /// True once shutdown was requested and nothing is held or in flight any more.
     public var isShutDown: Bool {
         shuttingDown && inFlight.values.allSatisfy { if case .renew = $0 { true } else { false } }
-            && jobs.values.allSatisfy { $0.phase == .retired }
+            && jobs.states.allSatisfy { $0.phase == .retired }
     }
 
     /// The preferred member of a job among the members live at `now`, by rendezvous.
@@ -227,7 +222,7 @@ public struct LeaseEngine: Sendable {
         }
         guard case .standby = state.phase else { return }
         state.observedExpiry = nil
-        state.holderMember = nil
+        state.holder = nil
         state.freeSince = now
         state.phase = .standby(attemptAt: placementDelayedAttempt(for: state, earliest: now, now: now))
         jobs[job] = state
@@ -237,11 +232,10 @@ public struct LeaseEngine: Sendable {
     /// down, so every standby looks at its lease once more instead of trusting that a live
     /// holder still holds it.
     public mutating func recheckAll(now: Duration) {
-        for name in jobOrder {
-            guard var state = jobs[name], case .standby = state.phase else { continue }
-            state.forceAttempt = true
-            state.phase = .standby(attemptAt: now)
-            jobs[name] = state
+        for i in jobs.states.indices {
+            guard case .standby = jobs.states[i].phase else { continue }
+            jobs.states[i].forceAttempt = true
+            jobs.states[i].phase = .standby(attemptAt: now)
         }
     }
 
@@ -297,17 +291,15 @@ public struct LeaseEngine: Sendable {
     // MARK: - Timers
 
     private mutating func stepDownExpiredLeaders(now: Duration) {
-        for name in jobOrder {
-            guard var state = jobs[name], case .leading(let token, _, let stepDownAt) = state.phase,
-                  now >= stepDownAt else { continue }
+        for i in jobs.states.indices {
+            guard case .leading(let token, _, let stepDownAt) = jobs.states[i].phase, now >= stepDownAt else { continue }
             // The renewal did not come back in time. The lease may still be ours in Redis
             // (a slow reply): mark it so a later acquire takes it up or shutdown releases it.
-            state.phase = .standby(attemptAt: now)
-            state.mayHold = true
-            state.handoffSuggested = false
-            jobs[name] = state
+            jobs.states[i].phase = .standby(attemptAt: now)
+            jobs.states[i].mayHold = true
+            jobs.states[i].handoffSuggested = false
             leaseRevision += 1
-            pendingEvents.append(.lost(job: name, token: token, reason: .steppedDown))
+            pendingEvents.append(.lost(job: jobs.states[i].spec.name, token: token, reason: .steppedDown))
         }
     }
 
@@ -319,15 +311,16 @@ public struct LeaseEngine: Sendable {
         // (~20 ms per poll at 10,000 jobs / 10 members).
         let live = liveMembers(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) }
         if live != preferredMemo.members { preferredMemo = (live, [:]) }
-        for name in jobOrder {
-            guard var state = jobs[name], case .leading = state.phase, !state.handoffSuggested,
-                  case .spread(_, let stability) = state.spec.placement,
-                  let preferred = memoizedPreferred(of: name, among: live), preferred != me,
-                  let since = memberFirstSeen[preferred], now - since >= stability,
-                  let leadingSince = state.leadingSince, now - leadingSince >= stability
+        for i in jobs.states.indices {
+            guard case .leading = jobs.states[i].phase, !jobs.states[i].handoffSuggested,
+                  case .spread(_, let stability) = jobs.states[i].spec.placement,
+                  let leadingSince = jobs.states[i].leadingSince, now - leadingSince >= stability
             else { continue }
-            state.handoffSuggested = true
-            jobs[name] = state
+            let name = jobs.states[i].spec.name
+            guard let preferred = memoizedPreferred(of: name, among: live), preferred != me,
+                  let since = memberFirstSeen[preferred], now - since >= stability
+            else { continue }
+            jobs.states[i].handoffSuggested = true
             pendingEvents.append(.handoffSuggested(job: name, to: preferred))
         }
     }
@@ -341,15 +334,10 @@ public struct LeaseEngine: Sendable {
     }
 
     private mutating func retireIdleJobs() {
-        for name in jobOrder {
-            guard var state = jobs[name], case .standby = state.phase else { continue }
-            if state.mayHold {
-                // We may own this lease without knowing: release it by value, whatever its token.
-                state.phase = .releasing(token: nil, reason: .released, sent: false)
-            } else {
-                state.phase = .retired
-            }
-            jobs[name] = state
+        for i in jobs.states.indices {
+            guard case .standby = jobs.states[i].phase else { continue }
+            // We may own this lease without knowing: release it by value, whatever its token.
+            jobs.states[i].phase = jobs.states[i].mayHold ? .releasing(token: nil, reason: .released, sent: false) : .retired
         }
     }
 
@@ -361,7 +349,7 @@ public struct LeaseEngine: Sendable {
         let renewInFlight = inFlight.values.contains { if case .renew = $0 { true } else { false } }
         var wake: Duration? = renewInFlight ? nil : nextTickAt
         func consider(_ t: Duration) { wake = min(wake ?? t, t) }
-        for state in jobs.values {
+        for state in jobs.states {
             switch state.phase {
             case .standby(let attemptAt):
                 if !shuttingDown, gateOpen(for: state) { consider(attemptAt) }
@@ -382,9 +370,9 @@ public struct LeaseEngine: Sendable {
         guard now >= nextTickAt, !inFlight.values.contains(where: { if case .renew = $0 { true } else { false } })
         else { return nil }
         var items: [RenewItem] = []
-        for name in jobOrder {
-            if let state = jobs[name], case .leading(let token, _, _) = state.phase {
-                items.append(RenewItem(job: name, token: token, ttlMs: state.spec.timing.ttlMilliseconds))
+        for state in jobs.states {
+            if case .leading(let token, _, _) = state.phase {
+                items.append(RenewItem(job: state.spec.name, token: token, ttlMs: state.spec.timing.ttlMilliseconds))
             }
         }
         let id = allocateID()
@@ -399,12 +387,14 @@ public struct LeaseEngine: Sendable {
     private mutating func makeAcquireCommands(now: Duration) -> [LeaseCommand] {
         guard !shuttingDown else { return [] }
         var due: [AcquireRequest] = []
-        for name in jobOrder {
-            guard var state = jobs[name], case .standby(let attemptAt) = state.phase, attemptAt <= now,
-                  gateOpen(for: state) else { continue }
+        for i in jobs.states.indices {
+            guard case .standby(let attemptAt) = jobs.states[i].phase, attemptAt <= now,
+                  gateOpen(for: jobs.states[i]) else { continue }
+            var state = jobs.states[i]
+            let name = state.spec.name
             // Never skip while we may hold the lease ourselves (an unknown outcome): only our
             // own attempt can take such a lease up again, and everyone else skips it.
-            if !state.forceAttempt, !state.mayHold, let holder = state.holderMember, holder != settings.owner.member,
+            if !state.forceAttempt, !state.mayHold, let holder = state.holder, holder.member != settings.owner.member,
                let heartbeatEnd = heartbeatEnd(of: holder, now: now),
                now - (state.lastAttemptAt ?? now) < state.spec.timing.ttl * 10 {
                 // The holder still heartbeats, and its leases are renewed in the same script
@@ -412,8 +402,10 @@ public struct LeaseEngine: Sendable {
                 // again when that heartbeat would lapse (a crashed holder's heartbeat lapses
                 // a third of a TTL before its leases expire), or after a slow safety-net
                 // interval. This keeps standbys from costing Redis anything per job.
-                state.phase = .standby(attemptAt: heartbeatEnd + jitter(upTo: .milliseconds(20)))
-                jobs[name] = state
+                // No jitter: nothing is sent then unless the heartbeat did lapse, and all jobs
+                // of one holder wake together, in one poll.
+                state.phase = .standby(attemptAt: heartbeatEnd)
+                jobs.states[i] = state
                 continue
             }
             // Placement may ask us to hold back even though the attempt timer fired.
@@ -422,7 +414,7 @@ public struct LeaseEngine: Sendable {
                 // Remember when the wait began, or every poll would start it afresh.
                 state.freeSince = state.freeSince ?? state.observedExpiry ?? now
                 state.phase = .standby(attemptAt: delayed)
-                jobs[name] = state
+                jobs.states[i] = state
                 continue
             }
             var gap: Int64?
@@ -439,7 +431,7 @@ public struct LeaseEngine: Sendable {
             state.phase = .acquiring
             state.lastAttemptAt = now
             state.forceAttempt = false
-            jobs[name] = state
+            jobs.states[i] = state
         }
         var commands: [LeaseCommand] = []
         var start = 0
@@ -455,11 +447,10 @@ public struct LeaseEngine: Sendable {
 
     private mutating func makeReleaseCommands(now: Duration) -> [LeaseCommand] {
         var byReason: [ReleaseReason: [ReleaseItem]] = [:]
-        for name in jobOrder {
-            guard var state = jobs[name], case .releasing(let token, let reason, false) = state.phase else { continue }
-            byReason[reason, default: []].append(ReleaseItem(job: name, token: token))
-            state.phase = .releasing(token: token, reason: reason, sent: true)
-            jobs[name] = state
+        for i in jobs.states.indices {
+            guard case .releasing(let token, let reason, false) = jobs.states[i].phase else { continue }
+            byReason[reason, default: []].append(ReleaseItem(job: jobs.states[i].spec.name, token: token))
+            jobs.states[i].phase = .releasing(token: token, reason: reason, sent: true)
         }
         var commands: [LeaseCommand] = []
         for reason in [ReleaseReason.released, .handedOff] {
@@ -508,7 +499,7 @@ public struct LeaseEngine: Sendable {
                     // wait Redis enforced): try again when the delay is over.
                     state.mayHold = false
                     state.observedExpiry = nil
-                    state.holderMember = nil
+                    state.holder = nil
                     let remaining = Duration.milliseconds(pttl)
                     if case .spread(let standbyDelay, _) = state.spec.placement {
                         state.freeSince = now + remaining - standbyDelay
@@ -523,7 +514,7 @@ public struct LeaseEngine: Sendable {
                     default: remaining = .milliseconds(pttl)
                     }
                     state.observedExpiry = now + remaining
-                    state.holderMember = LeaseValue(parsing: holderValue)?.owner.member
+                    state.holder = LeaseValue(parsing: holderValue)?.owner
                     state.freeSince = nil
                     let jitter = self.jitter(upTo: min(.milliseconds(20), state.spec.timing.ttl / 100))
                     if shuttingDown {
@@ -544,7 +535,7 @@ public struct LeaseEngine: Sendable {
     ) {
         state.mayHold = false
         state.observedExpiry = nil
-        state.holderMember = nil
+        state.holder = nil
         state.freeSince = nil
         state.handoffSuggested = false
         let timing = state.spec.timing
@@ -673,10 +664,14 @@ public struct LeaseEngine: Sendable {
         return max(earliest, freeSince + standbyDelay)
     }
 
-    /// When `member`'s heartbeat lapses, in local time, if it is live now.
-    private func heartbeatEnd(of member: String, now: Duration) -> Duration? {
+    /// When the heartbeat of the process `owner` lapses, in local time, if it is live now.
+    /// Only the same incarnation counts: a restarted process under the same name does not
+    /// renew its predecessor's leases.
+    private func heartbeatEnd(of owner: OwnerID, now: Duration) -> Duration? {
+        let member = owner.member
         guard let clock = redisClock, departed[member] == nil || now - departed[member]! >= heartbeatTTL,
-              let info = members.first(where: { $0.name == member }) else { return nil }
+              let info = members.first(where: { $0.name == member }), info.incarnation == owner.incarnation
+        else { return nil }
         let end = clock.local + .milliseconds(info.expiresAtMs - clock.redisMs)
         return end > now ? end : nil
     }
@@ -757,5 +752,24 @@ struct SplitMix64: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// The engine's jobs in catalog order: addressable by name, and walked without hashing,
+/// because every poll walks all of them (10,000 jobs must stay cheap).
+extension LeaseEngine {
+    fileprivate struct JobTable: Sendable {
+        var states: [JobState]
+        private let index: [String: Int]
+
+        init(_ states: [JobState]) {
+            self.states = states
+            self.index = Dictionary(states.enumerated().map { ($1.spec.name, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+
+        subscript(name: String) -> JobState? {
+            get { index[name].map { states[$0] } }
+            set { if let i = index[name], let newValue { states[i] = newValue } }
+        }
     }
 }

@@ -36,12 +36,16 @@ public struct MemberInfo: Sendable, Hashable {
     public var expiresAtMs: Int64
     /// Its placement weight.
     public var weight: Double
+    /// The incarnation (process start) behind the heartbeat, if known: a lease held by
+    /// another incarnation of the same name belongs to a process that is gone.
+    public var incarnation: String?
 
     /// Creates a member record.
-    public init(name: String, expiresAtMs: Int64, weight: Double) {
+    public init(name: String, expiresAtMs: Int64, weight: Double, incarnation: String? = nil) {
         self.name = name
         self.expiresAtMs = expiresAtMs
         self.weight = weight
+        self.incarnation = incarnation
     }
 }
 

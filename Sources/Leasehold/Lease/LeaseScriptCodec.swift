@@ -130,7 +130,7 @@ public struct LeaseScriptCodec: Sendable {
             renewed.append(value == 1)
         }
         let flat = try Self.array(items[2], what: "member list")
-        guard flat.count % 3 == 0 else { throw Self.malformed("member list length \(flat.count) is not a multiple of 3") }
+        guard flat.count % 4 == 0 else { throw Self.malformed("member list length \(flat.count) is not a multiple of 4") }
         var members: [MemberInfo] = []
         var index = 0
         while index < flat.count {
@@ -138,8 +138,9 @@ public struct LeaseScriptCodec: Sendable {
                   let weight = flat[index + 2].string.flatMap(Double.init), expiry.isFinite, weight.isFinite,
                   abs(expiry) < 9.0e18  // Int64(expiry) traps beyond Int64's range
             else { throw Self.malformed("bad member entry") }
-            members.append(MemberInfo(name: name, expiresAtMs: Int64(expiry), weight: weight))
-            index += 3
+            let incarnation = flat[index + 3].string.flatMap { $0.isEmpty ? nil : $0 }
+            members.append(MemberInfo(name: name, expiresAtMs: Int64(expiry), weight: weight, incarnation: incarnation))
+            index += 4
         }
         let duplicate = items[3].string.flatMap { $0.isEmpty ? nil : $0 }
         let requests = try Self.array(items[4], what: "handoff requests").compactMap(\.string)

@@ -76,7 +76,7 @@ public enum LeaseScripts {
     /// ARGV: owner, member, heartbeat ttl ms, incarnation, previous tick ms (0 if none),
     /// member key prefix, events maxlen, job count, per job: name, token, ttl ms, then
     /// metadata field/value pairs for the member hash.
-    /// Reply: `{now_ms, {renewed 1|0 per job}, {name, expiry_ms, weight, ...live members},
+    /// Reply: `{now_ms, {renewed 1|0 per job}, {name, expiry_ms, weight, incarnation, ...live members},
     /// duplicate incarnation or '', {job names an operator asked to hand over}}`.
     public static let renew = RedisScript(#"""
         local owner, member, hb, inc = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -118,7 +118,9 @@ public enum LeaseScripts {
         for j = 1, #entries, 2 do
           live[#live + 1] = entries[j]
           live[#live + 1] = entries[j + 1]
-          live[#live + 1] = redis.call('HGET', prefix .. entries[j], 'weight') or '1'
+          local info = redis.call('HMGET', prefix .. entries[j], 'weight', 'incarnation')
+          live[#live + 1] = info[1] or '1'
+          live[#live + 1] = info[2] or ''
         end
         local requests = redis.call('SMEMBERS', KEYS[3])
         if #requests > 0 then redis.call('DEL', KEYS[3]) end
