@@ -24,7 +24,7 @@ struct FaultSuiteTests {
         faultLog("fault suite: seed \(seed) (replay with LEASEHOLD_FAULT_SEED=\(seed)), \(seconds) s of faults, kinds \(FaultProfile.kinds.map(\.rawValue))")
         let fleet = try await FaultFleet()
         defer {
-            fleet.proxy.set(.pass)
+            fleet.setProxies(.pass)
             for process in fleet.allProcesses { process.signal(SIGCONT) }
         }
         let diagnostics = { fleet.currentMembers.map { $0.logTail(15) }.joined(separator: "\n") }
@@ -65,7 +65,7 @@ struct FaultSuiteTests {
             grants: \(summary.grants)
             writes: accepted \(summary.accepted), rejected \(summary.rejected) (writer had already logged its loss: \(summary.rejectedAfterWriterKnew); had not yet: \(summary.rejectedBeforeWriterKnew)); stale accepted during lease-store data loss: \(summary.staleAcceptedInDataLoss), on wake of a frozen member: \(summary.staleAcceptedOnWake)
             max leaderless gap: during faults \(summary.maxGapDuringFaults.map { "\($0.length) (\($0.job))" } ?? "none seen"), after faults \(summary.maxGapQuiet.map { "\($0.length) (\($0.job))" } ?? "none seen") (bound \(FaultChecker.leaderlessBound))
-            monitor samples: \(samples.read) read, \(samples.unreadable) unreadable; proxy connections accepted: \(fleet.proxy.acceptedConnections)
+            monitor samples: \(samples.read) read, \(samples.unreadable) unreadable; proxy connections accepted: \(fleet.proxies.values.map(\.acceptedConnections).reduce(0, +))
             notes: \(fleet.notes.isEmpty ? "none" : fleet.notes.joined(separator: "; "))
             violations: \(fleet.violations.count)
             ==============================================

@@ -12,7 +12,7 @@ import Glibc
 // Support for the multi-process fault suite (FaultSuiteTests.swift, Docs/TESTING-FAULTS.md).
 //
 // Topology:
-//   leaseholdd ×3 ──► FaultProxy ──► lease redis (AOF, appendfsync always; faults hit it)
+//   leaseholdd ×3 ──► FaultProxy (one each) ──► lease redis (AOF, appendfsync always; faults hit it)
 //   shell handlers (redis-cli) ─────► resource redis (never faulted: the downstream store)
 //   the test (monitor, checker, fault commands) ──► both servers directly, never via the proxy
 // The resource lives in its own server on purpose: a partitioned or paused leader's handler
@@ -202,7 +202,9 @@ final class FaultFleet: Sendable {
 
     let leaseRedis: RedisServerProcess
     let resource: RedisServerProcess
-    let proxy: FaultProxy
+    /// One proxy per member name, so a fault can cut one member off (a partitioned leader)
+    /// or all of them (the lease store unreachable).
+    let proxies: [String: FaultProxy]
     let directory: TempDirectory
     let namespace: String
     let keys: LeaseKeys
@@ -232,7 +234,9 @@ final class FaultFleet: Sendable {
         // restart of a server with no persistence amounts to (everything gone).
         leaseRedis = try await RedisServerProcess(.init(persistence: .appendOnly(fsyncAlways: true)))
         resource = try await RedisServerProcess()
-        proxy = try FaultProxy(targetPort: leaseRedis.port)
+        var proxies: [String: FaultProxy] = [:]
+        for name in members { proxies[name] = try FaultProxy(targetPort: leaseRedis.port) }
+        self.proxies = proxies
         directory = try TempDirectory()
         namespace = "f\(UInt32.random(in: 0 ... .max))"
         keys = LeaseKeys(namespace: namespace)
@@ -268,12 +272,17 @@ final class FaultFleet: Sendable {
 
     // MARK: Members
 
-    /// Starts (or restarts) member `name`, talking to Redis through the proxy.
+    /// Sets the mode of every member's proxy, or of `member`'s only.
+    func setProxies(_ mode: FaultProxy.Mode, only member: String? = nil) {
+        for (name, proxy) in proxies where member == nil || member == name { proxy.set(mode) }
+    }
+
+    /// Starts (or restarts) member `name`, talking to Redis through its proxy.
     @discardableResult
     func start(_ name: String) throws -> DaemonProcess {
         let process = try DaemonProcess(
             name: name,
-            arguments: ["--config", catalogPath, "--redis", proxy.url(), "--name", name, "--log-format", "json"])
+            arguments: ["--config", catalogPath, "--redis", proxies[name]!.url(), "--name", name, "--log-format", "json"])
         state.withLock {
             $0.current[name] = process
             $0.all.append(process)

@@ -153,47 +153,50 @@ struct FaultInjector {
             try await Task.sleep(for: .milliseconds(3100))
             detail = "CLIENT PAUSE 3000 ALL"
 
-        case .proxyDelay:
-            let delay = Int.random(in: 100 ... 700, using: &rng)
-            let length = millis(2000 ... 5000)
-            fleet.proxy.set(.delay(milliseconds: delay))
+        case .proxyDelay, .proxyDrop, .proxyBlackHole:
+            // Half the time one leader is cut off alone (the others and the test still reach
+            // Redis: a partitioned leader), else every member at once.
+            let target: String? = Bool.random(using: &rng) ? await pickLeader()?.name : nil
+            var leads: [String] = []
+            if let target { leads = await fleet.leaders()[target] ?? [] }
+            let mode: FaultProxy.Mode
+            let length: Duration
+            switch kind {
+            case .proxyDelay:
+                mode = .delay(milliseconds: Int.random(in: 100 ... 700, using: &rng))
+                length = millis(2000 ... 5000)
+            case .proxyDrop:
+                mode = .drop
+                length = millis(1000 ... 4000)
+            default:
+                mode = .blackHole
+                length = millis(1500 ... 5000)
+            }
+            fleet.setProxies(mode, only: target)
             try await Task.sleep(for: length)
-            fleet.proxy.set(.pass)
-            detail = "\(delay) ms per chunk for \(milliseconds(length)) ms"
-
-        case .proxyDrop:
-            let length = millis(1000 ... 4000)
-            fleet.proxy.set(.drop)
-            try await Task.sleep(for: length)
-            fleet.proxy.set(.pass)
-            detail = "\(milliseconds(length)) ms"
-
-        case .proxyBlackHole:
-            let length = millis(1500 ... 5000)
-            fleet.proxy.set(.blackHole)
-            try await Task.sleep(for: length)
-            fleet.proxy.set(.pass)
-            detail = "\(milliseconds(length)) ms, held bytes delivered late"
+            fleet.setProxies(.pass, only: target)
+            member = target
+            detail = "\(mode) for \(milliseconds(length)) ms, " + (target.map { "\($0) only (leading \(leads.sorted()))" } ?? "all members")
 
         case .wrongPassword:
             // The members cannot reach the server while it restarts (proxy drops), so none
             // connects before the password is set; then they see NOAUTH until a second restart
             // brings the server back without a password. (CONFIG SET right after the start
             // stands in for `--requirepass`: RedisServerProcess's readiness probe has no password.)
-            fleet.proxy.set(.drop)
+            fleet.setProxies(.drop)
             await fleet.leaseRedis.kill()
             try await fleet.leaseRedis.restart()
             let password = "wrong-\(UInt32.random(in: 0 ... .max, using: &rng))"
             _ = try await fleet.leaseCommand(["CONFIG", "SET", "requirepass", password])
             fleet.leasePassword = password
-            fleet.proxy.set(.pass)
+            fleet.setProxies(.pass)
             let length = millis(2000 ... 4000)
             try await Task.sleep(for: length)
-            fleet.proxy.set(.drop)
+            fleet.setProxies(.drop)
             await fleet.leaseRedis.kill()
             try await fleet.leaseRedis.restart()
             fleet.leasePassword = nil
-            fleet.proxy.set(.pass)
+            fleet.setProxies(.pass)
             detail = "requirepass for \(milliseconds(length)) ms (members have none), restarted without"
         }
         fleet.record(FaultRecord(kind: kind, detail: detail, startedUs: resumedUs ?? started, endedUs: wallMicros(), member: member))
