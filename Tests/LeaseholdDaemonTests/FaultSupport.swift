@@ -111,6 +111,11 @@ func getppid_of(_ pid: Int32) -> Int32? {
     return fields.count > 1 ? Int32(fields[1]) : nil
 }
 
+/// The owner id (`member@incarnation`) a member logged at start, nil before that line.
+func ownerID(_ process: DaemonProcess) -> String? {
+    process.lines.first { $0.message == "member starting" }?.fields?["instance"]
+}
+
 /// Wall-clock microseconds since the epoch (same clock as Redis `TIME` on this host).
 func wallMicros() -> Int64 {
     var ts = timespec()
@@ -365,12 +370,19 @@ final class FaultFleet: Sendable {
                 rejected.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } })
     }
 
-    /// Which member names lead which jobs now (empty if Redis cannot be read).
+    /// Which owner ids (`member@incarnation`) lead which jobs now (empty if Redis cannot be
+    /// read). Keyed by owner, not name: a killed incarnation's leases outlive it by up to a TTL.
     func leaders() async -> [String: [String]] {
         guard let values = try? await leaseValues() else { return [:] }
         var result: [String: [String]] = [:]
-        for (job, holder) in values { if let holder { result[holder.member, default: []].append(job) } }
+        for (job, holder) in values { if let holder { result[holder.instance, default: []].append(job) } }
         return result
+    }
+
+    /// The jobs `process` (this incarnation) leads now.
+    func leads(_ process: DaemonProcess) async -> [String] {
+        guard let owner = ownerID(process) else { return [] }
+        return await leaders()[owner] ?? []
     }
 }
 

@@ -37,7 +37,7 @@ struct FaultInjector {
     mutating func pickLeader() async -> DaemonProcess? {
         let leaders = await fleet.leaders()
         let running = fleet.currentMembers.filter(\.isRunning).sorted { $0.name < $1.name }
-        let leading = running.filter { leaders[$0.name] != nil }
+        let leading = running.filter { ownerID($0).map { leaders[$0] != nil } ?? false }
         let pool = leading.isEmpty ? running : leading
         guard !pool.isEmpty else { return nil }
         return pool[Int.random(in: 0 ..< pool.count, using: &rng)]
@@ -63,7 +63,7 @@ struct FaultInjector {
         switch kind {
         case .kill9:
             guard let victim = await pickLeader() else { return }
-            let leads = await fleet.leaders()[victim.name] ?? []
+            let leads = await fleet.leads(victim)
             fleet.expectEnd(victim, code: 128 + SIGKILL)
             victim.signal(SIGKILL)
             _ = try await victim.waitForExit(within: .seconds(20))
@@ -74,7 +74,7 @@ struct FaultInjector {
 
         case .sigstop:
             guard let victim = await pickLeader() else { return }
-            let leads = await fleet.leaders()[victim.name] ?? []
+            let leads = await fleet.leads(victim)
             let pause = FaultFleet.ttl + millis(500 ... 2000)
             victim.signal(SIGSTOP)
             try? await Task.sleep(for: pause)
@@ -87,7 +87,7 @@ struct FaultInjector {
             // job processes. On wake the jobs are resumed first (the adversarial order): a job
             // may write with its old token before anything can stop it; only fencing saves us.
             guard let victim = await pickLeader() else { return }
-            let leads = await fleet.leaders()[victim.name] ?? []
+            let leads = await fleet.leads(victim)
             let pause = FaultFleet.ttl + millis(500 ... 2000)
             victim.signal(SIGSTOP)
             var frozen: Set<Int32> = []
@@ -113,7 +113,7 @@ struct FaultInjector {
 
         case .sigterm:
             guard let victim = await pickLeader() else { return }
-            let leads = await fleet.leaders()[victim.name] ?? []
+            let leads = await fleet.leads(victim)
             fleet.expectEnd(victim, code: 0)
             let termAt = ContinuousClock.now
             victim.signal(SIGTERM)
@@ -121,9 +121,13 @@ struct FaultInjector {
             let exitedAfter = ContinuousClock.now - termAt
             // Check 4: right after a graceful exit, none of its leases may remain.
             do {
+                // By owner id: a previous incarnation's leases (say, after a kill -9) may still
+                // be there, legitimately, until they expire.
+                let owner = ownerID(victim)
                 let leftovers = try await fleet.leaseValues().compactMap { job, holder in
-                    holder.flatMap { $0.member == victim.name ? "\(job)=\($0.value)" : nil }
+                    holder.flatMap { $0.instance == owner ? "\(job)=\($0.value)" : nil }
                 }
+                if owner == nil { fleet.note("sigterm of \(victim.name): no 'member starting' line, leases not checked") }
                 if !leftovers.isEmpty {
                     fleet.violation("\(victim.name) exited after SIGTERM (code \(code)) but still holds \(leftovers)\n\(victim.logTail(30))")
                 }
@@ -158,7 +162,7 @@ struct FaultInjector {
             // Redis: a partitioned leader), else every member at once.
             let target: String? = Bool.random(using: &rng) ? await pickLeader()?.name : nil
             var leads: [String] = []
-            if let target { leads = await fleet.leaders()[target] ?? [] }
+            if let target, let process = fleet.current(target) { leads = await fleet.leads(process) }
             let mode: FaultProxy.Mode
             let length: Duration
             switch kind {
