@@ -104,7 +104,7 @@ func descendants(of pid: Int32) -> [Int32] {
 }
 
 /// The parent pid of `pid`, from /proc (nil if it is gone).
-func getppid_of(_ pid: Int32) -> Int32? {
+func parentPID(of pid: Int32) -> Int32? {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
           let close = stat.lastIndex(of: ")") else { return nil }
     let fields = stat[stat.index(after: close)...].split(separator: " ")

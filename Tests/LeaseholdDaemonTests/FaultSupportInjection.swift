@@ -101,7 +101,7 @@ struct FaultInjector {
             // The job processes wake first; the daemon and its supervisors (the daemon's direct
             // children; jobs are the supervisors' children) get the CPU a little later, as on a
             // loaded host: in between, the jobs may act on their old token.
-            let supervisors = Set(frozen.filter { getppid_of($0) == victim.pid })
+            let supervisors = Set(frozen.filter { parentPID(of: $0) == victim.pid })
             resumedUs = wallMicros()
             for pid in frozen where !supervisors.contains(pid) { kill(pid, SIGCONT) }
             let lag = millis(300 ... 800)
