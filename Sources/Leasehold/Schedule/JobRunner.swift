@@ -146,7 +146,15 @@ public actor JobRunner {
     private func leadContinuously(_ grant: LeaseGrant) async {
         var backoff = Duration.seconds(1)
         while !Task.isCancelled {
-            guard await beginRun(grant, slot: nil, next: nil) == .started else { return }
+            switch await beginRun(grant, slot: nil, next: nil) {
+            case .started: break
+            case .notHolder, .slotTaken: return
+            case .failed:
+                // A transient Redis error must not end this leadership's work while the lease
+                // is still ours (renewals go on): try again. Losing the lease cancels us.
+                try? await Task.sleep(for: Self.beginRetryDelay)
+                continue
+            }
             let started = ContinuousClock.now
             let result = await runHandler(grant, scheduledAt: nil)
             if Task.isCancelled { return }
@@ -192,13 +200,20 @@ public actor JobRunner {
                 if handoffRequested { return }
             case .slotTaken:
                 continue
-            case .notHolder, .failed:
+            case .notHolder:
                 return
+            case .failed:
+                // As above; the loop re-reads next_run_at, so whether the failed call advanced
+                // the slot (unknown outcome) is settled by Redis, and no slot runs twice.
+                try? await Task.sleep(for: Self.beginRetryDelay)
+                continue
             }
         }
     }
 
     private enum BeginOutcome { case started, slotTaken, notHolder, failed }
+    /// Pause before retrying a `beginRun` that failed (Redis error or unknown outcome).
+    static let beginRetryDelay: Duration = .seconds(1)
 
     private func beginRun(_ grant: LeaseGrant, slot: Date?, next: Date?) async -> BeginOutcome {
         let keys = environment.keys
