@@ -23,12 +23,15 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# Builds everything (the daemon tests run the real leaseholdd), runs every suite but the
-# simulator in parallel, then the simulator alone: its minutes of CPU would otherwise slow
-# the timing-sensitive suites running beside it.
+# Builds everything (the daemon tests run the real leaseholdd), runs the unit and
+# integration suites in parallel, then the multi-process fault suite and the simulator each
+# on their own: their minutes of CPU would otherwise slow the timing-sensitive suites
+# running beside them.
+HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip LeaseholdSimulationTests
+	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)'
+	$(SWIFT) test --skip-build --filter FaultSuiteTests
 	$(SWIFT) test --skip-build --filter LeaseholdSimulationTests
 
 # Starts a private redis-server and three members, shows a crash failover and a graceful
