@@ -8,7 +8,7 @@ import Testing
 import Glibc
 #endif
 
-/// Regression tests for bugs the fault suite found (Docs/TESTING-FAULTS.md, "Bugs found").
+/// Regression tests for bugs the fault suite found (Docs/TESTING.md, "Multi-process fault suite", "Bugs found").
 @Suite(.timeLimit(.minutes(2)))
 struct FaultRegressionTests {
     /// A short outage that the lease survives (renewals retry within validity) used to end

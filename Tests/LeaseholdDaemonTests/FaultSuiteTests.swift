@@ -8,7 +8,7 @@ import Testing
 import Glibc
 #endif
 
-/// The multi-process fault suite (Docs/TESTING-FAULTS.md): three real `leaseholdd` members,
+/// The multi-process fault suite (Docs/TESTING.md, "Multi-process fault suite"): three real `leaseholdd` members,
 /// a seeded schedule of real faults, then a checker over fenced writes, leaderless gaps and
 /// process exits.
 ///

@@ -9,7 +9,7 @@ import Testing
 import Glibc
 #endif
 
-// Support for the multi-process fault suite (FaultSuiteTests.swift, Docs/TESTING-FAULTS.md).
+// Support for the multi-process fault suite (FaultSuiteTests.swift, Docs/TESTING.md, "Multi-process fault suite").
 //
 // Topology:
 //   leaseholdd ×3 ──► FaultProxy (one each) ──► lease redis (AOF, appendfsync always; faults hit it)

@@ -3,7 +3,7 @@ import Leasehold
 import LeaseholdTestSupport
 import Testing
 
-/// The checks run after the faults stop and a quiet period has passed (Docs/TESTING-FAULTS.md).
+/// The checks run after the faults stop and a quiet period has passed (Docs/TESTING.md, "Multi-process fault suite").
 struct FaultChecker {
     let fleet: FaultFleet
     let monitor: LeaseMonitor
