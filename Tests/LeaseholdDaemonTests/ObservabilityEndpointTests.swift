@@ -22,41 +22,9 @@ private func leaseholddPath() throws -> String {
     throw TestSupportError("leaseholdd not built (looked at \(candidates)); run swift build --build-tests")
 }
 
-/// A minimal blocking HTTP/1.1 GET over loopback (Connection: close), bounded by a 3 s socket timeout.
-private func obsHTTPGet(port: Int, path: String) -> (status: Int, body: String)? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var timeout = timeval(tv_sec: 3, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { return nil }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
-    var response: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let n = recv(fd, &buffer, buffer.count, 0)
-        if n <= 0 { break }
-        response.append(contentsOf: buffer[0..<n])
-    }
-    let text = String(decoding: response, as: UTF8.self)
-    guard let headerEnd = text.range(of: "\r\n\r\n") else { return nil }
-    let statusLine = text[..<headerEnd.lowerBound].split(separator: "\r\n").first ?? ""
-    let parts = statusLine.split(separator: " ")
-    guard parts.count >= 2, let status = Int(parts[1]) else { return nil }
-    return (status, String(text[headerEnd.upperBound...]))
-}
-
 private func get(_ port: Int, _ path: String) async -> (status: Int, body: String)? {
-    await Task.detached { obsHTTPGet(port: port, path: path) }.value
+    // DaemonTestSupport's blocking GET, off the cooperative pool.
+    await Task.detached { httpGet(port: port, path: path).map { ($0.status, $0.body) } }.value
 }
 
 /// A running `leaseholdd` with stderr captured to a file.

@@ -740,13 +740,16 @@ public struct LeaseEngine: Sendable {
     }
 }
 
-/// A tiny, seedable generator so jitter is reproducible under simulation.
-struct SplitMix64: RandomNumberGenerator, Sendable {
+/// SplitMix64, a tiny seedable generator: engine jitter, simulations and fault schedules
+/// all replay exactly from their seed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    /// Starts the sequence at `seed`.
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    /// The next value of the sequence.
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
