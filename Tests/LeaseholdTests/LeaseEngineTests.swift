@@ -294,30 +294,38 @@ struct LeaseEngineTests {
 
 @Suite("Standby cost")
 struct StandbyCostTests {
-    @Test("a standby does not poll a lease whose holder still heartbeats, and polls once it lapses")
+    @Test("a standby does not poll a lease whose holder still heartbeats, and takes over at its lease expiry once it dies")
     func noPollingWhileHolderLives() {
         let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(10)))
         var engine = LeaseEngine(settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 3), jobs: [job], now: .zero)
         var now = Duration.zero
         var acquireTimes: [Duration] = []
-        var holderHeartbeatMs: Int64 = 1_000_000 + 6_666  // b's heartbeat, in Redis ms
         let redisStart: Int64 = 1_000_000
+        // b holds the lease and renews it (with its heartbeat) on every one of its ticks while
+        // alive; its lease then lasts 10 s after its last renewal.
+        var bLastRenewMs: Int64 = redisStart
+        var bNextTickMs: Int64 = redisStart + 1_000  // b ticks on its own schedule, every 3.333 s
         var bAlive = true
         while now < .seconds(60) {
+            let redisNow = redisStart + now.wholeMilliseconds
+            while bAlive, bNextTickMs <= redisNow {
+                bLastRenewMs = bNextTickMs
+                bNextTickMs += 3_333
+            }
             let step = engine.poll(now: now)
             for command in step.commands {
                 switch command {
                 case .acquire(let id, let requests):
                     acquireTimes.append(now)
-                    let outcome: AcquireOutcome = bAlive
-                        ? .held(by: "b@x:5", pttlMs: 6_666)
+                    let leaseEnd = bLastRenewMs + 10_000
+                    let outcome: AcquireOutcome = redisNow < leaseEnd
+                        ? .held(by: "b@x:5", pttlMs: leaseEnd - redisNow)
                         : .acquired(token: 9, takeover: .expiredTakeover, gapMs: nil)
-                    engine.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: redisStart + now.wholeMilliseconds, outcomes: requests.map { _ in outcome }))), now: now)
+                    engine.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: redisNow, outcomes: requests.map { _ in outcome }))), now: now)
                 case .renew(let id, let batch):
-                    let redisNow = redisStart + now.wholeMilliseconds
-                    if bAlive { holderHeartbeatMs = redisNow + 6_666 }
                     var members = [MemberInfo(name: "a", expiresAtMs: redisNow + 6_666, weight: 1)]
-                    if holderHeartbeatMs > redisNow { members.append(MemberInfo(name: "b", expiresAtMs: holderHeartbeatMs, weight: 1, incarnation: "x")) }
+                    let bHeartbeatEnd = bLastRenewMs + 6_666
+                    if bHeartbeatEnd > redisNow { members.append(MemberInfo(name: "b", expiresAtMs: bHeartbeatEnd, weight: 1, incarnation: "x")) }
                     engine.complete(.renew(id: id, .success(RenewReply(redisNowMs: redisNow, renewed: batch.leases.map { _ in true }, members: members))), now: now)
                 default:
                     break
@@ -328,11 +336,12 @@ struct StandbyCostTests {
             now = max(wake, now + .milliseconds(1))
         }
         // While b lived (30 s, three TTLs) the standby asked Redis once or twice, not every
-        // few seconds; after b died it took over within a TTL and a bit.
+        // few seconds; after b died it took over exactly when b's lease expired.
         let whileAlive = acquireTimes.filter { $0 < .seconds(30) }
         #expect(whileAlive.count <= 2, "polled at \(whileAlive)")
         #expect(engine.lease(of: "report")?.token == 9)
+        let leaseEnd = Duration.milliseconds(bLastRenewMs - redisStart + 10_000)
         let takeover = acquireTimes.last!
-        #expect(takeover <= .seconds(30) + .seconds(10) + .milliseconds(100))
+        #expect(takeover >= leaseEnd && takeover <= leaseEnd + .milliseconds(100), "took over at \(takeover), lease ended \(leaseEnd)")
     }
 }
