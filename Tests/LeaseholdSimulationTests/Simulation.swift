@@ -215,12 +215,14 @@ final class Simulation {
         case .completion(let m, let inc, let completion):
             guard deliverable(m, inc, event) else { return }
             guard members[m].pending.removeValue(forKey: completionID(completion)) != nil else { return }
+            log("\(members[m].name) completion \(completionID(completion))")
             members[m].engine!.complete(completion, now: localNow(m))
             step(m)
         case .timeout(let m, let inc, let id):
             guard deliverable(m, inc, event) else { return }
             guard let command = members[m].pending.removeValue(forKey: id) else { return }
             result.faults.clientTimeouts += 1
+            log("\(members[m].name) timeout \(id)")
             let failure = LeaseCallFailure(outcomeUnknown: true, message: "client timeout")
             members[m].engine!.complete(failureCompletion(id: id, command: command, failure), now: localNow(m))
             step(m)
@@ -465,11 +467,13 @@ final class Simulation {
         switch command {
         case .acquire(let id, let requests):
             let reply = redis.acquire(requests, owner: owner.description, at: now)
+            log("\(owner) acquire#\(id) \(zip(requests.map(\.job), reply.outcomes).map { "\($0.0)=\($0.1)" })")
             completion = .acquire(id: id, .success(reply))
         case .renew(let id, let batch):
             completion = .renew(id: id, .success(redis.renew(batch, owner: owner, weight: 1, at: now)))
         case .release(let id, let items, _):
             let (flags, published) = redis.release(items, owner: owner.description, at: now)
+            log("\(owner) release \(zip(items.map(\.job), flags).map { "\($0.0)=\($0.1)" })")
             completion = .release(id: id, .success(flags))
             for job in published { publish(job) }
         }

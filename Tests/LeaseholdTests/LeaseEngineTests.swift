@@ -344,4 +344,51 @@ struct StandbyCostTests {
         let takeover = acquireTimes.last!
         #expect(takeover >= leaseEnd && takeover <= leaseEnd + .milliseconds(100), "took over at \(takeover), lease ended \(leaseEnd)")
     }
+
+    @Test("after an acquire with an unknown outcome, a standby keeps checking even while the holder it saw lives")
+    func unknownAcquireKeepsCheckingDespiteLiveHolder() {
+        // Simulator seed 9755: a timed-out acquire landed in Redis after a later attempt had
+        // seen the lease held by b. Every other standby trusted "a live member holds it" and so
+        // did we: nobody renewed or took the lease. We must keep checking ourselves.
+        let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(3)))
+        var engine = LeaseEngine(settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 5), jobs: [job], now: .zero)
+        var now = Duration.zero
+        let redisStart: Int64 = 5_000_000
+        func tick(_ id: Int, _ batch: RenewBatch) {
+            let redisNow = redisStart + now.wholeMilliseconds
+            let members = [
+                MemberInfo(name: "a", expiresAtMs: redisNow + 2_000, weight: 1, incarnation: "i1"),
+                MemberInfo(name: "b", expiresAtMs: redisNow + 2_000, weight: 1, incarnation: "x"),
+            ]
+            engine.complete(.renew(id: id, .success(RenewReply(redisNowMs: redisNow, renewed: batch.leases.map { _ in true }, members: members))), now: now)
+        }
+        var attempts: [Duration] = []
+        var first = true
+        while now < .seconds(10) {
+            for command in engine.poll(now: now).commands {
+                switch command {
+                case .renew(let id, let batch):
+                    tick(id, batch)
+                case .acquire(let id, let requests):
+                    attempts.append(now)
+                    if first {
+                        // Times out: it may still be executed later.
+                        first = false
+                        engine.complete(.acquire(id: id, .failure(LeaseCallFailure(outcomeUnknown: true, message: "timeout"))), now: now)
+                    } else {
+                        // Redis says b holds it (b heartbeats throughout).
+                        let reply = AcquireReply(redisNowMs: redisStart + now.wholeMilliseconds, outcomes: requests.map { _ in .held(by: "b@x:7", pttlMs: 1_000) })
+                        engine.complete(.acquire(id: id, .success(reply)), now: now)
+                    }
+                default:
+                    break
+                }
+            }
+            guard let wake = engine.poll(now: now).wakeAt else { break }
+            now = max(wake, now + .milliseconds(1))
+        }
+        // Checked about once per observed PTTL (1 s) for the whole window, not once per
+        // heartbeat of b (never lapsing) or per safety net (30 s).
+        #expect(attempts.count >= 8, "attempts at \(attempts)")
+    }
 }

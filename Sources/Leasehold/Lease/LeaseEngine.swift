@@ -65,6 +65,11 @@ public struct LeaseEngine: Sendable {
     }
 
     fileprivate struct JobState: Sendable {
+        /// Whether an acquire of ours with an unknown outcome may still take the lease.
+        func unknownAcquireMayLand(now: Duration) -> Bool {
+            unknownAcquireUntil.map { now < $0 } ?? false
+        }
+
         var spec: LeaseJob
         var phase: Phase
         /// Set when Redis may hold a lease in our name that we do not count as ours (an
@@ -89,6 +94,10 @@ public struct LeaseEngine: Sendable {
         var lastAttemptAt: Duration?
         /// Skip the holder-is-alive shortcut once (after pub/sub messages may have been lost).
         var forceAttempt = false
+        /// Until when an acquire of ours whose outcome is unknown may still reach Redis and
+        /// take the lease (a request that timed out can be executed long after, once the path
+        /// heals). A later reply saying "held by someone else" does not clear `mayHold` before.
+        var unknownAcquireUntil: Duration?
         /// When this member last became leader, so a handoff is not suggested before the
         /// leadership itself has been stable (avoids ping-pong with a preferred member that
         /// is live but does not take the job).
@@ -474,7 +483,10 @@ public struct LeaseEngine: Sendable {
                 guard var state = jobs[name], state.phase == .acquiring else { continue }
                 state.releasedWhileAcquiring = false
                 state.failures += 1
-                if failure.outcomeUnknown { state.mayHold = true }
+                if failure.outcomeUnknown {
+                    state.mayHold = true
+                    state.unknownAcquireUntil = now + state.spec.timing.ttl * 10
+                }
                 state.phase = .standby(attemptAt: now + backoff(failures: state.failures, cap: .seconds(2)))
                 jobs[name] = state
             }
@@ -497,7 +509,7 @@ public struct LeaseEngine: Sendable {
                 case .held(let holder, let pttl) where holder.isEmpty && pttl >= 0:
                     // Free, but released less than our standby delay ago (the placement
                     // wait Redis enforced): try again when the delay is over.
-                    state.mayHold = false
+                    state.mayHold = state.unknownAcquireMayLand(now: now)
                     state.observedExpiry = nil
                     state.holder = nil
                     let remaining = Duration.milliseconds(pttl)
@@ -506,7 +518,10 @@ public struct LeaseEngine: Sendable {
                     }
                     state.phase = shuttingDown ? .retired : .standby(attemptAt: now + remaining)
                 case .held(let holderValue, let pttl):
-                    state.mayHold = false
+                    // Someone else holds it now, but an earlier acquire of ours that timed out
+                    // may still land after it expires: until then we keep checking ourselves,
+                    // since every other standby trusts that we, a live holder, renew it.
+                    state.mayHold = state.unknownAcquireMayLand(now: now)
                     let remaining: Duration
                     switch pttl {
                     case ..<(-1): remaining = .zero  // vanished between GET and PTTL
@@ -534,6 +549,7 @@ public struct LeaseEngine: Sendable {
         takeover: TakeoverKind, gapMs: Int64?
     ) {
         state.mayHold = false
+        state.unknownAcquireUntil = nil
         state.observedExpiry = nil
         state.holder = nil
         state.freeSince = nil
@@ -672,7 +688,7 @@ public struct LeaseEngine: Sendable {
         guard let clock = redisClock, departed[member] == nil || now - departed[member]! >= heartbeatTTL,
               let info = members.first(where: { $0.name == member }), info.incarnation == owner.incarnation
         else { return nil }
-        let end = clock.local + .milliseconds(info.expiresAtMs - clock.redisMs)
+        let end = clock.local + .milliseconds(info.expiresAtMs - clock.redisMs) + livenessGrace
         return end > now ? end : nil
     }
 
