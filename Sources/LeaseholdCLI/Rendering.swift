@@ -291,7 +291,9 @@ public indirect enum JSONValue: Sendable, Hashable {
     case array([JSONValue])
     case object([(String, JSONValue)])
 
+    /// Equal when they serialize identically.
     public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool { lhs.serialized == rhs.serialized }
+    /// Hashes the serialized form.
     public func hash(into hasher: inout Hasher) { hasher.combine(serialized) }
 
     /// Compact JSON text.

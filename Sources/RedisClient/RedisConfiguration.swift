@@ -1,5 +1,6 @@
 /// Timeouts and backoff for a ``RedisConnection`` or ``RedisSubscriber``.
 public struct RedisConfiguration: Sendable, CustomStringConvertible {
+    /// The server to talk to.
     public var endpoint: RedisEndpoint
     /// Bounds the TCP/unix connect (`redisConnectWithTimeout`).
     public var connectTimeout: Duration
@@ -7,8 +8,10 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     public var commandTimeout: Duration
     /// Reconnect backoff after a failed connect: doubles from min up to max, with jitter.
     public var reconnectBackoffMin: Duration
+    /// The cap of that backoff.
     public var reconnectBackoffMax: Duration
 
+    /// Creates a configuration; the defaults suit a local Redis.
     public init(
         endpoint: RedisEndpoint,
         connectTimeout: Duration = .seconds(2),
@@ -23,6 +26,7 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         self.reconnectBackoffMax = max(reconnectBackoffMax, reconnectBackoffMin)
     }
 
+    /// The endpoint (password redacted) and timeouts, for logs.
     public var description: String {
         "RedisConfiguration(\(endpoint), connectTimeout: \(connectTimeout.shortDescription), commandTimeout: \(commandTimeout.shortDescription))"
     }

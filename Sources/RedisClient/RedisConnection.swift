@@ -15,6 +15,7 @@
 ///   after a NOSCRIPT reply, which means the script did not run.)
 /// - Task cancellation does not interrupt a call; calls are bounded by the timeouts instead.
 public actor RedisConnection {
+    /// The endpoint and timeouts.
     public nonisolated let configuration: RedisConfiguration
     private nonisolated let executor: DispatchQueueExecutor
 
@@ -24,10 +25,12 @@ public actor RedisConnection {
     private var lastError: RedisError?
     private var isClosed = false
 
+    /// The connection's own serial queue: blocking hiredis calls never run on the cooperative pool.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
         executor.asUnownedSerialExecutor()
     }
 
+    /// Creates a connection; it connects lazily on the first call.
     public init(configuration: RedisConfiguration) {
         self.configuration = configuration
         self.executor = DispatchQueueExecutor(label: "leasehold.redis.connection")
@@ -40,6 +43,7 @@ public actor RedisConnection {
     /// True when actor code runs on the connection's private queue (not the cooperative pool).
     var isRunningOnOwnQueue: Bool { executor.isCurrent }
 
+    /// Sends one command; error replies are returned as `.error`, transport failures thrown.
     public func send(_ arguments: [String]) async throws(RedisError) -> RedisReply {
         try perform { context throws(RedisError) in try Self.checked(context.command(arguments.utf8Arguments), context) }
     }

@@ -15,18 +15,25 @@ import Darwin
 public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible,
     CustomReflectable
 {
+    /// Where the server listens.
     public enum Address: Sendable, Hashable {
         case tcp(host: String, port: Int)
         case unix(path: String)
     }
 
+    /// TCP host and port, or a unix socket path.
     public var address: Address
+    /// ACL user for AUTH, if any.
     public var username: String?
+    /// Password for AUTH, if any; never printed.
     public var password: String?
+    /// The database SELECTed after connecting.
     public var database: Int
 
+    /// The environment variable callers read the URL from.
     public static let environmentVariable = "LEASEHOLD_REDIS_URL"
 
+    /// Creates an endpoint from its parts.
     public init(address: Address, username: String? = nil, password: String? = nil, database: Int = 0) {
         self.address = address
         self.username = username
@@ -44,11 +51,13 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
         return try RedisEndpoint(url: fallback)
     }
 
+    /// Parses `redis://[[user]:password@]host[:port][/db]` or `unix:///path[?db=N]`; a malformed URL throws `.invalidURL` saying what is wrong.
     public init(url: String) throws(RedisError) {
         let parser = URLParser(raw: url)
         self = try parser.parse()
     }
 
+    /// The URL with the password replaced by `***`.
     public var description: String {
         switch address {
         case .tcp(let host, let port):
@@ -69,8 +78,10 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
         }
     }
 
+    /// Same as `description`: redacted.
     public var debugDescription: String { "RedisEndpoint(\(description))" }
 
+    /// A mirror without the password, so `dump` and debuggers cannot leak it.
     public var customMirror: Mirror {
         Mirror(
             self,

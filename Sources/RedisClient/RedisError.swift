@@ -4,6 +4,7 @@
 /// returned as ``RedisReply/error(_:)``. The message is one line, never contains a password,
 /// and says what to check where that is useful.
 public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What went wrong, for callers that react differently to each.
     public enum Kind: Sendable, Hashable {
         case invalidURL
         case connectionRefused
@@ -22,14 +23,18 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         case unavailable
     }
 
+    /// The category.
     public var kind: Kind
+    /// One clear line (never with a password).
     public var message: String
 
+    /// Creates an error.
     public init(kind: Kind, message: String) {
         self.kind = kind
         self.message = message
     }
 
+    /// The message.
     public var description: String { message }
 }
 

@@ -30,6 +30,7 @@ public enum RedisReply: Sendable, Hashable {
         }
     }
 
+    /// The elements of an array reply.
     public var array: [RedisReply]? {
         if case .array(let elements) = self { return elements }
         return nil
@@ -50,11 +51,13 @@ public enum RedisReply: Sendable, Hashable {
         return nil
     }
 
+    /// Whether the reply is nil (a missing key, or Lua `false`).
     public var isNull: Bool {
         if case .null = self { return true }
         return false
     }
 
+    /// Whether the server answered with an error reply.
     public var isError: Bool { errorMessage != nil }
 }
 

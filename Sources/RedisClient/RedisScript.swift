@@ -1,9 +1,11 @@
 /// A Lua script for EVALSHA, with its SHA-1 computed locally (no round trip).
 public struct RedisScript: Sendable, Hashable {
+    /// The Lua source.
     public let source: String
     /// Lowercase hex SHA-1 of `source`, as Redis computes it.
     public let sha1: String
 
+    /// Wraps a script and computes its SHA-1 for EVALSHA.
     public init(_ source: String) {
         self.source = source
         self.sha1 = SHA1.hex(Array(source.utf8))

@@ -33,10 +33,13 @@ public enum RedisMessage: Sendable, Hashable {
 /// ``messages`` is a single-consumer stream (newest 10,000 buffered). It finishes after
 /// ``stop()``, or when the subscriber is deinitialised; ending the iteration stops the subscriber.
 public final class RedisSubscriber: Sendable {
+    /// Messages and connection state changes, in order (single consumer).
     public let messages: AsyncStream<RedisMessage>
+    /// The channels subscribed to.
     public let channels: [String]
     private let control: SubscriberControl
 
+    /// Starts the subscriber on its own thread; it connects and resubscribes by itself.
     public init(configuration: RedisConfiguration, channels: [String]) {
         let (stream, continuation) = AsyncStream.makeStream(
             of: RedisMessage.self, bufferingPolicy: .bufferingNewest(10_000))
