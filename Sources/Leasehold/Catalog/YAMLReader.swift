@@ -131,6 +131,17 @@ public enum YAMLReader {
             p.map { String(cString: UnsafePointer($0)) }
         }
 
+        /// Counts a sequence or mapping and goes one level deeper; a document nested past the
+        /// limit is an error, not a stack overflow. The caller undoes the depth with `defer`.
+        func enterCollection(at mark: yaml_mark_t, location: SourceLocation) throws(Abort) {
+            try countNodes(1, at: mark)
+            depth += 1
+            if depth > YAMLReader.maxDepth {
+                errors.append(ConfigError(location: location, message: "document nested too deeply: more than \(YAMLReader.maxDepth) levels"))
+                throw Abort()
+            }
+        }
+
         func countNodes(_ n: Int, at mark: yaml_mark_t) throws(Abort) {
             nodeCount += n
             if nodeCount > YAMLReader.maxNodes {
@@ -169,13 +180,8 @@ public enum YAMLReader {
             case YAML_SEQUENCE_START_EVENT:
                 let anchor = anchorName(event.data.sequence_start.anchor)
                 yaml_event_delete(&event)
-                try countNodes(1, at: start)
-                depth += 1
+                try enterCollection(at: start, location: location)
                 defer { depth -= 1 }
-                if depth > YAMLReader.maxDepth {
-                    errors.append(ConfigError(location: location, message: "document nested too deeply: more than \(YAMLReader.maxDepth) levels"))
-                    throw Abort()
-                }
                 var items: [ConfigNode] = []
                 while true {
                     var e = try next()
@@ -189,13 +195,8 @@ public enum YAMLReader {
             case YAML_MAPPING_START_EVENT:
                 let anchor = anchorName(event.data.mapping_start.anchor)
                 yaml_event_delete(&event)
-                try countNodes(1, at: start)
-                depth += 1
+                try enterCollection(at: start, location: location)
                 defer { depth -= 1 }
-                if depth > YAMLReader.maxDepth {
-                    errors.append(ConfigError(location: location, message: "document nested too deeply: more than \(YAMLReader.maxDepth) levels"))
-                    throw Abort()
-                }
                 var entries: [(key: String, keyLocation: SourceLocation, value: ConfigNode)] = []
                 var seen: [String: SourceLocation] = [:]
                 while true {
