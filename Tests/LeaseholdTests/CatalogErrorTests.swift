@@ -215,7 +215,7 @@ let badCatalogs: [BadCatalog] = [
         handler: shel
         schedule: continuous
     """, expected: [
-        "jobs.yaml:4:14: unknown handler 'shel' (known: log, shell)",
+        "jobs.yaml:4:14: unknown handler 'shel'; did you mean 'shell'? (known: log, shell)",
     ]),
     BadCatalog(name: "handler config error from the handler", yaml: head + """
       - name: a
@@ -317,7 +317,7 @@ let badCatalogs: [BadCatalog] = [
         "jobs.yaml:3:10: invalid duration '10x' for 'lease': expected a number with a unit (ms, s, m, h), e.g. 10s or 1m30s",
         "jobs.yaml:4:3: unknown key 'placment' in 'defaults': did you mean 'placement'?",
         "jobs.yaml:6:11: invalid job name 'Bad_Name': expected lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
-        "jobs.yaml:7:14: unknown handler 'shel' (known: log, shell)",
+        "jobs.yaml:7:14: unknown handler 'shel'; did you mean 'shell'? (known: log, shell)",
         "jobs.yaml:8:22: invalid cron expression '61 * * * *': minute field: value 61 out of range 0-59",
         "jobs.yaml:8:46: unknown time zone 'Nowhere/City': expected an IANA name such as Europe/Berlin or UTC",
         "jobs.yaml:12:14: invalid duration 'soon' for 'timeout': expected a number with a unit (ms, s, m, h), e.g. 10s or 1m30s",

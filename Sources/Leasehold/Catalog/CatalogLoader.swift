@@ -313,8 +313,9 @@ struct Validator {
                 case .valid: handler = kind
                 case .invalid(let problems): errors.append(contentsOf: problems)
                 case .unknownKind:
+                    let hint = closest(to: kind, in: knownHandlers).map { "; did you mean '\($0)'?" } ?? ""
                     let known = knownHandlers.isEmpty ? "" : " (known: \(knownHandlers.sorted().joined(separator: ", ")))"
-                    error(n.location, "unknown handler '\(kind)'\(known)")
+                    error(n.location, "unknown handler '\(kind)'\(hint)\(known)")
                 }
             }
         } else {
