@@ -1,3 +1,5 @@
+import Leasehold
+
 /// Pure rendering of snapshots: aligned tables for people, one JSON object for programs.
 /// Nothing here reads the clock or Redis: every age is relative to the snapshot's `nowMs`.
 public enum Render {
@@ -263,18 +265,9 @@ public enum Render {
     public static func timestamp(_ ms: Int64, millis: Bool) -> String {
         let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
         let msOfDay = ms - days * 86_400_000
-        // Civil-from-days (Howard Hinnant).
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        let (year, month, day) = civilDate(fromDays: days)
         let h = msOfDay / 3_600_000, m = (msOfDay / 60_000) % 60, s = (msOfDay / 1000) % 60, frac = msOfDay % 1000
-        var text = "\(year)-\(pad(month))-\(pad(day)) \(pad(h)):\(pad(m)):\(pad(s))"
+        var text = "\(year)-\(pad(Int64(month)))-\(pad(Int64(day))) \(pad(h)):\(pad(m)):\(pad(s))"
         if millis { text += "." + (frac < 10 ? "00" : frac < 100 ? "0" : "") + String(frac) }
         return text
     }

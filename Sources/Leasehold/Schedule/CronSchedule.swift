@@ -203,6 +203,21 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// The proleptic Gregorian date of a day number (days since 1970-01-01), without Foundation's
+/// calendar machinery (Howard Hinnant's civil_from_days): cron evaluation and the CLI's UTC
+/// timestamps both need it on hot or simple paths.
+public func civilDate(fromDays days: Int64) -> (year: Int, month: Int, day: Int) {
+    let z = days + 719_468
+    let era = (z >= 0 ? z : z - 146_096) / 146_097
+    let doe = z - era * 146_097
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    let mp = (5 * doy + 2) / 153
+    let day = doy - (153 * mp + 2) / 5 + 1
+    let month = mp < 10 ? mp + 3 : mp - 9
+    return (Int(yoe + era * 400 + (month <= 2 ? 1 : 0)), Int(month), Int(day))
+}
+
 /// A wall-clock time with no zone, in the proleptic Gregorian calendar.
 struct Civil: Hashable {
     var year: Int, month: Int, day: Int, hour: Int, minute: Int
@@ -216,18 +231,7 @@ struct Civil: Hashable {
         var days = epochSeconds / 86_400
         var rest = epochSeconds % 86_400
         if rest < 0 { rest += 86_400; days -= 1 }
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        year = Int(yoe + era * 400 + (m <= 2 ? 1 : 0))
-        month = Int(m)
-        day = Int(d)
+        (year, month, day) = civilDate(fromDays: days)
         hour = Int(rest / 3600)
         minute = Int(rest % 3600 / 60)
     }
