@@ -2,7 +2,7 @@
 SWIFT ?= swift
 APT_PACKAGES := libhiredis-dev libyaml-dev redis-server redis-tools
 
-.PHONY: deps build test demo bench clean
+.PHONY: deps build test lint check-modules demo bench clean
 
 # Installs the C libraries and redis-server when they are missing (via apt when root).
 deps:
@@ -28,11 +28,19 @@ build: deps
 # on their own: their minutes of CPU would otherwise slow the timing-sensitive suites
 # running beside them.
 HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests
-test: deps
-	$(SWIFT) build --build-tests
+test: deps check-modules
+	$(SWIFT) build --build-tests --explicit-target-dependency-import-check error
 	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)'
 	$(SWIFT) test --skip-build --filter FaultSuiteTests
 	$(SWIFT) test --skip-build --filter LeaseholdSimulationTests
+
+# The module rules: the election module stays free of YAML, process and Foundation code, and
+# every imported module is declared in Package.swift.
+check-modules:
+	python3 scripts/check-modules.py
+
+# House rules that run: the module rules, then formatting (swift format, .swift-format).
+lint: check-modules
 
 # Starts a private redis-server and three members, shows a crash failover and a graceful
 # handover, then cleans up.

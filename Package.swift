@@ -1,11 +1,16 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
+
+// House rules for every Swift target of this package: a warning fails the build. SwiftPM
+// ignores warning settings of packages used as dependencies, so users are not affected.
+let houseRules: [SwiftSetting] = [.treatAllWarnings(as: .error)]
 
 let package = Package(
     name: "Leasehold",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Leasehold", targets: ["Leasehold"]),
+        .library(name: "LeaseholdElection", targets: ["LeaseholdElection"]),
         .library(name: "LeaseholdDaemon", targets: ["LeaseholdDaemon"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .executable(name: "leaseholdd", targets: ["leaseholdd"]),
@@ -25,13 +30,25 @@ let package = Package(
         .systemLibrary(name: "CLibYAML", path: "Sources/CLibYAML"),
         .target(name: "CProcessSupervisor"),
         .target(name: "RedisClient", dependencies: ["CHiredis"]),
-        // The library users import.
+        // Leader election on its own: Redis client, engine, placement, scripts, LeaseManager.
+        // It must never depend on CLibYAML or CProcessSupervisor (checked by
+        // scripts/check-modules.py in `make lint` and `make test`).
+        .target(
+            name: "LeaseholdElection",
+            dependencies: [
+                "RedisClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+        // The job framework on top of it: catalog, schedules, runtime, handlers, supervisor.
+        // `import Leasehold` re-exports the election.
         .target(
             name: "Leasehold",
             dependencies: [
-                "RedisClient", "CLibYAML", "CProcessSupervisor",
+                "LeaseholdElection", "RedisClient", "CLibYAML", "CProcessSupervisor",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         // The daemon as a library, so users can build their own with their own handlers.
@@ -59,23 +76,34 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "leasehold", dependencies: ["LeaseholdCLI"]),
-        .executableTarget(name: "LeaseholdBench", dependencies: ["Leasehold", "RedisClient", "LeaseholdTestSupport"]),
         .executableTarget(
-            name: "FencedCounterExample", dependencies: ["LeaseholdDaemon"], path: "Examples/FencedCounter",
+            name: "LeaseholdBench",
+            dependencies: ["Leasehold", "RedisClient", "LeaseholdTestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "FencedCounterExample", dependencies: ["LeaseholdDaemon", "Leasehold", "RedisClient"], path: "Examples/FencedCounter",
             exclude: ["jobs.yaml"]
         ),
 
         .target(name: "LeaseholdTestSupport", dependencies: ["RedisClient"], path: "Tests/LeaseholdTestSupport"),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LeaseholdTestSupport"]),
-        .testTarget(name: "LeaseholdTests", dependencies: ["Leasehold"]),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "CHiredis", "LeaseholdTestSupport"]),
+        .testTarget(name: "LeaseholdTests", dependencies: ["Leasehold", "RedisClient"]),
         .testTarget(name: "LeaseholdSimulationTests", dependencies: ["Leasehold"]),
         .testTarget(
             name: "LeaseholdIntegrationTests",
-            dependencies: ["Leasehold", "RedisClient", "LeaseholdTestSupport"]
+            dependencies: ["Leasehold", "RedisClient", "LeaseholdTestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "LeaseholdDaemonTests",
-            dependencies: ["LeaseholdDaemon", "LeaseholdCLI", "Leasehold", "RedisClient", "LeaseholdTestSupport"]
+            dependencies: [
+                "LeaseholdDaemon", "LeaseholdCLI", "Leasehold", "RedisClient", "LeaseholdTestSupport",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
         ),
     ]
 )
+
+// Every Swift target of this package follows the house rules (the C targets have none).
+for target in package.targets where target.type != .system && target.name != "CProcessSupervisor" {
+    target.swiftSettings = (target.swiftSettings ?? []) + houseRules
+}

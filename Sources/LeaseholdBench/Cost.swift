@@ -119,7 +119,7 @@ enum CostScenario {
         let redis = try await startRedis()
         defer { _ = redis }
         let timing = LeaseTiming(ttl: config.ttl)
-        let redisConfig = daemonRedisConfiguration(redis.configuration(), renewEvery: timing.renewEvery)
+        let redisConfig = daemonRedisConfiguration(redis.configuration(), jobs: benchJobs(count: 1, ttl: config.ttl))
         let probe = RedisConnection(configuration: redis.configuration(commandTimeout: .seconds(10)))
         let started = benchClock.now
         var converged = false

@@ -50,18 +50,20 @@ final class InProcessMember: Sendable {
     }
 }
 
-/// The lease rules the daemon derives from a catalog job (`LeaseholdService.leaseJob`):
-/// spread placement, standby delay = renew interval, stability window = TTL (unless given).
+/// The lease rules the daemon derives from a catalog job (`JobSpec.leaseJob`): spread
+/// placement, standby delay = renew interval, stability window = TTL (unless given).
 func benchJobs(count: Int, ttl: Duration, spread: Bool = true, stability: Duration? = nil) -> [LeaseJob] {
-    let timing = LeaseTiming(ttl: ttl)
-    let placement: LeasePlacement = spread ? .spread(standbyDelay: timing.renewEvery, stability: stability ?? ttl) : .any
-    return (0..<count).map { LeaseJob(name: "job-\($0)", timing: timing, placement: placement) }
+    (0..<count).map { index in
+        var job = JobSpec(name: "job-\(index)", handler: "log", schedule: .continuous, lease: ttl, placement: spread ? .spread : .any).leaseJob
+        if let stability, case .spread(let delay, _) = job.placement { job.placement = .spread(standbyDelay: delay, stability: stability) }
+        return job
+    }
 }
 
-/// The Redis timeouts the daemon uses for a renew interval.
-func daemonRedisConfiguration(_ base: RedisConfiguration, renewEvery: Duration) -> RedisConfiguration {
+/// The Redis timeouts the daemon uses for these jobs (`LeaseTiming.callTimeout(for:)`).
+func daemonRedisConfiguration(_ base: RedisConfiguration, jobs: [LeaseJob]) -> RedisConfiguration {
     var config = base
-    let timeout = min(max(renewEvery / 2, .milliseconds(100)), .seconds(2))
+    let timeout = LeaseTiming.callTimeout(for: jobs)
     config.connectTimeout = timeout
     config.commandTimeout = timeout
     return config

@@ -77,7 +77,7 @@ enum PlacementScenario {
         let redis = try await startRedis()
         let ttl = Duration.seconds(2)
         let jobs = benchJobs(count: jobCount, ttl: ttl)
-        let config = daemonRedisConfiguration(redis.configuration(), renewEvery: LeaseTiming(ttl: ttl).renewEvery)
+        let config = daemonRedisConfiguration(redis.configuration(), jobs: jobs)
         var members = (0..<memberCount).map { InProcessMember(name: "m\($0)", redis: config, namespace: "leasehold", jobs: jobs, seed: UInt64($0 + 1)) }
         for member in members { member.start() }
         func settled(_ list: [InProcessMember]) async -> Bool {

@@ -1,4 +1,5 @@
 import Foundation
+import Leasehold
 import RedisClient
 import Synchronization
 
@@ -105,7 +106,7 @@ public struct CLIFailure: Error, Sendable, CustomStringConvertible {
 
     /// The one line for a Redis error. The endpoint's description never shows a password.
     public static func redis(_ error: RedisError, endpoint: RedisEndpoint) -> CLIFailure {
-        let hint = "(set --redis or \(RedisEndpoint.environmentVariable))"
+        let hint = "(set --redis or \(RedisURLSetting.environmentVariable))"
         let line: String
         switch error.kind {
         case .connectionRefused:

@@ -8,7 +8,7 @@ public struct CLISettings: Sendable {
     /// The default catalog path.
     public static let defaultConfigPath = "./jobs.yaml"
     /// The default Redis URL.
-    public static let defaultRedisURL = "redis://127.0.0.1:6379/0"
+    public static let defaultRedisURL = RedisURLSetting.defaultURL
     /// The default namespace.
     public static let defaultNamespace = "leasehold"
 
@@ -37,7 +37,7 @@ public struct CLISettings: Sendable {
     public static func resolve(
         config: String?, redis: String?, namespace: String?, environment: [String: String]
     ) throws(CLIFailure) -> CLISettings {
-        let envURL = environment[RedisEndpoint.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        let envURL = RedisURLSetting.environmentURL(environment)
         let path = config ?? defaultConfigPath
         var catalog: Catalog?
         if config != nil || FileManager.default.fileExists(atPath: path) {
@@ -48,9 +48,9 @@ public struct CLISettings: Sendable {
             }
         } else if redis == nil && envURL == nil {
             throw CLIFailure.usage(
-                "no catalog at \(path): pass --config PATH, or give Redis with --redis URL or \(RedisEndpoint.environmentVariable)")
+                "no catalog at \(path): pass --config PATH, or give Redis with --redis URL or \(RedisURLSetting.environmentVariable)")
         }
-        let url = redis ?? envURL ?? catalog?.redisURL ?? defaultRedisURL
+        let url = RedisURLSetting.resolve(flag: redis, environment: environment, catalog: catalog).url
         let endpoint: RedisEndpoint
         do {
             endpoint = try RedisEndpoint(url: url)

@@ -77,10 +77,8 @@ public enum LeaseholdDaemon {
             for problem in error.errors { printError(problem.description) }
             return configErrorExitCode
         }
-        let urlText = options.redis ?? ProcessInfo.processInfo.environment[RedisEndpoint.environmentVariable]
-            ?? catalog.redisURL ?? "redis://127.0.0.1:6379/0"
-        let source = options.redis != nil ? "--redis" : ProcessInfo.processInfo.environment[RedisEndpoint.environmentVariable] != nil
-            ? RedisEndpoint.environmentVariable : catalog.redisURL != nil ? "\(options.config): redis.url" : "the default"
+        let (urlText, source) = RedisURLSetting.resolve(
+            flag: options.redis, environment: ProcessInfo.processInfo.environment, catalog: catalog)
         let endpoint: RedisEndpoint
         do {
             endpoint = try RedisEndpoint(url: urlText)

@@ -50,11 +50,8 @@ public final class LeaseholdService: Service, Sendable {
         self.catalog = catalog
         self.logger = logger
         self.metrics = metrics
-        let jobs = catalog.jobs.map(Self.leaseJob)
-        let shortestRenew = jobs.map(\.timing.renewEvery).min() ?? .seconds(3)
-        // A call must come back (or fail) well within one renew interval, so a hung Redis
-        // is noticed and retried while the lease is still valid.
-        let callTimeout = min(max(shortestRenew / 2, .milliseconds(100)), .seconds(2))
+        let jobs = catalog.jobs.map(\.leaseJob)
+        let callTimeout = LeaseTiming.callTimeout(for: jobs)
         let redis = RedisConfiguration(endpoint: configuration.redis, connectTimeout: callTimeout, commandTimeout: callTimeout)
         let owner = OwnerID(member: configuration.memberName)
         let metadata = [
@@ -81,17 +78,6 @@ public final class LeaseholdService: Service, Sendable {
             runners[spec.name] = JobRunner(spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
         }
         self.runners = runners
-    }
-
-    /// The lease rules of a catalog job.
-    public static func leaseJob(_ spec: JobSpec) -> LeaseJob {
-        let timing = LeaseTiming(ttl: spec.lease, renewEvery: spec.renewEvery, drift: spec.drift)
-        let placement: LeasePlacement
-        switch spec.placement {
-        case .any: placement = .any
-        case .spread: placement = .spread(standbyDelay: spec.standbyDelay ?? spec.renewEvery, stability: spec.lease)
-        }
-        return LeaseJob(name: spec.name, timing: timing, placement: placement)
     }
 
     /// Set when `on_lost_leadership: exit` fired: the reason the daemon must exit non-zero.

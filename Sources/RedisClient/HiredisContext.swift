@@ -62,7 +62,7 @@ final class HiredisContext {
                 isBroken = true
                 throw RedisError(
                     kind: .authenticationFailed,
-                    message: "authentication failed for \(endpoint): \(text) — check the user and password in \(RedisEndpoint.environmentVariable)")
+                    message: "authentication failed for \(endpoint): \(text) — check the user and password in the Redis URL")
             }
         }
         if endpoint.database != 0 {
@@ -74,7 +74,7 @@ final class HiredisContext {
                 }
                 throw RedisError(
                     kind: .server,
-                    message: "SELECT \(endpoint.database) failed on \(endpoint): \(text) — check the database number in \(RedisEndpoint.environmentVariable)")
+                    message: "SELECT \(endpoint.database) failed on \(endpoint): \(text) — check the database number in the Redis URL")
             }
         }
     }
@@ -184,7 +184,7 @@ final class HiredisContext {
     static func authenticationRequired(_ endpoint: RedisEndpoint, _ text: String) -> RedisError {
         RedisError(
             kind: .authenticationFailed,
-            message: "authentication failed for \(endpoint): \(text) — the server needs a password: set it in \(RedisEndpoint.environmentVariable) (redis://:PASSWORD@host:port/db)")
+            message: "authentication failed for \(endpoint): \(text) — the server needs a password: put it in the Redis URL (redis://:PASSWORD@host:port/db)")
     }
 
     static func mapTransportError(
@@ -196,12 +196,11 @@ final class HiredisContext {
     static func classify(code: Int32, text: String, phase: Phase, configuration: RedisConfiguration) -> RedisError {
         let endpoint = configuration.endpoint
         let lower = text.lowercased()
-        let env = RedisEndpoint.environmentVariable
         func timedOut() -> RedisError {
             if phase == .connect {
                 return RedisError(
                     kind: .timeout,
-                    message: "connecting to \(endpoint) timed out after \(configuration.connectTimeout.shortDescription) (\(text)) — check the host and port in \(env) and the network")
+                    message: "connecting to \(endpoint) timed out after \(configuration.connectTimeout.shortDescription) (\(text)) — check the host and port in the Redis URL and the network")
             }
             return RedisError(
                 kind: .timeout,
@@ -211,7 +210,7 @@ final class HiredisContext {
         case REDIS_ERR_PROTOCOL:
             return RedisError(
                 kind: .protocolError,
-                message: "protocol error from \(endpoint): \(text) — is a Redis server really listening there? check \(env)")
+                message: "protocol error from \(endpoint): \(text) — is a Redis server really listening there? check the Redis URL")
         case REDIS_ERR_EOF:
             if phase == .connect {
                 return RedisError(kind: .connectionClosed, message: "\(endpoint) closed the connection while connecting: \(text)")
@@ -225,7 +224,7 @@ final class HiredisContext {
         if lower.contains("connection refused") || lower.contains("no such file or directory") {
             return RedisError(
                 kind: .connectionRefused,
-                message: "connection refused by \(endpoint) (\(text)) — is redis-server running there? check \(env)")
+                message: "connection refused by \(endpoint) (\(text)) — is redis-server running there? check the Redis URL")
         }
         if lower.contains("timed out") || lower.contains("temporarily unavailable") || lower.contains("would block")
             || lower.contains("in progress")
@@ -239,13 +238,13 @@ final class HiredisContext {
         {
             return RedisError(
                 kind: .unreachable,
-                message: "cannot reach \(endpoint): \(text) — check the host in \(env) and the network")
+                message: "cannot reach \(endpoint): \(text) — check the host in the Redis URL and the network")
         }
         if lower.contains("reset by peer") || lower.contains("broken pipe") || lower.contains("closed") {
             return RedisError(kind: .connectionClosed, message: "connection to \(endpoint) lost: \(text)")
         }
         if phase == .connect {
-            return RedisError(kind: .unreachable, message: "cannot connect to \(endpoint): \(text) — check \(env)")
+            return RedisError(kind: .unreachable, message: "cannot connect to \(endpoint): \(text) — check the Redis URL")
         }
         return RedisError(kind: .connectionClosed, message: "connection to \(endpoint) failed: \(text)")
     }

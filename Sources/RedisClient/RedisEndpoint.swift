@@ -30,25 +30,12 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
     /// The database SELECTed after connecting.
     public var database: Int
 
-    /// The environment variable callers read the URL from.
-    public static let environmentVariable = "LEASEHOLD_REDIS_URL"
-
     /// Creates an endpoint from its parts.
     public init(address: Address, username: String? = nil, password: String? = nil, database: Int = 0) {
         self.address = address
         self.username = username
         self.password = password
         self.database = database
-    }
-
-    /// Reads ``environmentVariable``; `fallback` when it is unset or empty.
-    public static func fromEnvironment(fallback: String = "redis://127.0.0.1:6379/0") throws(RedisError)
-        -> RedisEndpoint
-    {
-        if let raw = getenv(environmentVariable), let value = String(validatingCString: raw), !value.isEmpty {
-            return try RedisEndpoint(url: value)
-        }
-        return try RedisEndpoint(url: fallback)
     }
 
     /// Parses `redis://[[user]:password@]host[:port][/db]` or `unix:///path[?db=N]`; a malformed URL throws `.invalidURL` saying what is wrong.

@@ -107,7 +107,7 @@ final class DaemonProcess: Sendable {
         process.executableURL = URL(fileURLWithPath: try DaemonBinary.path())
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
-        env.removeValue(forKey: RedisEndpoint.environmentVariable)
+        env.removeValue(forKey: "LEASEHOLD_REDIS_URL")
         env.merge(environment) { $1 }
         process.environment = env
         process.standardInput = FileHandle.nullDevice

@@ -51,15 +51,16 @@ private final class OutageMember: Sendable {
     init(name: String, endpoint: RedisEndpoint, namespace: String, jobs: [String], timing: LeaseTiming = outageTiming) {
         self.name = name
         self.jobs = jobs
-        // The same call timeout the daemon derives: half a renew interval, 100 ms – 2 s.
-        let callTimeout = min(max(timing.renewEvery / 2, .milliseconds(100)), .seconds(2))
+        let leaseJobs = jobs.map { LeaseJob(name: $0, timing: timing, placement: .any) }
+        // The same call timeout the daemon derives.
+        let callTimeout = LeaseTiming.callTimeout(for: leaseJobs)
         let configuration = LeaseManager.Configuration(
             redis: RedisConfiguration(endpoint: endpoint, connectTimeout: callTimeout, commandTimeout: callTimeout),
             keys: LeaseKeys(namespace: namespace),
             member: .init(owner: OwnerID(member: name), seed: UInt64.random(in: .min ... .max)),
             shutdownTimeout: .seconds(3))
         manager = LeaseManager(
-            configuration: configuration, jobs: jobs.map { LeaseJob(name: $0, timing: timing, placement: .any) },
+            configuration: configuration, jobs: leaseJobs,
             logger: Logger(label: "outage.\(name)"))
     }
 

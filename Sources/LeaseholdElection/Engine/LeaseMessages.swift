@@ -78,6 +78,14 @@ public struct AcquireRequest: Sendable, Hashable {
     /// A member that is not the preferred one sends its standby delay, so an attempt that
     /// happens to land just after a handoff release cannot beat the preferred member.
     public var minFreeMs: Int64? = nil
+
+    /// Creates a request (the engine's; tests build replies to it).
+    package init(job: String, ttlMs: Int64, gapHintMs: Int64? = nil, minFreeMs: Int64? = nil) {
+        self.job = job
+        self.ttlMs = ttlMs
+        self.gapHintMs = gapHintMs
+        self.minFreeMs = minFreeMs
+    }
 }
 
 /// One member's renewal of everything it holds, plus its heartbeat.
@@ -89,6 +97,13 @@ public struct RenewBatch: Sendable, Hashable {
     /// Redis time of this member's previous successful tick (0 if none), for duplicate
     /// member-name detection.
     public var previousTickMs: Int64
+
+    /// Creates a batch.
+    package init(leases: [RenewItem], heartbeatTTLMs: Int64, previousTickMs: Int64) {
+        self.leases = leases
+        self.heartbeatTTLMs = heartbeatTTLMs
+        self.previousTickMs = previousTickMs
+    }
 }
 
 /// One lease in a renew batch.
@@ -99,6 +114,13 @@ public struct RenewItem: Sendable, Hashable {
     public var token: UInt64
     /// The TTL to extend to.
     public var ttlMs: Int64
+
+    /// Creates an item.
+    package init(job: String, token: UInt64, ttlMs: Int64) {
+        self.job = job
+        self.token = token
+        self.ttlMs = ttlMs
+    }
 }
 
 /// One lease in a release batch.
@@ -108,6 +130,12 @@ public struct ReleaseItem: Sendable, Hashable {
     /// The token held, or nil to release whatever lease this owner holds (after an
     /// acquire whose outcome is unknown).
     public var token: UInt64?
+
+    /// Creates an item.
+    package init(job: String, token: UInt64?) {
+        self.job = job
+        self.token = token
+    }
 }
 
 /// Why a lease is given up voluntarily.

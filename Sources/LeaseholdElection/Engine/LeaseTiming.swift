@@ -45,6 +45,15 @@ public struct LeaseTiming: Sendable, Hashable {
     /// The TTL in whole milliseconds, as Redis takes it.
     public var ttlMilliseconds: Int64 { ttl.wholeMilliseconds }
 
+    /// How long one Redis call (connect or command) may take for members leading `jobs`: it
+    /// must come back, or fail, well within the shortest renew interval, so a hung Redis is
+    /// noticed and the call retried while the lease is still valid. Half the shortest renew
+    /// interval, clamped to 100 ms–2 s.
+    public static func callTimeout(for jobs: [LeaseJob]) -> Duration {
+        let shortestRenew = jobs.map(\.timing.renewEvery).min() ?? .seconds(3)
+        return clamp(shortestRenew / 2, .milliseconds(100), .seconds(2))
+    }
+
     private static func clamp(_ value: Duration, _ low: Duration, _ high: Duration) -> Duration {
         min(max(value, low), high)
     }

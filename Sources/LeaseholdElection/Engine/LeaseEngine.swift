@@ -64,52 +64,6 @@ public struct LeaseEngine: Sendable {
         case retired
     }
 
-    fileprivate struct JobState: Sendable {
-        /// Whether an acquire of ours with an unknown outcome may still take the lease.
-        func unknownAcquireMayLand(now: Duration) -> Bool {
-            unknownAcquireUntil.map { now < $0 } ?? false
-        }
-
-        var spec: LeaseJob
-        var phase: Phase
-        /// Set when Redis may hold a lease in our name that we do not count as ours (an
-        /// acquire timed out, or we stepped down while the lease may still exist).
-        var mayHold = false
-        /// Local time at which we expect the current holder's lease to end, if observed.
-        var observedExpiry: Duration?
-        /// Local time the lease was seen free (released message or empty holder), for
-        /// placement's standby delay.
-        var freeSince: Duration?
-        /// Whether a handoff was already suggested for the current token.
-        var handoffSuggested = false
-        /// Consecutive failed attempts (for backoff).
-        var failures = 0
-        /// A released message came while an acquire was in flight: retry at once if that
-        /// acquire found the lease still held.
-        var releasedWhileAcquiring = false
-        /// The owner (member and incarnation) holding the lease when we last looked (nil: free
-        /// or unknown).
-        var holder: OwnerID?
-        /// When this member last sent an acquire for the job.
-        var lastAttemptAt: Duration?
-        /// Skip the holder-is-alive shortcut once (after pub/sub messages may have been lost).
-        var forceAttempt = false
-        /// Until when an acquire of ours whose outcome is unknown may still reach Redis and
-        /// take the lease (a request that timed out can be executed long after, once the path
-        /// heals). A later reply saying "held by someone else" does not clear `mayHold` before.
-        var unknownAcquireUntil: Duration?
-        /// When this member last became leader, so a handoff is not suggested before the
-        /// leadership itself has been stable (avoids ping-pong with a preferred member that
-        /// is live but does not take the job).
-        var leadingSince: Duration?
-        /// A release of this token failed with an unknown outcome: it may still reach Redis
-        /// later and delete a lease carrying this token, so such a lease is never taken up
-        /// again (it is released again instead, and a fresh token acquired).
-        var unsureReleaseOf: UInt64?
-        /// The release in flight only settles `unsureReleaseOf`: it reports no event.
-        var quietRelease = false
-    }
-
     private enum InFlight: Sendable {
         case acquire(jobs: [String], sentAt: Duration)
         case renew(items: [RenewItem], sentAt: Duration)
@@ -125,21 +79,14 @@ public struct LeaseEngine: Sendable {
 
     // Member tick (renew + heartbeat).
     private let tickInterval: Duration
-    private let heartbeatTTL: Duration
-    /// How far past its known heartbeat expiry another member still counts as live.
-    private let livenessGrace: Duration
+    private var heartbeatTTL: Duration { fleet.heartbeatTTL }
     private var nextTickAt: Duration
     private var tickFailures = 0
     private var lastTickRedisMs: Int64 = 0
 
     // What the last tick told us about the world.
-    private var members: [MemberInfo] = []
-    private var membersKnown = false
-    private var memberFirstSeen: [String: Duration] = [:]
-    /// Members that announced their shutdown, by local time of the announcement.
-    private var departed: [String: Duration] = [:]
-    /// Redis time (ms) at a local instant: lets liveness be judged at decision time.
-    private var redisClock: (redisMs: Int64, local: Duration)?
+    private var fleet: Membership
+    private var membersKnown: Bool { fleet.isKnown }
     private var reportedDuplicate: String?
     private var redisUp: Bool?
     /// Local time of the latest successful call: older failures say nothing about Redis now.
@@ -160,13 +107,15 @@ public struct LeaseEngine: Sendable {
         // Two ticks of heartbeat: a member that misses two renewals in a row is considered
         // gone, which happens before any of its leases (TTL ≥ 3 ticks) can expire, so a
         // standby never waits on placement for a member that crashed.
-        self.heartbeatTTL = min(shortestRenew * 2, shortestTTL)
+        let heartbeatTTL = min(shortestRenew * 2, shortestTTL)
         // The member list is a snapshot up to one tick old (more when our own tick is slow):
         // a member whose tick came a little late has a newer expiry we have not seen yet.
         // Without slack it would look gone as soon as it is late at all, and its jobs would
         // move away and back. Half a tick of slack still drops a crashed member before its
         // leases (TTL ≥ heartbeat + slack × 2) can expire.
-        self.livenessGrace = max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeatTTL) / 2))
+        self.fleet = Membership(
+            me: MemberInfo(name: settings.owner.member, expiresAtMs: .max, weight: settings.weight),
+            heartbeatTTL: heartbeatTTL, livenessGrace: max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeatTTL) / 2)))
         self.nextTickAt = now
     }
 
@@ -201,7 +150,7 @@ public struct LeaseEngine: Sendable {
     }
 
     /// The live members as of the last tick.
-    public var liveMembers: [MemberInfo] { members }
+    public var liveMembers: [MemberInfo] { fleet.members }
 
     /// True once shutdown was requested and nothing is held or in flight any more.
     public var isShutDown: Bool {
@@ -211,7 +160,7 @@ public struct LeaseEngine: Sendable {
 
     /// The preferred member of a job among the members live at `now`, by rendezvous.
     public func preferredMember(of job: String, now: Duration) -> String? {
-        Rendezvous.preferred(job: job, among: liveMembers(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) })
+        Rendezvous.preferred(job: job, among: fleet.live(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) })
     }
 
     // MARK: - Inputs
@@ -221,7 +170,7 @@ public struct LeaseEngine: Sendable {
     /// counting as live for placement at once, instead of when its heartbeat expires.
     public mutating func releasedMessage(job: String, leavingMember: String? = nil, now: Duration) {
         if let leavingMember, leavingMember != settings.owner.member {
-            departed[leavingMember] = now
+            fleet.memberLeft(leavingMember, at: now)
         }
         guard var state = jobs[job] else { return }
         if state.phase == .acquiring {
@@ -318,7 +267,7 @@ public struct LeaseEngine: Sendable {
         // Rendezvous is pure: while the live set is unchanged, each job's preferred member is
         // too. Without this memo every poll hashed every led job against every member
         // (~20 ms per poll at 10,000 jobs / 10 members).
-        let live = liveMembers(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) }
+        let live = fleet.live(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) }
         if live != preferredMemo.members { preferredMemo = (live, [:]) }
         for i in jobs.states.indices {
             guard case .leading = jobs.states[i].phase, !jobs.states[i].handoffSuggested,
@@ -327,7 +276,7 @@ public struct LeaseEngine: Sendable {
             else { continue }
             let name = jobs.states[i].spec.name
             guard let preferred = memoizedPreferred(of: name, among: live), preferred != me,
-                  let since = memberFirstSeen[preferred], now - since >= stability
+                  let since = fleet.firstSeen[preferred], now - since >= stability
             else { continue }
             jobs.states[i].handoffSuggested = true
             pendingEvents.append(.handoffSuggested(job: name, to: preferred))
@@ -404,7 +353,7 @@ public struct LeaseEngine: Sendable {
             // Never skip while we may hold the lease ourselves (an unknown outcome): only our
             // own attempt can take such a lease up again, and everyone else skips it.
             if !state.forceAttempt, !state.mayHold, let holder = state.holder, holder.member != settings.owner.member,
-               let heartbeatEnd = heartbeatEnd(of: holder, now: now),
+               let heartbeatEnd = fleet.heartbeatEnd(of: holder, now: now),
                now - (state.lastAttemptAt ?? now) < state.spec.timing.ttl * 10 {
                 // The holder still heartbeats, and its leases are renewed in the same script
                 // call as its heartbeat: asking now would only find the lease held. Look
@@ -492,7 +441,7 @@ public struct LeaseEngine: Sendable {
             }
         case .success(let reply):
             noteRedis(up: true, detail: nil, now: now)
-            noteRedisClock(reply.redisNowMs, at: now)
+            fleet.noteRedisClock(reply.redisNowMs, at: now)
             for (name, outcome) in zip(names, reply.outcomes) {
                 guard var state = jobs[name], state.phase == .acquiring else { continue }
                 state.failures = 0
@@ -589,7 +538,7 @@ public struct LeaseEngine: Sendable {
         case .success(let reply):
             tickFailures = 0
             noteRedis(up: true, detail: nil, now: now)
-            noteRedisClock(reply.redisNowMs, at: now)
+            fleet.noteRedisClock(reply.redisNowMs, at: now)
             lastTickRedisMs = reply.redisNowMs
             nextTickAt = sentAt + tickInterval
             if !items.isEmpty { leaseRevision += 1 }
@@ -607,7 +556,7 @@ public struct LeaseEngine: Sendable {
                 }
                 jobs[item.job] = state
             }
-            updateMembers(reply.members, now: now)
+            if fleet.update(reply.members, now: now) { pendingEvents.append(.membersChanged(fleet.members)) }
             if let duplicate = reply.duplicateIncarnation, duplicate != reportedDuplicate {
                 reportedDuplicate = duplicate
                 pendingEvents.append(.duplicateMember(incarnation: duplicate))
@@ -680,47 +629,6 @@ public struct LeaseEngine: Sendable {
         return max(earliest, freeSince + standbyDelay)
     }
 
-    /// When the heartbeat of the process `owner` lapses, in local time, if it is live now.
-    /// Only the same incarnation counts: a restarted process under the same name does not
-    /// renew its predecessor's leases.
-    private func heartbeatEnd(of owner: OwnerID, now: Duration) -> Duration? {
-        let member = owner.member
-        guard let clock = redisClock, departed[member] == nil || now - departed[member]! >= heartbeatTTL,
-              let info = members.first(where: { $0.name == member }), info.incarnation == owner.incarnation
-        else { return nil }
-        let end = clock.local + .milliseconds(info.expiresAtMs - clock.redisMs) + livenessGrace
-        return end > now ? end : nil
-    }
-
-    private func liveMembers(at now: Duration) -> [MemberInfo] {
-        guard let clock = redisClock else { return members.filter { departed[$0.name] == nil } }
-        let redisNow = clock.redisMs + (now - clock.local - livenessGrace).wholeMilliseconds
-        var live = members.filter { member in
-            if let leftAt = departed[member.name], now - leftAt < heartbeatTTL + livenessGrace { return false }
-            return member.expiresAtMs > redisNow
-        }
-        if !live.contains(where: { $0.name == settings.owner.member }) {
-            // We are alive by definition while deciding.
-            live.append(MemberInfo(name: settings.owner.member, expiresAtMs: .max, weight: settings.weight))
-        }
-        return live
-    }
-
-    private mutating func updateMembers(_ reported: [MemberInfo], now: Duration) {
-        let sorted = reported.sorted { $0.name < $1.name }
-        let names = Set(sorted.map(\.name))
-        for name in memberFirstSeen.keys where !names.contains(name) { memberFirstSeen[name] = nil }
-        for name in names where memberFirstSeen[name] == nil { memberFirstSeen[name] = now }
-        let changed = sorted.map(\.name) != members.map(\.name) || sorted.map(\.weight) != members.map(\.weight)
-        members = sorted
-        if changed || !membersKnown { pendingEvents.append(.membersChanged(sorted)) }
-        membersKnown = true
-    }
-
-    private mutating func noteRedisClock(_ redisMs: Int64, at now: Duration) {
-        redisClock = (redisMs, now)
-    }
-
     /// Availability is reported once per state change. Any success proves Redis up; only the
     /// member tick (one call at a time on its own connection, every renew interval even with
     /// no leases) proves it down, and only with a call that reached Redis after the latest
@@ -753,42 +661,5 @@ public struct LeaseEngine: Sendable {
         let micros = limit.wholeMilliseconds * 1000
         guard micros > 0 else { return .zero }
         return .microseconds(Int64(rng.next() % UInt64(micros)))
-    }
-}
-
-/// SplitMix64, a tiny seedable generator: engine jitter, simulations and fault schedules
-/// all replay exactly from their seed.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    /// Starts the sequence at `seed`.
-    public init(seed: UInt64) { state = seed }
-
-    /// The next value of the sequence.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// The engine's jobs in catalog order: addressable by name, and walked without hashing,
-/// because every poll walks all of them (10,000 jobs must stay cheap).
-extension LeaseEngine {
-    fileprivate struct JobTable: Sendable {
-        var states: [JobState]
-        private let index: [String: Int]
-
-        init(_ states: [JobState]) {
-            self.states = states
-            self.index = Dictionary(states.enumerated().map { ($1.spec.name, $0) }, uniquingKeysWith: { first, _ in first })
-        }
-
-        subscript(name: String) -> JobState? {
-            get { index[name].map { states[$0] } }
-            set { if let i = index[name], let newValue { states[i] = newValue } }
-        }
     }
 }

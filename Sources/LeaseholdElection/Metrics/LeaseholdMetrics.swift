@@ -1,12 +1,13 @@
 import CoreMetrics
 
-/// Every metric Leasehold reports, created through one injectable factory so tests can use
+/// Every metric the election reports (the job framework extends it with run metrics), created through one injectable factory so tests can use
 /// a private `TestMetrics` instead of bootstrapping the global metrics system.
 ///
 /// Names follow Prometheus conventions (base units, `_total` counters); labels are `job`,
 /// `reason`, `result` and `operation`, all of bounded cardinality.
 public struct LeaseholdMetrics: Sendable {
-    private let factory: any MetricsFactory
+    /// The factory every metric is created on; the job framework adds its own metrics on it.
+    package let factory: any MetricsFactory
 
     /// Creates the metrics on `factory` (default: the global metrics system).
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
@@ -46,21 +47,6 @@ public struct LeaseholdMetrics: Sendable {
     /// Counts failed Redis calls by operation (acquire, renew, release, schedule, fenced_write).
     public func redisErrors(operation: String) -> Counter {
         Counter(label: "leasehold_redis_errors_total", dimensions: [("operation", operation)], factory: factory)
-    }
-
-    /// Counts handler runs by result (success, failure, timeout, cancelled).
-    public func jobRuns(job: String, result: String) -> Counter {
-        Counter(label: "leasehold_job_runs_total", dimensions: [("job", job), ("result", result)], factory: factory)
-    }
-
-    /// Duration of handler runs.
-    public func jobRunDuration(job: String) -> Timer {
-        Timer(label: "leasehold_job_run_duration_seconds", dimensions: [("job", job)], preferredDisplayUnit: .seconds, factory: factory)
-    }
-
-    /// Counts handlers still running after their validity ended.
-    public func handlerOverrun(job: String) -> Counter {
-        Counter(label: "leasehold_handler_overrun_total", dimensions: [("job", job)], factory: factory)
     }
 
     /// The number of live members this member sees.

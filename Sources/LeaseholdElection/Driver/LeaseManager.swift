@@ -138,7 +138,7 @@ public final class LeaseManager: Sendable {
     /// Test hook: ends `run()` at once without releasing anything or waiting for in-flight
     /// calls, as a crash would. Leases this member held stay in Redis until their TTL ends;
     /// the grants snapshot keeps its last value (validity still bounds it).
-    func abandon() {
+    package func abandon() {
         inputSink.yield(.abandon)
     }
 

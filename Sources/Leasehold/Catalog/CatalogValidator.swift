@@ -1,0 +1,356 @@
+import Foundation
+
+/// A value with the location it came from, so cross-field checks can point at the right node.
+struct Located<T> {
+    var value: T
+    var location: SourceLocation
+    var fromDefaults: Bool
+}
+
+/// Lease and run settings allowed both under `defaults:` and on each job.
+struct Settings {
+    var lease: Located<Duration>?
+    var renewEvery: Located<Duration>?
+    var drift: Located<Double>?
+    var placement: PlacementMode?
+    var standbyDelay: Duration?
+    var onLostLeadership: LostLeadershipAction?
+    var timeout: Duration?
+    /// Keys that were present but invalid: dependent checks are skipped to avoid follow-on noise.
+    var invalid: Set<String> = []
+
+    static let keys = ["lease", "renew_every", "drift", "placement", "standby_delay", "on_lost_leadership", "timeout"]
+}
+
+struct Validator {
+    let file: String
+    let knownHandlers: [String]
+    var errors: [ConfigError] = []
+
+    static let topKeys = ["version", "redis", "defaults", "jobs"]
+    static let redisKeys = ["url", "namespace"]
+    static let jobKeys = ["name", "handler", "schedule", "config"] + Settings.keys
+    static let scheduleKeys = ["every", "cron", "timezone"]
+    static let durationHelp = "expected a number with a unit (ms, s, m, h), e.g. 10s or 1m30s"
+    static let scheduleHelp = "expected continuous, {every: 30s} or {cron: \"*/5 * * * *\", timezone: Europe/Berlin}"
+
+    init(file: String, knownHandlers: [String]) {
+        self.file = file
+        self.knownHandlers = knownHandlers
+    }
+
+    mutating func error(_ location: SourceLocation, _ message: String) {
+        errors.append(ConfigError(location: location, message: message))
+    }
+
+    // MARK: generic checks
+
+    /// Reports keys not in `allowed`, with a spelling hint when one is close.
+    mutating func checkKeys(_ node: ConfigNode, allowed: [String], context: String) {
+        for entry in node.asMapping ?? [] where !allowed.contains(entry.key) {
+            if let hint = closest(to: entry.key, in: allowed) {
+                error(entry.keyLocation, "unknown key '\(entry.key)' \(context): did you mean '\(hint)'?")
+            } else {
+                error(entry.keyLocation, "unknown key '\(entry.key)' \(context) (expected one of: \(allowed.joined(separator: ", ")))")
+            }
+        }
+    }
+
+    /// A non-empty scalar's text, or an error naming the key and the type found.
+    mutating func string(_ node: ConfigNode, key: String, expected: String = "a string") -> String? {
+        guard case .scalar(let text, _, _) = node, !node.isNull else {
+            error(node.location, "'\(key)' must be \(expected), got \(node.isNull ? "nothing" : "a \(node.typeName)")")
+            return nil
+        }
+        return text
+    }
+
+    mutating func duration(_ node: ConfigNode, key: String) -> Duration? {
+        guard let text = string(node, key: key, expected: "a duration such as 10s") else { return nil }
+        guard let d = parseDuration(text) else {
+            error(node.location, "invalid duration '\(text)' for '\(key)': \(Validator.durationHelp)")
+            return nil
+        }
+        return d
+    }
+
+    // MARK: catalog
+
+    mutating func catalog(_ root: ConfigNode?, checkHandler: (String, ConfigNode?) -> HandlerConfigCheck) -> Catalog? {
+        guard let root else {
+            error(SourceLocation(file: file, line: 1, column: 1), "empty catalog: expected a mapping with 'version' and 'jobs'")
+            return nil
+        }
+        guard root.asMapping != nil else {
+            error(root.location, "the catalog must be a mapping with 'version' and 'jobs', got a \(root.typeName)")
+            return nil
+        }
+        checkKeys(root, allowed: Validator.topKeys, context: "at top level")
+
+        var version = 1
+        if let node = root.value(for: "version") {
+            if let text = string(node, key: "version", expected: "the number 1") {
+                if text != "1" {
+                    error(node.location, "unsupported version '\(text)': expected 1")
+                }
+                version = Int(text) ?? 1
+            }
+        } else {
+            error(root.location, "missing required key 'version': expected 'version: 1'")
+        }
+
+        var redisURL: String?
+        var namespace = "leasehold"
+        if let redis = root.value(for: "redis") {
+            if redis.asMapping == nil {
+                error(redis.location, "'redis' must be a mapping with 'url' and/or 'namespace', got a \(redis.typeName)")
+            } else {
+                checkKeys(redis, allowed: Validator.redisKeys, context: "in 'redis'")
+                if let node = redis.value(for: "url"), let url = string(node, key: "url", expected: "a URL such as redis://127.0.0.1:6379/0") {
+                    if url.hasPrefix("redis://") || url.hasPrefix("rediss://") || url.hasPrefix("unix://") {
+                        redisURL = url
+                    } else {
+                        error(node.location, "invalid redis url '\(url)': expected redis://host:port/db, rediss://… or unix:///path")
+                    }
+                }
+                if let node = redis.value(for: "namespace"), let ns = string(node, key: "namespace") {
+                    let ok = ns.unicodeScalars.allSatisfy {
+                        $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0))
+                    }
+                    if ok { namespace = ns } else {
+                        error(node.location, "invalid namespace '\(ns)': expected letters, digits, '_', '.' or '-'")
+                    }
+                }
+            }
+        }
+
+        var defaults = Settings()
+        if let node = root.value(for: "defaults") {
+            if node.asMapping == nil {
+                error(node.location, "'defaults' must be a mapping, got a \(node.typeName)")
+            } else {
+                checkKeys(node, allowed: Settings.keys, context: "in 'defaults'")
+                defaults = settings(node, fromDefaults: true)
+            }
+        }
+
+        var jobs: [JobSpec] = []
+        guard let jobsNode = root.value(for: "jobs") else {
+            error(root.location, "missing required key 'jobs': expected a list of jobs")
+            return nil
+        }
+        guard let items = jobsNode.asSequence else {
+            error(jobsNode.location, "'jobs' must be a list of jobs, got a \(jobsNode.typeName)")
+            return nil
+        }
+        if items.isEmpty {
+            error(jobsNode.location, "no jobs defined: 'jobs' must list at least one job")
+        }
+        var firstByName: [String: SourceLocation] = [:]
+        for item in items {
+            if let job = job(item, defaults: defaults, firstByName: &firstByName, checkHandler: checkHandler) {
+                jobs.append(job)
+            }
+        }
+        return Catalog(version: version, redisURL: redisURL, namespace: namespace, jobs: jobs, path: file)
+    }
+
+    // MARK: settings
+
+    mutating func settings(_ node: ConfigNode, fromDefaults: Bool) -> Settings {
+        var s = Settings()
+        if let n = node.value(for: "lease") {
+            if let d = duration(n, key: "lease") {
+                if d < .seconds(1) {
+                    error(n.location, "lease \(formatDuration(d)) is too short: expected at least 1s")
+                    s.invalid.insert("lease")
+                } else {
+                    s.lease = Located(value: d, location: n.location, fromDefaults: fromDefaults)
+                }
+            } else { s.invalid.insert("lease") }
+        }
+        if let n = node.value(for: "renew_every") {
+            if let d = duration(n, key: "renew_every") {
+                if d <= .zero {
+                    error(n.location, "renew_every must be greater than 0")
+                    s.invalid.insert("renew_every")
+                } else {
+                    s.renewEvery = Located(value: d, location: n.location, fromDefaults: fromDefaults)
+                }
+            } else { s.invalid.insert("renew_every") }
+        }
+        if let n = node.value(for: "drift"), let text = string(n, key: "drift", expected: "a percentage such as 1%") {
+            if let f = parsePercentage(text) {
+                if f > 0.1 {
+                    error(n.location, "drift \(text) out of range: expected 0% to 10%")
+                } else {
+                    s.drift = Located(value: f, location: n.location, fromDefaults: fromDefaults)
+                }
+            } else {
+                error(n.location, "invalid drift '\(text)': expected a percentage such as 1% or 0.5%")
+            }
+        }
+        if let n = node.value(for: "placement"), let text = string(n, key: "placement") {
+            if let p = PlacementMode(rawValue: text) { s.placement = p } else {
+                error(n.location, "invalid placement '\(text)': expected spread or any")
+            }
+        }
+        if let n = node.value(for: "standby_delay"), let d = duration(n, key: "standby_delay") {
+            s.standbyDelay = d
+        }
+        if let n = node.value(for: "on_lost_leadership"), let text = string(n, key: "on_lost_leadership") {
+            if let a = LostLeadershipAction(rawValue: text) { s.onLostLeadership = a } else {
+                error(n.location, "invalid on_lost_leadership '\(text)': expected cancel or exit")
+            }
+        }
+        if let n = node.value(for: "timeout"), let d = duration(n, key: "timeout") {
+            if d <= .zero {
+                error(n.location, "timeout must be greater than 0 (leave it out for no timeout)")
+            } else {
+                s.timeout = d
+            }
+        }
+        return s
+    }
+
+    // MARK: jobs
+
+    mutating func job(_ node: ConfigNode, defaults: Settings, firstByName: inout [String: SourceLocation],
+                      checkHandler: (String, ConfigNode?) -> HandlerConfigCheck) -> JobSpec? {
+        guard node.asMapping != nil else {
+            error(node.location, "each job must be a mapping with 'name', 'handler' and 'schedule', got a \(node.typeName)")
+            return nil
+        }
+        var name: String?
+        var displayName: String?
+        if let n = node.value(for: "name"), let text = string(n, key: "name") {
+            displayName = text
+            if text.count > 100 {
+                error(n.location, "job name too long (\(text.count) characters): expected at most 100")
+            } else if !Validator.isValidJobName(text) {
+                error(n.location, "invalid job name '\(text)': expected lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
+            } else if let first = firstByName[text] {
+                error(n.location, "duplicate job name '\(text)' (first defined at line \(first.line))")
+            } else {
+                firstByName[text] = n.location
+                name = text
+            }
+        } else if node.value(for: "name") == nil {
+            error(node.location, "job is missing required key 'name'")
+        }
+        // Name the job in messages even when its name is itself wrong (duplicate, bad characters).
+        let what = displayName.map { "job '\($0)'" } ?? "job"
+        checkKeys(node, allowed: Validator.jobKeys, context: "in \(what)")
+
+        var handler: String?
+        let config = node.value(for: "config")
+        if let n = node.value(for: "handler") {
+            if let kind = string(n, key: "handler") {
+                switch checkHandler(kind, config) {
+                case .valid: handler = kind
+                case .invalid(let problems): errors.append(contentsOf: problems)
+                case .unknownKind:
+                    let hint = closest(to: kind, in: knownHandlers).map { "; did you mean '\($0)'?" } ?? ""
+                    let known = knownHandlers.isEmpty ? "" : " (known: \(knownHandlers.sorted().joined(separator: ", ")))"
+                    error(n.location, "unknown handler '\(kind)'\(hint)\(known)")
+                }
+            }
+        } else {
+            error(node.location, "\(what) is missing required key 'handler'")
+        }
+
+        var schedule: JobSchedule?
+        if let n = node.value(for: "schedule") {
+            schedule = self.schedule(n)
+        } else {
+            error(node.location, "\(what) is missing required key 'schedule': \(Validator.scheduleHelp)")
+        }
+
+        let own = settings(node, fromDefaults: false)
+        let lease = own.lease ?? (own.invalid.contains("lease") ? nil : defaults.lease)
+        let leaseValue = lease?.value ?? .seconds(10)
+        var renew = own.renewEvery ?? defaults.renewEvery
+        let leaseOK = !own.invalid.contains("lease") && !(lease == nil && defaults.invalid.contains("lease"))
+        if leaseOK, let inherited = renew, inherited.fromDefaults, let lease, !lease.fromDefaults,
+           inherited.value * 2 >= leaseValue {
+            // A default renew interval cannot fit every lease a job may set for itself; the
+            // job chose a shorter lease, so it gets the default rule (lease / 3) instead of
+            // an error the job's author cannot fix without repeating renew_every.
+            renew = nil
+        }
+        if leaseOK, let renew, renew.value * 2 >= leaseValue {
+            error(renew.location, "renew_every \(formatDuration(renew.value)) must be less than half of lease \(formatDuration(leaseValue)), so a failed renewal can be retried before the lease expires")
+        }
+
+        guard let name, let handler, let schedule else { return nil }
+        return JobSpec(name: name, handler: handler, schedule: schedule, lease: leaseValue,
+                       renewEvery: renew?.value ?? leaseValue / 3,
+                       drift: own.drift?.value ?? defaults.drift?.value ?? 0.01,
+                       placement: own.placement ?? defaults.placement ?? .spread,
+                       standbyDelay: own.standbyDelay ?? defaults.standbyDelay,
+                       onLostLeadership: own.onLostLeadership ?? defaults.onLostLeadership ?? .cancel,
+                       timeout: own.timeout ?? defaults.timeout,
+                       config: config, location: node.location)
+    }
+
+    mutating func schedule(_ node: ConfigNode) -> JobSchedule? {
+        switch node {
+        case .scalar(let text, _, _):
+            if text == "continuous" { return .continuous }
+            error(node.location, "invalid schedule '\(text)': \(Validator.scheduleHelp)")
+            return nil
+        case .sequence:
+            error(node.location, "'schedule' must be continuous or a mapping, got a list")
+            return nil
+        case .mapping:
+            break
+        }
+        checkKeys(node, allowed: Validator.scheduleKeys, context: "in schedule")
+        let every = node.value(for: "every"), cron = node.value(for: "cron"), zone = node.value(for: "timezone")
+        switch (every, cron) {
+        case (.some, .some):
+            error(node.location, "schedule has both 'every' and 'cron': expected exactly one")
+            return nil
+        case (nil, nil):
+            if node.asMapping?.contains(where: { !Validator.scheduleKeys.contains($0.key) }) == true { return nil }
+            error(node.location, "schedule needs 'every' or 'cron': \(Validator.scheduleHelp)")
+            return nil
+        case (let every?, nil):
+            if let zone { error(zone.location, "'timezone' only applies to cron schedules") }
+            guard let d = duration(every, key: "every") else { return nil }
+            guard d >= .seconds(1) else {
+                error(every.location, "'every' \(formatDuration(d)) is too short: expected at least 1s")
+                return nil
+            }
+            return zone == nil ? .every(d) : nil
+        case (nil, let cron?):
+            var tz: TimeZone? = CronSchedule.utc
+            if let zone, let id = string(zone, key: "timezone", expected: "a time zone name such as Europe/Berlin") {
+                tz = TimeZone(identifier: id)
+                if tz == nil {
+                    // TimeZone(identifier:) also accepts abbreviations; only report what it really rejects.
+                    let hint = closest(to: id, in: TimeZone.knownTimeZoneIdentifiers).map { ": did you mean '\($0)'?" }
+                        ?? ": expected an IANA name such as Europe/Berlin or UTC"
+                    error(zone.location, "unknown time zone '\(id)'\(hint)")
+                }
+            } else if zone != nil {
+                tz = nil
+            }
+            guard let expression = string(cron, key: "cron", expected: "a cron expression such as \"0 3 * * *\"") else { return nil }
+            do {
+                let c = try CronSchedule(expression: expression, timeZone: tz ?? CronSchedule.utc)
+                return tz == nil ? nil : .cron(c)
+            } catch {
+                self.error(cron.location, "invalid cron expression '\(expression)': \(error)")
+                return nil
+            }
+        }
+    }
+
+    static func isValidJobName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard let first = bytes.first else { return false }
+        func alnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) }
+        return alnum(first) && bytes.allSatisfy { alnum($0) || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d }
+    }
+}

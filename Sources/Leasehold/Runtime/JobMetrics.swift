@@ -1,0 +1,20 @@
+import CoreMetrics
+import LeaseholdElection
+
+/// The job framework's own metrics, on the same factory as the election's.
+extension LeaseholdMetrics {
+    /// Counts handler runs by result (success, failure, timeout, cancelled).
+    public func jobRuns(job: String, result: String) -> Counter {
+        Counter(label: "leasehold_job_runs_total", dimensions: [("job", job), ("result", result)], factory: factory)
+    }
+
+    /// Duration of handler runs.
+    public func jobRunDuration(job: String) -> Timer {
+        Timer(label: "leasehold_job_run_duration_seconds", dimensions: [("job", job)], preferredDisplayUnit: .seconds, factory: factory)
+    }
+
+    /// Counts handlers still running after their validity ended.
+    public func handlerOverrun(job: String) -> Counter {
+        Counter(label: "leasehold_handler_overrun_total", dimensions: [("job", job)], factory: factory)
+    }
+}
