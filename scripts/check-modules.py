@@ -79,9 +79,6 @@ for name in sorted(election | {"LeaseholdElection"}):
         if where:
             problems.append(f"{where}: {name} imports {module}, but the election links no Foundation")
 
-products = {}
-for dep in package.get("dependencies", []):
-    pass  # product names are checked against what targets declare, below
 for name, t in sorted(targets.items()):
     if t["type"] == "system":
         continue
