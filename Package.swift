@@ -39,6 +39,7 @@ let package = Package(
                 "RedisClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The job framework on top of it: catalog, schedules, runtime, handlers, supervisor.
@@ -78,28 +79,44 @@ let package = Package(
         .executableTarget(name: "leasehold", dependencies: ["LeaseholdCLI"]),
         .executableTarget(
             name: "LeaseholdBench",
-            dependencies: ["Leasehold", "RedisClient", "LeaseholdTestSupport", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Leasehold", "RedisClient", "LeaseholdTesting", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "FencedCounterExample", dependencies: ["LeaseholdDaemon", "Leasehold", "RedisClient"], path: "Examples/FencedCounter",
             exclude: ["jobs.yaml"]
         ),
 
-        .target(name: "LeaseholdTestSupport", dependencies: ["RedisClient"], path: "Tests/LeaseholdTestSupport"),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "CHiredis", "LeaseholdTestSupport"]),
+        // What the tests, the fault suite and the bench share: real redis-server processes,
+        // the fault proxy, the daemon process, in-process members, the fake-clock engine
+        // driver and `eventually` (HummingbirdTesting is the model).
+        .target(
+            name: "LeaseholdTesting",
+            dependencies: ["LeaseholdElection", "RedisClient", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "CHiredis", "LeaseholdTesting"]),
         .testTarget(name: "LeaseholdTests", dependencies: ["Leasehold", "RedisClient"]),
         .testTarget(name: "LeaseholdSimulationTests", dependencies: ["Leasehold"]),
         .testTarget(
             name: "LeaseholdIntegrationTests",
-            dependencies: ["Leasehold", "RedisClient", "LeaseholdTestSupport", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Leasehold", "RedisClient", "LeaseholdTesting", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
+        // The daemon end to end: real leaseholdd processes, their HTTP endpoints, README code.
         .testTarget(
             name: "LeaseholdDaemonTests",
             dependencies: [
-                "LeaseholdDaemon", "LeaseholdCLI", "Leasehold", "RedisClient", "LeaseholdTestSupport",
+                "LeaseholdDaemon", "Leasehold", "RedisClient", "LeaseholdTesting",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The operator CLI against a real Redis and in-process members.
+        .testTarget(name: "LeaseholdCLITests", dependencies: ["LeaseholdCLI", "Leasehold", "RedisClient", "LeaseholdTesting"]),
+        // The multi-process fault suite and the regressions it found (`make test` runs the
+        // seeded schedules on their own).
+        .testTarget(name: "LeaseholdFaultTests", dependencies: ["Leasehold", "RedisClient", "LeaseholdTesting"]),
     ]
 )
 

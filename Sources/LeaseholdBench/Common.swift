@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Logging
 import RedisClient
 
@@ -18,13 +18,6 @@ struct BenchOptions: Sendable {
     var gracefulTrials = 50
     /// Cost scenario: only cells with this job count (diagnostics).
     var onlyJobs: Int?
-}
-
-/// A logger that stays quiet unless something is really wrong (benchmarks print tables).
-func quietLogger(_ label: String) -> Logger {
-    var logger = Logger(label: label)
-    logger.logLevel = .critical
-    return logger
 }
 
 // MARK: - Machine and load
@@ -201,16 +194,6 @@ let benchClock = ContinuousClock()
 
 extension Duration {
     var ms: Double { secondsValue * 1000 }
-}
-
-/// Polls `condition` every `interval` until it holds or `timeout` passes; returns whether it held.
-func waitUntil(timeout: Duration, interval: Duration = .milliseconds(100), _ condition: () async -> Bool) async -> Bool {
-    let deadline = benchClock.now + timeout
-    while benchClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: interval)
-    }
-    return await condition()
 }
 
 /// A private redis-server configured like a small production one (no persistence).

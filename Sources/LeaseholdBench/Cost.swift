@@ -1,7 +1,8 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
+import Synchronization
 
 /// One cell of the Redis-cost matrix.
 struct CostCell: Codable, Sendable {
@@ -122,38 +123,66 @@ enum CostScenario {
         let redisConfig = daemonRedisConfiguration(redis.configuration(), jobs: benchJobs(count: 1, ttl: config.ttl))
         let probe = RedisConnection(configuration: redis.configuration(commandTimeout: .seconds(10)))
         let started = benchClock.now
-        var converged = false
-        var stop: () async -> Void
-        var roundTrips: (() -> Int)?
-        var misplacedNow: (() -> Int)?
-        var acquisitions: (() -> Int)?
 
+        /// What one measurement window saw; `acquisitions` etc. are nil in the other mode.
+        struct Window {
+            var converged: Bool
+            var convergeSeconds: Double
+            var before: RedisCounters, after: RedisCounters
+            var cpuBefore: Double, cpuAfter: Double
+            var roundTrips: Int?
+            var misplacedAtStart: Int?
+            var acquisitionsInWindow: Int?
+            var wall: Double
+            var load: String
+        }
+        func window(
+            converged: Bool, roundTrips: (() -> Int)?, misplacedNow: (() -> Int)?, acquisitions: (() -> Int)?
+        ) async throws -> Window {
+            let convergeSeconds = (benchClock.now - started).secondsValue
+            let before = try await RedisCounters.read(probe)
+            let cpuBefore = processCPUSeconds()
+            let tripsBefore = roundTrips?() ?? 0
+            let misplacedAtStart = misplacedNow?()
+            let acquisitionsBefore = acquisitions?() ?? 0
+            let windowStart = benchClock.now
+            try? await Task.sleep(for: config.window)
+            let after = try await RedisCounters.read(probe)
+            let cpuAfter = processCPUSeconds()
+            return Window(
+                converged: converged, convergeSeconds: convergeSeconds, before: before, after: after,
+                cpuBefore: cpuBefore, cpuAfter: cpuAfter, roundTrips: roundTrips.map { $0() - tripsBefore },
+                misplacedAtStart: misplacedAtStart, acquisitionsInWindow: acquisitions.map { $0() - acquisitionsBefore },
+                wall: (benchClock.now - windowStart).secondsValue, load: loadAverage())
+        }
+
+        let measured: Window
         if mode == "leasehold" {
             // Stability window capped at 2 s so 10 s leases converge within the time budget;
             // it only delays handoffs, the steady-state cost is the same.
             let jobs = benchJobs(count: config.jobs, ttl: config.ttl, stability: min(config.ttl, .seconds(2)))
-            let members = (0..<config.members).map {
-                InProcessMember(name: "m\($0)", redis: redisConfig, namespace: "leasehold", jobs: jobs, seed: UInt64($0 + 1))
+            let names = (0..<config.members).map { "m\($0)" }
+            let acquired = Atomic<Int>(0)
+            measured = try await withMembers(names, redis: redisConfig, jobs: jobs, options: { name in
+                TestMember.Options(
+                    keys: LeaseKeys(namespace: "leasehold"), seed: (UInt64(name.dropFirst()) ?? 0) + 1,
+                    logger: quietLogger("bench.\(name)"),
+                    onEvent: { _, event in if case .acquired = event { acquired.add(1, ordering: .relaxed) } })
+            }) { members in
+                var lastReport = benchClock.now
+                let converged = (try? await eventually("convergence", within: config.ttl * 4 + .seconds(8), every: .milliseconds(250)) {
+                    let off = misplaced(jobs: jobs, holders: holders(members), members: names)
+                    if benchClock.now - lastReport > .seconds(5) {
+                        lastReport = benchClock.now
+                        log("  converging: \(off) jobs off their preferred member, \(acquired.load(ordering: .relaxed)) acquisitions so far")
+                    }
+                    return off == 0
+                }) != nil
+                return try await window(
+                    converged: converged, roundTrips: nil,
+                    misplacedNow: { misplaced(jobs: jobs, holders: holders(members), members: names) },
+                    acquisitions: { acquired.load(ordering: .relaxed) })
             }
-            for member in members { member.start() }
-            let names = members.map(\.name)
-            var lastReport = benchClock.now
-            converged = await waitUntil(timeout: config.ttl * 4 + .seconds(8), interval: .milliseconds(250)) {
-                let off = misplaced(jobs: jobs, holders: holders(members), members: names)
-                if benchClock.now - lastReport > .seconds(5) {
-                    lastReport = benchClock.now
-                    let acquired = members.reduce(0) { $0 + $1.acquisitions.load(ordering: .relaxed) }
-                    log("  converging: \(off) jobs off their preferred member, \(acquired) acquisitions so far")
-                }
-                return off == 0
-            }
-            stop = {
-                await withTaskGroup(of: Void.self) { group in
-                    for member in members { group.addTask { await member.stop() } }
-                }
-            }
-            misplacedNow = { misplaced(jobs: jobs, holders: holders(members), members: names) }
-            acquisitions = { members.reduce(0) { $0 + $1.acquisitions.load(ordering: .relaxed) } }
         } else {
             let jobNames = (0..<config.jobs).map { "job-\($0)" }
             let members = (0..<config.members).map {
@@ -163,36 +192,21 @@ enum CostScenario {
                 // Spread the members' attempt phases over one TTL, as independent processes would be.
                 member.start(attemptPhase: config.ttl * (Double(i) / Double(config.members)))
             }
-            converged = await waitUntil(timeout: config.ttl * 3 + .seconds(10), interval: .milliseconds(250)) {
+            let converged = (try? await eventually("convergence", within: config.ttl * 3 + .seconds(10), every: .milliseconds(250)) {
                 members.reduce(0) { $0 + $1.heldCount.load(ordering: .relaxed) } == config.jobs
-            }
+            }) != nil
             // Let a full TTL pass so every member's standby cycle is in steady state.
             try? await Task.sleep(for: config.ttl)
-            stop = {
-                await withTaskGroup(of: Void.self) { group in
-                    for member in members { group.addTask { await member.stop() } }
-                }
+            measured = try await window(
+                converged: converged, roundTrips: { members.reduce(0) { $0 + $1.roundTrips.load(ordering: .relaxed) } },
+                misplacedNow: nil, acquisitions: nil)
+            await withTaskGroup(of: Void.self) { group in
+                for member in members { group.addTask { await member.stop() } }
             }
-            roundTrips = { members.reduce(0) { $0 + $1.roundTrips.load(ordering: .relaxed) } }
         }
-        let convergeSeconds = (benchClock.now - started).secondsValue
-
-        let before = try await RedisCounters.read(probe)
-        let cpuBefore = processCPUSeconds()
-        let tripsBefore = roundTrips?() ?? 0
-        let misplacedAtStart = misplacedNow?()
-        let acquisitionsBefore = acquisitions?() ?? 0
-        let windowStart = benchClock.now
-        try? await Task.sleep(for: config.window)
-        let after = try await RedisCounters.read(probe)
-        let cpuAfter = processCPUSeconds()
-        let tripsAfter = roundTrips?() ?? 0
-        let acquisitionsInWindow = acquisitions.map { $0() - acquisitionsBefore }
-        let wall = (benchClock.now - windowStart).secondsValue
-        let load = loadAverage()
-        await stop()
         await probe.close()
         await redis.stop()
+        let (before, after, wall) = (measured.before, measured.after, measured.wall)
 
         let delta = after.delta(since: before)
         let scripts = Double((delta["evalsha"] ?? 0) + (delta["eval"] ?? 0))
@@ -201,14 +215,14 @@ enum CostScenario {
         let ticksPerSecond = 1 / timing.renewEvery.secondsValue
         return CostCell(
             mode: mode, members: config.members, jobs: config.jobs, ttlSeconds: config.ttl.secondsValue,
-            windowSeconds: wall, converged: converged, convergeSeconds: convergeSeconds,
+            windowSeconds: wall, converged: measured.converged, convergeSeconds: measured.convergeSeconds,
             clientCommandsPerSecond: client / wall, scriptCallsPerSecond: scripts / wall,
-            roundTripsPerSecond: roundTrips.map { _ in Double(tripsAfter - tripsBefore) / wall },
+            roundTripsPerSecond: measured.roundTrips.map { Double($0) / wall },
             totalCommandsPerSecond: total / wall,
             clientCommandsPerMemberTick: client / wall / Double(config.members) / ticksPerSecond,
             redisCPUPercent: (after.cpuSeconds - before.cpuSeconds) / wall * 100,
-            memberCPUPercent: (cpuAfter - cpuBefore) / wall / Double(config.members) * 100,
-            commandBreakdown: delta, loadAverage: load, misplacedAtStart: misplacedAtStart,
-            acquisitionsInWindow: acquisitionsInWindow)
+            memberCPUPercent: (measured.cpuAfter - measured.cpuBefore) / wall / Double(config.members) * 100,
+            commandBreakdown: delta, loadAverage: measured.load, misplacedAtStart: measured.misplacedAtStart,
+            acquisitionsInWindow: measured.acquisitionsInWindow)
     }
 }

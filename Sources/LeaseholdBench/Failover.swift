@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
 
 #if canImport(Glibc)
@@ -36,8 +36,8 @@ enum FailoverScenario {
     static let job = "job-0"
 
     static func run(options: BenchOptions) async throws {
-        guard DaemonProcess.available() else {
-            print("failover: \(DaemonProcess.binary) not found: build it first (swift build -c release --product leaseholdd)")
+        guard benchDaemonAvailable() else {
+            print("failover: \(benchDaemonBinary) not found: build it first (swift build -c release --product leaseholdd)")
             return
         }
         let redis = try await startRedis()
@@ -69,31 +69,30 @@ enum FailoverScenario {
     }
 
     static func runSeries(redis: RedisServerProcess, crash: Bool, ttlSeconds: Int, trials: Int) async throws -> FailoverSeries {
-        let directory = makeTempDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let directory = try TempDirectory()
         let namespace = "leasehold"
-        let config = try writeCatalog(directory: directory, jobs: 1, lease: "\(ttlSeconds)s", placement: "any")
+        let config = try writeCatalog(directory: directory.path, jobs: 1, lease: "\(ttlSeconds)s", placement: "any")
         let keys = LeaseKeys(namespace: namespace)
         // Fresh keys per series.
         _ = try await redis.command("FLUSHALL")
         let connection = RedisConnection(configuration: redis.configuration(commandTimeout: .seconds(Int64(ttlSeconds) * 3 + 10)))
         var daemons: [String: DaemonProcess] = [:]
         for name in ["a", "b"] {
-            daemons[name] = try DaemonProcess(name: name, config: config, redisURL: redis.url, logFile: directory + "/\(name).log")
+            daemons[name] = try startDaemon(name, config: config, redisURL: redis.url)
         }
         let renewEvery = Double(ttlSeconds) / 3
         var latencies: [Double] = [], remaining: [Double] = [], excess: [Double] = []
 
         func leader() async -> String? {
             guard let value = try? await connection.send(["GET", keys.lease(job)]).string else { return nil }
-            return value.split(separator: "@").first.map(String.init)
+            return LeaseValue(parsing: value)?.owner.member
         }
         func incarnation(_ name: String) async -> String? {
             try? await connection.send(["HGET", keys.member(name), "incarnation"]).string
         }
 
         // Wait for a leader and both members' heartbeats.
-        _ = await waitUntil(timeout: .seconds(20), interval: .milliseconds(20)) {
+        _ = try? await eventually("a leader and both heartbeats", within: .seconds(20)) {
             let hasLeader = await leader() != nil
             let a = await incarnation("a")
             let b = await incarnation("b")
@@ -136,19 +135,16 @@ enum FailoverScenario {
             remaining.append(Double(pttl))
             if crash { excess.append(latency - Double(pttl)) }
             // Restart the victim as a standby (new incarnation) and wait for its heartbeat.
-            await process.waitForExit()
-            daemons[victim] = try DaemonProcess(name: victim, config: config, redisURL: redis.url, logFile: directory + "/\(victim).log")
-            _ = await waitUntil(timeout: .seconds(20), interval: .milliseconds(10)) {
+            _ = try? await process.waitForExit(within: .seconds(15))
+            daemons[victim] = try startDaemon(victim, config: config, redisURL: redis.url)
+            _ = try? await eventually("the restarted member's heartbeat", within: .seconds(20), every: .milliseconds(10)) {
                 let current = await incarnation(victim)
                 return current != nil && current != oldIncarnation
             }
             // Give the restarted member its first acquire attempt (it learns the holder's expiry).
             try? await Task.sleep(for: .milliseconds(100))
         }
-        for daemon in daemons.values {
-            daemon.signal(SIGTERM)
-            await daemon.waitForExit(timeout: .seconds(12))
-        }
+        for daemon in daemons.values { await daemon.stop(within: .seconds(12)) }
         await connection.close()
         return FailoverSeries(
             kind: crash ? "crash (kill -9)" : "graceful (SIGTERM)", ttlSeconds: Double(ttlSeconds), trials: latencies.count,

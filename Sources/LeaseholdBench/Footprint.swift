@@ -1,5 +1,5 @@
 import Foundation
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
 
 #if canImport(Glibc)
@@ -28,8 +28,8 @@ struct FootprintReport: Codable, Sendable {
 /// steady state, for 1 member (leads everything) and 3 members (spread placement).
 enum FootprintScenario {
     static func run(options: BenchOptions) async throws {
-        guard DaemonProcess.available() else {
-            print("footprint: \(DaemonProcess.binary) not found: build it first (swift build -c release --product leaseholdd)")
+        guard benchDaemonAvailable() else {
+            print("footprint: \(benchDaemonBinary) not found: build it first (swift build -c release --product leaseholdd)")
             return
         }
         let jobs = options.quick ? 100 : 1000
@@ -58,13 +58,12 @@ enum FootprintScenario {
     static func measure(jobs: Int, members: Int, options: BenchOptions) async throws -> FootprintReport {
         log("footprint: \(jobs) jobs, \(members) member(s)")
         let redis = try await startRedis()
-        let directory = makeTempDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let directory = try TempDirectory()
         let lease = "10s"
-        let config = try writeCatalog(directory: directory, jobs: jobs, lease: lease, placement: "spread")
+        let config = try writeCatalog(directory: directory.path, jobs: jobs, lease: lease, placement: "spread")
         var daemons: [DaemonProcess] = []
         for i in 0..<members {
-            daemons.append(try DaemonProcess(name: "f\(i)", config: config, redisURL: redis.url, logFile: directory + "/f\(i).log"))
+            daemons.append(try startDaemon("f\(i)", config: config, redisURL: redis.url))
         }
         let probe = RedisConnection(configuration: redis.configuration(commandTimeout: .seconds(10)))
         // Warm-up: acquisition, first handler runs, placement handoffs (stability = lease 10 s).
@@ -88,8 +87,9 @@ enum FootprintScenario {
                                    cpuPercent: (cpuAfter[i] - cpuBefore[i]) / wall * 100))
         }
         let load = loadAverage()
-        for daemon in daemons { daemon.signal(SIGTERM) }
-        for daemon in daemons { await daemon.waitForExit() }
+        await withDiscardingTaskGroup { group in
+            for daemon in daemons { group.addTask { await daemon.stop(within: .seconds(15)) } }
+        }
         await probe.close()
         await redis.stop()
         return FootprintReport(

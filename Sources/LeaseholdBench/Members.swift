@@ -1,54 +1,7 @@
 import Leasehold
 import Logging
 import RedisClient
-import Synchronization
-
-/// One in-process Leasehold member: a `LeaseManager` plus a consumer of its events that acts
-/// on handoff suggestions at once (the bench runs no handlers, so every point is safe).
-final class InProcessMember: Sendable {
-    let name: String
-    let manager: LeaseManager
-    private let tasks = Mutex<(run: Task<Void, Never>?, events: Task<Void, Never>?)>((nil, nil))
-    /// Acquisitions seen so far (for counting moves).
-    let acquisitions = Atomic<Int>(0)
-
-    init(name: String, redis: RedisConfiguration, namespace: String, jobs: [LeaseJob], seed: UInt64) {
-        self.name = name
-        manager = LeaseManager(
-            configuration: .init(
-                redis: redis, keys: LeaseKeys(namespace: namespace),
-                member: .init(owner: OwnerID(member: name), seed: seed)),
-            jobs: jobs, logger: quietLogger("bench.\(name)"))
-    }
-
-    func start() {
-        let manager = self.manager
-        let run = Task { await manager.run() }
-        let events = Task { [self] in
-            for await event in manager.events {
-                switch event {
-                case .handoffSuggested(let job, _):
-                    if let grant = manager.grant(for: job) {
-                        manager.release(job: job, token: grant.token, reason: .handedOff)
-                    }
-                case .acquired:
-                    self.acquisitions.add(1, ordering: .relaxed)
-                default:
-                    break
-                }
-            }
-        }
-        tasks.withLock { $0 = (run, events) }
-    }
-
-    /// Cancels `run()`: a graceful stop that releases every lease.
-    func stop() async {
-        let (run, events) = tasks.withLock { $0 }
-        run?.cancel()
-        await run?.value
-        await events?.value
-    }
-}
+import LeaseholdTesting
 
 /// The lease rules the daemon derives from a catalog job (`JobSpec.leaseJob`): spread
 /// placement, standby delay = renew interval, stability window = TTL (unless given).
@@ -70,7 +23,7 @@ func daemonRedisConfiguration(_ base: RedisConfiguration, jobs: [LeaseJob]) -> R
 }
 
 /// Who leads each job right now, across in-process members.
-func holders(_ members: [InProcessMember]) -> [String: String] {
+func holders(_ members: [TestMember]) -> [String: String] {
     var result: [String: String] = [:]
     for member in members {
         for grant in member.manager.currentGrants { result[grant.job] = member.name }

@@ -1,5 +1,6 @@
 import Foundation
 import Leasehold
+import LeaseholdTesting
 import RedisClient
 
 struct PlacementReport: Codable, Sendable {
@@ -78,41 +79,48 @@ enum PlacementScenario {
         let ttl = Duration.seconds(2)
         let jobs = benchJobs(count: jobCount, ttl: ttl)
         let config = daemonRedisConfiguration(redis.configuration(), jobs: jobs)
-        var members = (0..<memberCount).map { InProcessMember(name: "m\($0)", redis: config, namespace: "leasehold", jobs: jobs, seed: UInt64($0 + 1)) }
-        for member in members { member.start() }
-        func settled(_ list: [InProcessMember]) async -> Bool {
+        func options(_ name: String, seed: UInt64) -> TestMember.Options {
+            TestMember.Options(keys: LeaseKeys(namespace: "leasehold"), seed: seed, logger: quietLogger("bench.\(name)"))
+        }
+        func settled(_ list: [TestMember]) -> Bool {
             misplaced(jobs: jobs, holders: holders(list), members: list.map(\.name)) == 0
         }
-        var start = benchClock.now
-        guard await waitUntil(timeout: .seconds(30), interval: .milliseconds(50), { await settled(members) }) else {
-            log("placement: initial placement did not converge")
-            await withTaskGroup(of: Void.self) { group in for member in members { group.addTask { await member.stop() } } }
-            return nil
+        func converges(_ list: [TestMember]) async -> Bool {
+            (try? await eventually("placement to settle", within: .seconds(30), every: .milliseconds(50)) { settled(list) }) != nil
         }
-        let initial = (benchClock.now - start).secondsValue
-        // Join.
-        let before = holders(members)
-        let newcomer = InProcessMember(name: "m\(memberCount)", redis: config, namespace: "leasehold", jobs: jobs, seed: 99)
-        start = benchClock.now
-        newcomer.start()
-        members.append(newcomer)
-        let joinOK = await waitUntil(timeout: .seconds(30), interval: .milliseconds(50)) { await settled(members) }
-        let joinSeconds = (benchClock.now - start).secondsValue
-        let afterJoin = holders(members)
-        let b = balance(afterJoin, members: members.map(\.name))
-        // Leave (graceful): the first member stops and releases.
-        let leaving = members.removeFirst()
-        start = benchClock.now
-        await leaving.stop()
-        let leaveOK = await waitUntil(timeout: .seconds(30), interval: .milliseconds(50)) { await settled(members) }
-        let leaveSeconds = (benchClock.now - start).secondsValue
-        let afterLeave = holders(members)
-        await withTaskGroup(of: Void.self) { group in for member in members { group.addTask { await member.stop() } } }
+        let names = (0..<memberCount).map { "m\($0)" }
+        let result = try await withMembers(names, redis: config, jobs: jobs, options: { options($0, seed: (UInt64($0.dropFirst()) ?? 0) + 1) }) {
+            initialMembers -> (initial: Double, joinSeconds: Double?, joinMoves: Int, leaveSeconds: Double?, leaveMoves: Int, balance: Double)? in
+            var start = benchClock.now
+            guard await converges(initialMembers) else {
+                log("placement: initial placement did not converge")
+                return nil
+            }
+            let initial = (benchClock.now - start).secondsValue
+            // Join.
+            let before = holders(initialMembers)
+            start = benchClock.now
+            return try await withMember("m\(memberCount)", redis: config, jobs: jobs, options: options("m\(memberCount)", seed: 99)) { newcomer in
+                var members = initialMembers + [newcomer]
+                let joinOK = await converges(members)
+                let joinSeconds = (benchClock.now - start).secondsValue
+                let afterJoin = holders(members)
+                let b = balance(afterJoin, members: members.map(\.name))
+                // Leave (graceful): the first member stops and releases.
+                let leaving = members.removeFirst()
+                start = benchClock.now
+                await leaving.stop()
+                let leaveOK = await converges(members)
+                let leaveSeconds = (benchClock.now - start).secondsValue
+                let afterLeave = holders(members)
+                return (initial, joinOK ? joinSeconds : nil, moves(before, afterJoin), leaveOK ? leaveSeconds : nil, moves(afterJoin, afterLeave), b.max)
+            }
+        }
         await redis.stop()
+        guard let result else { return nil }
         return PlacementReport.Live(
-            jobs: jobCount, members: memberCount, ttlSeconds: ttl.secondsValue, initialConvergeSeconds: initial,
-            joinConvergeSeconds: joinOK ? joinSeconds : nil, joinMoves: moves(before, afterJoin),
-            leaveConvergeSeconds: leaveOK ? leaveSeconds : nil, leaveMoves: moves(afterJoin, afterLeave),
-            maxOverMean: b.max)
+            jobs: jobCount, members: memberCount, ttlSeconds: ttl.secondsValue, initialConvergeSeconds: result.initial,
+            joinConvergeSeconds: result.joinSeconds, joinMoves: result.joinMoves,
+            leaveConvergeSeconds: result.leaveSeconds, leaveMoves: result.leaveMoves, maxOverMean: result.balance)
     }
 }

@@ -86,22 +86,39 @@ public final class LeaseholdService: Service, Sendable {
     /// Whether the last Redis call succeeded (for readiness).
     public var isRedisUp: Bool { redisUp.withLock { $0 } }
 
-    /// Runs until graceful shutdown: then stops handlers, releases leases and returns.
+    /// Runs until graceful shutdown: then stops handlers, releases leases and returns. The
+    /// lease driver, every job runner and the shutdown itself run as children of this call.
+    /// Cancelling it abandons everything: handlers are cancelled, no lease is released.
     public func run() async throws {
         logger.info("member starting", metadata: [
             "member": "\(manager.owner.member)", "instance": "\(manager.owner)", "jobs": "\(catalog.jobs.count)",
             "namespace": "\(catalog.namespace)",
         ])
-        let managerTask = Task { await manager.run() }
-        await withGracefulShutdownHandler {
-            for await event in manager.events {
-                await handle(event)
-                if exitReason != nil { Task { await self.stop() } }
+        let (stopRequests, requestStop) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.manager.run() }
+            for runner in runners.values {
+                group.addTask { await runner.run() }
             }
-        } onGracefulShutdown: {
-            Task { await self.stop() }
+            group.addTask {
+                for await _ in stopRequests {
+                    await self.stop()
+                    return
+                }
+            }
+            await withGracefulShutdownHandler {
+                for await event in manager.events {
+                    await handle(event)
+                    if exitReason != nil { requestStop.yield() }
+                }
+            } onGracefulShutdown: {
+                requestStop.yield()
+            }
+            // The driver has returned (its event stream ended): every lease is released or
+            // abandoned, so the runners have nothing left to lead.
+            requestStop.finish()
+            for runner in runners.values { await runner.finish() }
         }
-        await managerTask.value
         logger.info("member stopped", metadata: ["member": "\(manager.owner.member)"])
     }
 
@@ -137,7 +154,12 @@ public final class LeaseholdService: Service, Sendable {
             logger.info("acquired leadership", metadata: meta)
             metrics.leader(job: grant.job).record(1)
             metrics.leaseAcquired(job: grant.job).increment()
-            await runners[grant.job]?.acquired(grant)
+            if stopping.withLock({ $0 }) {
+                // An acquire that raced the shutdown: nothing may start now, give it back.
+                manager.release(job: grant.job, token: grant.token, reason: .released)
+            } else {
+                await runners[grant.job]?.acquired(grant)
+            }
         case .lost(let job, let token, let reason):
             logger.warning("lost leadership", metadata: [
                 "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)", "reason": "\(reason.rawValue)",

@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
 import Testing
 
@@ -48,27 +48,27 @@ struct DaemonProcessTests {
             try await fleet.redis.command("ZCARD", fleet.keys.members).integer == 3 ? true : nil
         }
         let settled = ContinuousClock.now + Self.ttl * 3
-        func agreedLeaders() async throws -> [String: LeaseHolder]? {
-            var holders: [String: LeaseHolder] = [:]
+        func agreedLeaders() async throws -> [String: LeaseValue]? {
+            var holders: [String: LeaseValue] = [:]
             for job in jobs {
                 guard let holder = try await fleet.holder(job) else { return nil }
                 let believers = members.filter { Self.believedLeadership($0)[job] != nil }
-                guard believers.map(\.name) == [holder.member],
+                guard believers.map(\.name) == [holder.owner.member],
                       Self.believedLeadership(believers[0])[job] == holder.token else { return nil }
                 holders[job] = holder
             }
             return holders
         }
-        var previous: [String: LeaseHolder]?
+        var previous: [String: LeaseValue]?
         let holders = try await eventually("one agreed, stable leader per job", within: .seconds(40), every: .seconds(1), diagnostics: diagnostics) {
-            () async throws -> [String: LeaseHolder]? in
+            () async throws -> [String: LeaseValue]? in
             guard ContinuousClock.now >= settled, let current = try await agreedLeaders() else { return nil }
             defer { previous = current }
             return current == previous ? current : nil
         }
-        print("three members: leaders \(holders.mapValues(\.member).sorted { $0.key < $1.key })")
+        print("three members: leaders \(holders.mapValues(\.owner.member).sorted { $0.key < $1.key })")
         // Rendezvous placement over fixed names is deterministic: the jobs are spread.
-        #expect(Set(holders.values.map(\.member)).count >= 2)
+        #expect(Set(holders.values.map(\.owner.member)).count >= 2)
         for member in members { #expect(member.isRunning, "\(member.name) died:\n\(member.logTail())") }
     }
 
@@ -84,18 +84,18 @@ struct DaemonProcessTests {
         let first = try await eventually("a leader", within: .seconds(20), diagnostics: { members.map { $0.logTail() }.joined() }) {
             try await fleet.holder("tick")
         }
-        let leader = try #require(members.first { $0.name == first.member })
-        let survivor = try #require(members.first { $0.name != first.member })
+        let leader = try #require(members.first { $0.name == first.owner.member })
+        let survivor = try #require(members.first { $0.name != first.owner.member })
         try await eventually("a run by the first leader", within: .seconds(20)) {
-            try await fleet.runs("tick").contains { $0.member == first.member } ? true : nil
+            try await fleet.runs("tick").contains { $0.member == first.owner.member } ? true : nil
         }
 
         let killedAt = ContinuousClock.now
         leader.signal(SIGKILL)
         #expect(try await leader.waitForExit() == 128 + SIGKILL)
         let next = try await eventually("a new holder", within: Self.ttl + .seconds(10), every: .milliseconds(10), diagnostics: { survivor.logTail() }) {
-            () async throws -> LeaseHolder? in
-            guard let holder = try await fleet.holder("tick"), holder.member == survivor.name else { return nil }
+            () async throws -> LeaseValue? in
+            guard let holder = try await fleet.holder("tick"), holder.owner.member == survivor.name else { return nil }
             return holder
         }
         let failover = ContinuousClock.now - killedAt
@@ -124,8 +124,8 @@ struct DaemonProcessTests {
         let first = try await eventually("a leader", within: .seconds(20), diagnostics: { members.map { $0.logTail() }.joined() }) {
             try await fleet.holder("report")
         }
-        let leader = try #require(members.first { $0.name == first.member })
-        let standby = try #require(members.first { $0.name != first.member })
+        let leader = try #require(members.first { $0.name == first.owner.member })
+        let standby = try #require(members.first { $0.name != first.owner.member })
         // The standby must be up and waiting (it has seen the lease held) before the handover.
         try await eventually("both members registered", within: .seconds(20)) {
             try await fleet.redis.command("ZCARD", fleet.keys.members).integer == 2 ? true : nil
@@ -134,8 +134,8 @@ struct DaemonProcessTests {
         let termAt = ContinuousClock.now
         leader.signal(SIGTERM)
         let next = try await eventually("the standby to hold the lease", within: .seconds(10), every: .milliseconds(5), diagnostics: { standby.logTail() + leader.logTail() }) {
-            () async throws -> LeaseHolder? in
-            guard let holder = try await fleet.holder("report"), holder.member == standby.name else { return nil }
+            () async throws -> LeaseValue? in
+            guard let holder = try await fleet.holder("report"), holder.owner.member == standby.name else { return nil }
             return holder
         }
         let handover = ContinuousClock.now - termAt
@@ -160,12 +160,12 @@ struct DaemonProcessTests {
         let members = try ["a", "b"].map { try fleet.start($0) }
         let diagnostics = { members.map { $0.logTail(20) }.joined(separator: "\n") }
         let first = try await eventually("three runs", within: .seconds(30), diagnostics: diagnostics) {
-            () async throws -> LeaseHolder? in
+            () async throws -> LeaseValue? in
             guard try await fleet.runs("beat").count >= 3 else { return nil }
             return try await fleet.holder("beat")
         }
-        let leader = try #require(members.first { $0.name == first.member })
-        let survivor = try #require(members.first { $0.name != first.member })
+        let leader = try #require(members.first { $0.name == first.owner.member })
+        let survivor = try #require(members.first { $0.name != first.owner.member })
         leader.signal(SIGKILL)
         _ = try await leader.waitForExit()
         try await eventually("three runs by the survivor", within: .seconds(30), diagnostics: diagnostics) {
@@ -219,7 +219,7 @@ struct DaemonProcessTests {
         let standby = try #require(members.first { $0.name != firstRun[2] })
         #expect(processGroupAlive(oldPgid))
         let oldLease = try #require(try await fleet.holder("worker"))
-        #expect(oldLease.token == oldToken && oldLease.member == leader.name)
+        #expect(oldLease.token == oldToken && oldLease.owner.member == leader.name)
 
         let stoppedAt = ContinuousClock.now
         leader.signal(SIGSTOP)
@@ -243,10 +243,10 @@ struct DaemonProcessTests {
             $0.message == "lost leadership" && $0.job == "worker" && $0.token == oldToken
         }
         let holder = try await fleet.holder("worker")
-        #expect(holder?.member == standby.name && holder?.token == newToken)
+        #expect(holder?.owner.member == standby.name && holder?.token == newToken)
         // A write fenced with the stale token is refused by Redis.
         let refused = try await fleet.redis.command(
-            "EVAL", LeaseScripts.fencedSet.source, "2", fleet.keys.lease("worker"), "\(fleet.namespace):resource", oldLease.value, "stale")
+            "EVAL", LeaseScripts.fencedSet.source, "2", fleet.keys.lease("worker"), "\(fleet.namespace):resource", oldLease.description, "stale")
         #expect(refused.integer == 0, "stale fenced write was accepted: \(refused)")
         #expect(runLines().filter { $0.count == 4 && $0[2] == leader.name }.count == 1, "the woken member ran again: \(runLines())")
         #expect(leader.isRunning, "\(leader.logTail())")
@@ -371,7 +371,7 @@ struct DaemonProcessTests {
         try await fleet.redis.restart()
         try await member.waitForLine("redis reachable", within: .seconds(20)) { $0.message == "redis reachable" }
         try await member.waitForLine("acquired leadership", within: .seconds(20)) { $0.message == "acquired leadership" && $0.job == "later" }
-        #expect(try await fleet.holder("later")?.member == "patient")
+        #expect(try await fleet.holder("later")?.owner.member == "patient")
     }
 
     @Test func jsonLogsAndHTTPEndpoints() async throws {

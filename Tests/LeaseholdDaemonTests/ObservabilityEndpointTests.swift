@@ -1,5 +1,5 @@
 import Foundation
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Synchronization
 import Testing
 
@@ -11,63 +11,9 @@ import Glibc
 // /metrics in the text format, /healthz, /readyz (503 while Redis is down), /status JSON,
 // and its JSON log lines on stderr. The Redis URL carries a password that must never show.
 
-/// The package root (…/Tests/LeaseholdDaemonTests/ThisFile.swift → …).
-private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-/// The built `leaseholdd` (swift build --build-tests builds it next to the test bundle).
-private func leaseholddPath() throws -> String {
-    var candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("leaseholdd").path]
-    candidates.append(packageRoot.appendingPathComponent(".build/debug/leaseholdd").path)
-    if let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) { return found }
-    throw TestSupportError("leaseholdd not built (looked at \(candidates)); run swift build --build-tests")
-}
-
 private func get(_ port: Int, _ path: String) async -> (status: Int, body: String)? {
     // DaemonTestSupport's blocking GET, off the cooperative pool.
     await Task.detached { httpGet(port: port, path: path).map { ($0.status, $0.body) } }.value
-}
-
-/// A running `leaseholdd` with stderr captured to a file.
-private final class HTTPScrapedDaemon: Sendable {
-    let process: Process
-    let stderrPath: String
-    let httpPort: Int
-
-    init(arguments: [String], directory: String, httpPort: Int) throws {
-        stderrPath = directory + "/leaseholdd-\(httpPort).stderr"
-        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try leaseholddPath())
-        process.arguments = arguments + ["--http", "127.0.0.1:\(httpPort)"]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
-        try process.runWithDefaultSignalMask()
-        self.process = process
-        self.httpPort = httpPort
-    }
-
-    var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
-
-    /// SIGTERM and wait (bounded); SIGKILL if it hangs. Returns the exit status, nil if killed.
-    func terminate(within timeout: Duration = .seconds(20)) async -> Int32? {
-        guard process.isRunning else { return process.terminationStatus }
-        process.terminate()
-        let exited = await obsEventually(within: timeout) { !process.isRunning }
-        if !exited {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            return nil
-        }
-        return process.terminationStatus
-    }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
 }
 
 @Suite("Observability: leaseholdd over HTTP", .serialized, .timeLimit(.minutes(3)))
@@ -93,30 +39,31 @@ struct ObservabilityEndpointTests {
             """.write(toFile: catalogPath, atomically: true, encoding: .utf8)
 
         // The HTTP port is picked free; if another process grabs it first the daemon exits: retry.
-        var daemon: HTTPScrapedDaemon?
+        var daemon: (process: DaemonProcess, port: Int)?
         for _ in 0..<5 {
-            let candidate = try HTTPScrapedDaemon(
+            let port = FreePort.next()
+            let candidate = try DaemonProcess(
+                name: "obs-d1",
                 arguments: ["--config", catalogPath, "--redis", "redis://:secret@127.0.0.1:\(redis.port)/0", "--name", "obs-d1",
-                            "--log-format", "json", "--log-level", "info"],
-                directory: redis.directory, httpPort: FreePort.next())
-            let listening = await obsEventually(within: .seconds(20)) {
-                await get(candidate.httpPort, "/healthz")?.status == 200 || !candidate.process.isRunning
-            }
-            if listening && candidate.process.isRunning {
-                daemon = candidate
+                            "--log-format", "json", "--log-level", "info", "--http", "127.0.0.1:\(port)"])
+            let listening = (try? await eventually("/healthz to answer", within: .seconds(20)) {
+                await get(port, "/healthz")?.status == 200 || !candidate.isRunning
+            }) != nil
+            if listening && candidate.isRunning {
+                daemon = (candidate, port)
                 break
             }
-            _ = await candidate.terminate()
+            await candidate.stop()
         }
-        let d = try #require(daemon, "leaseholdd never served /healthz")
-        let port = d.httpPort
+        let (d, port) = try #require(daemon, "leaseholdd never served /healthz")
+        /// Everything the daemon wrote to stderr so far.
+        var stderr: String { d.lines.map(\.raw).joined(separator: "\n") }
 
         // Leader, as /metrics says.
-        let led = await obsEventually(within: .seconds(20)) {
+        try await eventually("leaseholdd to lead", within: .seconds(20), diagnostics: { stderr }) {
             guard let body = await get(port, "/metrics")?.body, let samples = try? obsParsePrometheus(body) else { return false }
             return samples.value("leasehold_leader", ["job": job]) == 1
         }
-        try #require(led, "leaseholdd never led; stderr:\n\(d.stderr)")
         let metrics = try #require(await get(port, "/metrics"))
         #expect(metrics.status == 200)
         let samples = try obsParsePrometheus(metrics.body)  // every line a comment or `name{labels} value`
@@ -142,35 +89,31 @@ struct ObservabilityEndpointTests {
 
         // Redis stopped: /readyz 503, /healthz still 200, the process stays up.
         await redis.kill()
-        let unready = await obsEventually(within: .seconds(15)) { await get(port, "/readyz")?.status == 503 }
-        #expect(unready, "/readyz never turned 503 with Redis stopped")
+        try await eventually("/readyz to turn 503 with Redis stopped", within: .seconds(15)) { await get(port, "/readyz")?.status == 503 }
         #expect(await get(port, "/healthz")?.status == 200)
-        let steppedDown = await obsEventually(within: .seconds(10)) {
+        try await eventually("/status to show no leadership with Redis down", within: .seconds(10)) {
             guard let body = await get(port, "/status")?.body,
                   let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return false }
             return (object["leading"] as? [Any])?.isEmpty == true && object["redis_up"] as? Bool == false
         }
-        #expect(steppedDown, "/status still shows leadership with Redis down")
         try await Task.sleep(for: .seconds(2))
-        #expect(d.process.isRunning, "leaseholdd died during the outage; stderr:\n\(d.stderr)")
+        #expect(d.isRunning, "leaseholdd died during the outage; stderr:\n\(stderr)")
 
         // Redis back: ready and leading again.
         try await redis.restart()
-        let ready = await obsEventually(within: .seconds(20)) { await get(port, "/readyz")?.status == 200 }
-        #expect(ready, "/readyz never came back")
-        let ledAgain = await obsEventually(within: .seconds(20)) {
+        try await eventually("/readyz to come back", within: .seconds(20)) { await get(port, "/readyz")?.status == 200 }
+        try await eventually("leading again after Redis came back", within: .seconds(20)) {
             guard let body = await get(port, "/metrics")?.body, let samples = try? obsParsePrometheus(body) else { return false }
             return samples.value("leasehold_leader", ["job": job]) == 1
         }
-        #expect(ledAgain, "not leading again after Redis came back")
         let finalStatus = await get(port, "/status")?.body ?? ""
         let finalMetrics = await get(port, "/metrics")?.body ?? ""
 
-        let exit = await d.terminate()
-        #expect(exit == 0, "leaseholdd exit status \(String(describing: exit)); stderr:\n\(d.stderr)")
+        let exit = await d.stop()
+        #expect(exit == 0, "leaseholdd exit status \(String(describing: exit)); stderr:\n\(stderr)")
 
         // Logs: every line one JSON object; transitions carry job, member, token, reason.
-        let lines = d.stderr.split(separator: "\n").map(String.init)
+        let lines = stderr.split(separator: "\n").map(String.init)
         var objects: [[String: Any]] = []
         for line in lines {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
@@ -191,7 +134,7 @@ struct ObservabilityEndpointTests {
         let starting = objects.first { $0["message"] as? String == "leaseholdd starting" }
         #expect((starting?["redis"] as? String)?.contains(":***@") == true, "startup line: \(String(describing: starting))")
         // The password appears nowhere: not in logs, not in /status, not in /metrics.
-        #expect(!d.stderr.contains("secret"), "stderr leaks the Redis password")
+        #expect(!stderr.contains("secret"), "stderr leaks the Redis password")
         #expect(!finalStatus.contains("secret") && !status.body.contains("secret"))
         #expect(!finalMetrics.contains("secret"))
     }

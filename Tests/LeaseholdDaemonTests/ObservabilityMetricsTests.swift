@@ -1,7 +1,7 @@
 import Foundation
 import Leasehold
 import LeaseholdDaemon
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Logging
 import Prometheus
 import RedisClient
@@ -155,15 +155,6 @@ struct ObsCapturingLogHandler: Logging.LogHandler {
 
 // MARK: - Helpers
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes.
-func obsEventually(within timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
-}
 
 /// A one-job catalog: a continuous `log` job with a 2 s lease, placement `any`.
 func obsCatalog(job: String, namespace: String) -> Catalog {
@@ -197,15 +188,12 @@ struct ObservabilityMetricsTests {
         let run = Task { try await service.run() }
 
         // Acquire: leader = 1, acquired_total = 1, redis_up = 1, members = 1.
-        let led = try await obsEventually(within: .seconds(20)) { try scrape().value("leasehold_leader", ["job": job]) == 1 }
-        try #require(led, "never became leader; metrics:\n\(registry.emitToString())")
+        try await eventually("leadership", within: .seconds(20), diagnostics: { registry.emitToString() }) { try scrape().value("leasehold_leader", ["job": job]) == 1 }
         var samples = try scrape()
         #expect(samples.value("leasehold_lease_acquired_total", ["job": job]) == 1)
         #expect(samples.value("leasehold_redis_up") == 1)
-        let members = try await obsEventually(within: .seconds(10)) { try scrape().value("leasehold_members") == 1 }
-        #expect(members, "leasehold_members never reached 1")
-        let renewTimed = try await obsEventually(within: .seconds(10)) { try scrape().total("leasehold_renew_duration_seconds_count") >= 2 }
-        #expect(renewTimed, "leasehold_renew_duration_seconds has no observations")
+        try await eventually("leasehold_members to reach 1", within: .seconds(10)) { try scrape().value("leasehold_members") == 1 }
+        try await eventually("observations of leasehold_renew_duration_seconds", within: .seconds(10)) { try scrape().total("leasehold_renew_duration_seconds_count") >= 2 }
 
         // Health, readiness, status.
         #expect(status.respond(to: "/healthz").status == .ok)
@@ -225,29 +213,26 @@ struct ObservabilityMetricsTests {
 
         // Redis down: redis_up = 0, errors counted, leader steps down, /readyz 503.
         await redis.kill()
-        let down = try await obsEventually(within: .seconds(10)) {
+        try await eventually("redis_up and leader at 0 after Redis died", within: .seconds(10), diagnostics: { registry.emitToString() }) {
             let samples = try scrape()
             return samples.value("leasehold_redis_up") == 0 && samples.value("leasehold_leader", ["job": job]) == 0
         }
-        try #require(down, "metrics after Redis died:\n\(registry.emitToString())")
         samples = try scrape()
         #expect(samples.value("leasehold_lease_lost_total", ["job": job, "reason": "stepped_down"]) == 1)
         let errorsAtDown = samples.total("leasehold_redis_errors_total")
         #expect(errorsAtDown >= 1)
         #expect(status.respond(to: "/readyz").status == .serviceUnavailable)
         // Retries continue (errors keep counting) but the log says it once.
-        let moreErrors = try await obsEventually(within: .seconds(10)) { try scrape().total("leasehold_redis_errors_total") > errorsAtDown }
-        #expect(moreErrors, "no retries while Redis is down")
+        try await eventually("retries while Redis is down", within: .seconds(10)) { try scrape().total("leasehold_redis_errors_total") > errorsAtDown }
         try await Task.sleep(for: .seconds(2))
         #expect(logs.lines.filter { $0.contains("redis unreachable") }.count == 1, "Redis-down logged more than once:\n\(logs.lines.joined(separator: "\n"))")
 
         // Redis back: led again, redis_up = 1, /readyz 200.
         try await redis.restart()
-        let back = try await obsEventually(within: .seconds(20)) {
+        try await eventually("leadership and redis_up after Redis came back", within: .seconds(20), diagnostics: { registry.emitToString() }) {
             let samples = try scrape()
             return samples.value("leasehold_leader", ["job": job]) == 1 && samples.value("leasehold_redis_up") == 1
         }
-        try #require(back, "metrics after Redis came back:\n\(registry.emitToString())")
         #expect(try scrape().value("leasehold_lease_acquired_total", ["job": job]) == 2)
         #expect(status.respond(to: "/readyz").status == .ok)
         let secondToken = try #require(service.manager.grant(for: job)?.token)
@@ -255,8 +240,7 @@ struct ObservabilityMetricsTests {
 
         // Release: leader = 0, lost_total{reason=released} = 1.
         await service.stop()
-        let stopped = await obsEventually(within: .seconds(15)) { run.isCancelled || (try? scrape().value("leasehold_lease_lost_total", ["job": job, "reason": "released"])) == 1 }
-        #expect(stopped)
+        try await eventually("the release to be counted", within: .seconds(15)) { run.isCancelled || (try? scrape().value("leasehold_lease_lost_total", ["job": job, "reason": "released"])) == 1 }
         _ = try await run.value
         samples = try scrape()
         #expect(samples.value("leasehold_leader", ["job": job]) == 0)

@@ -1,6 +1,8 @@
 import Leasehold
 import LeaseholdDaemon
+import Logging
 import RedisClient
+import ServiceLifecycle
 import Testing
 
 // The library examples of README.md, kept compiling: if an API they use changes, this file
@@ -17,12 +19,29 @@ private struct PublishReport: JobHandler {
     }
 }
 
-/// README's leader-election example, up to the point where it would wait for events.
-private func leaderElectionExample() throws -> LeaseManager {
-    LeaseManager(
+/// README's leader-election example: the user's service beside the manager.
+private struct Billing: Service {
+    let manager: LeaseManager
+
+    func run() async throws {
+        for await event in manager.events.cancelOnGracefulShutdown() {
+            if case .acquired(let grant, _, _) = event { print("leading \(grant.job) with token \(grant.token)") }
+        }
+        // The work has stopped: give the leases back so a standby takes over at once.
+        manager.releaseAll()
+    }
+}
+
+/// README's leader-election example, up to the point where it would run the group.
+private func leaderElectionExample() throws -> (LeaseManager, ServiceGroup) {
+    let manager = LeaseManager(
         configuration: .init(redis: RedisConfiguration(endpoint: try RedisEndpoint(url: "redis://127.0.0.1:6379")),
                              member: .init(owner: OwnerID(member: "web-1"))),
         jobs: [LeaseJob(name: "billing", timing: LeaseTiming(ttl: .seconds(10)))])
+    let group = ServiceGroup(
+        services: [manager, Billing(manager: manager)], gracefulShutdownSignals: [.sigterm],
+        logger: Logger(label: "billing"))
+    return (manager, group)
 }
 
 @Test("README examples compile and register")
@@ -30,5 +49,5 @@ func readmeExamples() throws {
     var registry = HandlerRegistry.builtIn
     registry.register(PublishReport.self)
     #expect(registry.kinds.contains("publish-report"))
-    #expect(try leaderElectionExample().jobs.map(\.name) == ["billing"])
+    #expect(try leaderElectionExample().0.jobs.map(\.name) == ["billing"])
 }

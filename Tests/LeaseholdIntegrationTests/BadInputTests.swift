@@ -2,7 +2,7 @@ import RedisClient
 import Testing
 
 @testable import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 
 /// What a member does when the Redis it is given is wrong: bad URL, wrong password, nothing
 /// listening, or something else listening. Never a crash, a hang or an acquisition.
@@ -11,8 +11,8 @@ struct BadInputTests {
     /// Runs a member against `redis` until it reports Redis down; checks it acquired nothing
     /// and stops promptly. Returns the down event's detail.
     func downDetail(_ redis: RedisConfiguration, observeFor window: Duration = .milliseconds(500)) async throws -> String {
-        let member = Member("alpha", redis: redis, jobs: jobs(["j"], ttl: .seconds(2)), shutdownTimeout: .seconds(5))
-        let down = try await eventually(within: .seconds(10), "a redis-down event") {
+        try await withMember("alpha", redis: redis, jobs: jobs(["j"], ttl: .seconds(2)), options: options()) { member in
+        let down = try await eventually("a redis-down event", within: .seconds(10)) {
             member.log.availability.first { !$0.up }
         }
         // Asserting an absence needs a window: keep watching a little while it retries.
@@ -23,6 +23,7 @@ struct BadInputTests {
         let stopping = await member.stop()
         #expect(stopping < .seconds(4), "stop took \(stopping.ms) ms")
         return down.detail ?? ""
+        }
     }
 
     @Test func wrongPasswordSurfacesAnAuthenticationError() async throws {
@@ -53,9 +54,9 @@ struct BadInputTests {
         #expect(try await server.command("EXISTS", keys.lease("j")).integer == 0)
 
         // The right password works (the server itself is fine).
-        let member = Member("alpha", redis: server.configuration(), jobs: jobs(["j"], ttl: .seconds(2)))
-        _ = try await eventually("the right password leads") { member.log.acquisitions.first }
-        await member.stop()
+        try await withMember("alpha", redis: server.configuration(), jobs: jobs(["j"], ttl: .seconds(2)), options: options()) { member in
+            _ = try await eventually("the right password leads") { member.log.acquisitions.first }
+        }
     }
 
     @Test(arguments: [

@@ -2,7 +2,7 @@ import RedisClient
 import Testing
 
 @testable import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 
 /// Writes guarded by the lease: a member that lost the lease cannot write any more.
 @Suite("Fenced writes against redis-server", .timeLimit(.minutes(1)))
@@ -10,7 +10,7 @@ struct FencingTests {
     @Test func fencedRedisRefusesWritesOnceTheLeaseMovedToAnotherMember() async throws {
         let server = try await RedisServerProcess()
         let spec = jobs(["fenced"], ttl: .seconds(2))
-        let alpha = Member("alpha", redis: server.configuration(), jobs: spec, seed: 1)
+        try await withMember("alpha", redis: server.configuration(), jobs: spec, options: options(seed: 1)) { alpha in
         let first = try await eventually("alpha leads") { alpha.log.acquisitions.first }
         let connection = RedisConnection(configuration: server.configuration())
         let alphaWrites = FencedRedis(connection: connection, keys: keys, job: "fenced", owner: alpha.owner, token: first.grant.token)
@@ -18,7 +18,7 @@ struct FencingTests {
         #expect(try await alphaWrites.hashSet("out-hash", fields: ["by": "alpha"]))
 
         // Alpha crashes (no release); beta takes over once the lease expired.
-        let beta = Member("beta", redis: server.configuration(), jobs: spec, seed: 2)
+        try await withMember("beta", redis: server.configuration(), jobs: spec, options: options(seed: 2)) { beta in
         await alpha.crash()
         let second = try await eventually("beta takes over") { beta.log.acquisitions.first }
         #expect(second.grant.token > first.grant.token)
@@ -40,6 +40,8 @@ struct FencingTests {
         #expect(try await betaWrites.set("out", to: "beta-after-release") == false)
         #expect(try await server.command("GET", "out").string == "beta-1")
         await connection.close()
+        }
+        }
     }
 
     /// The downstream-fencing script from Docs/PROTOCOL.md: a store that remembers the highest
@@ -57,12 +59,12 @@ struct FencingTests {
     @Test func downstreamStoreRejectsALowerTokenThanItHasSeen() async throws {
         let server = try await RedisServerProcess()
         let spec = jobs(["down"], ttl: .seconds(2))
-        let alpha = Member("alpha", redis: server.configuration(), jobs: spec, seed: 1)
-        let first = try await eventually("alpha leads") { alpha.log.acquisitions.first }
-        await alpha.stop()
-        let beta = Member("beta", redis: server.configuration(), jobs: spec, seed: 2)
-        let second = try await eventually("beta leads") { beta.log.acquisitions.first }
-        await beta.stop()
+        let first = try await withMember("alpha", redis: server.configuration(), jobs: spec, options: options(seed: 1)) { alpha in
+            try await eventually("alpha leads") { alpha.log.acquisitions.first }
+        }
+        let second = try await withMember("beta", redis: server.configuration(), jobs: spec, options: options(seed: 2)) { beta in
+            try await eventually("beta leads") { beta.log.acquisitions.first }
+        }
         #expect(second.grant.token > first.grant.token)
 
         let connection = RedisConnection(configuration: server.configuration())

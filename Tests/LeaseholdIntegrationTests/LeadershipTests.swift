@@ -2,7 +2,7 @@ import RedisClient
 import Testing
 
 @testable import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 
 /// Leadership against a real redis-server: exclusivity, crash and graceful failover.
 @Suite("Leadership against redis-server", .timeLimit(.minutes(1)))
@@ -11,13 +11,11 @@ struct LeadershipTests {
         let server = try await RedisServerProcess()
         let names = (0..<20).map { "job-\($0)" }
         let spec = jobs(names, ttl: .seconds(2))
-        let alpha = Member("alpha", redis: server.configuration(), jobs: spec, seed: 1)
-        let beta = Member("beta", redis: server.configuration(), jobs: spec, seed: 2)
-        let members = [alpha, beta]
-
+        try await withMembers(["alpha", "beta"], redis: server.configuration(), jobs: spec, options: { options(seed: $0 == "alpha" ? 1 : 2) }) { members in
+        let (alpha, beta) = (members[0], members[1])
         // Converge: every job has a lease in Redis, and exactly its owner holds a grant with
         // the same token.
-        try await waitUntil("every job held in Redis and by its owner's grants") {
+        try await eventually("every job held in Redis and by its owner's grants") {
             for job in names {
                 guard let value = try await server.lease(job) else { return false }
                 for member in members {
@@ -64,15 +62,16 @@ struct LeadershipTests {
         await alpha.stop()
         await beta.stop()
         for job in names { #expect(try await server.lease(job) == nil, "\(job) not released on stop") }
+        }
     }
 
     @Test func crashedLeaderIsReplacedOnlyAfterItsLeaseExpires() async throws {
         let server = try await RedisServerProcess()
         let spec = jobs(["crashy"], ttl: .seconds(2))
-        let alpha = Member("alpha", redis: server.configuration(), jobs: spec, seed: 1)
+        try await withMember("alpha", redis: server.configuration(), jobs: spec, options: options(seed: 1)) { alpha in
         let first = try await eventually("alpha leads") { alpha.log.acquisitions.first }
-        let beta = Member("beta", redis: server.configuration(), jobs: spec, seed: 2)
-        try await waitUntil("beta talks to Redis") { beta.log.availability.contains { $0.up } }
+        try await withMember("beta", redis: server.configuration(), jobs: spec, options: options(seed: 2)) { beta in
+        try await eventually("beta talks to Redis") { beta.log.availability.contains { $0.up } }
 
         await alpha.crash()
         // The lease stays in Redis: nobody released it.
@@ -97,7 +96,8 @@ struct LeadershipTests {
         #expect(event["type"] == "expired_takeover")
         #expect(event["previous"] == "\(alpha.owner):\(first.grant.token)")
         #expect(event["token"] == String(takeover.grant.token))
-        await beta.stop()
+        }
+        }
     }
 
     @Test func gracefulShutdownHandsOverAtOnce() async throws {
@@ -105,10 +105,10 @@ struct LeadershipTests {
         // A TTL far above the bound: a takeover within 500 ms can only come from the release
         // and the released channel, never from expiry.
         let spec = jobs(["graceful"], ttl: .seconds(10))
-        let alpha = Member("alpha", redis: server.configuration(), jobs: spec, seed: 1)
+        try await withMember("alpha", redis: server.configuration(), jobs: spec, options: options(seed: 1)) { alpha in
         let first = try await eventually("alpha leads") { alpha.log.acquisitions.first }
         // Alpha's first renew has completed once it reports members; its next is ~3 s away.
-        try await waitUntil("alpha's first renew") {
+        try await eventually("alpha's first renew") {
             alpha.log.all.contains { if case .membersChanged = $0.event { true } else { false } }
         }
         let scriptCalls = { () async throws -> Int in
@@ -116,12 +116,12 @@ struct LeadershipTests {
             return stats["evalsha", default: 0] + stats["eval", default: 0]
         }
         let callsBeforeBeta = try await scriptCalls()
-        let beta = Member("beta", redis: server.configuration(), jobs: spec, seed: 2)
-        try await waitUntil("beta talks to Redis") { beta.log.availability.contains { $0.up } }
+        try await withMember("beta", redis: server.configuration(), jobs: spec, options: options(seed: 2)) { beta in
+        try await eventually("beta talks to Redis") { beta.log.availability.contains { $0.up } }
         // Beta's first poll sends a renew and an acquire; once both ran, the acquire found the
         // lease held and beta waits for its expiry (~10 s) unless told otherwise.
-        try await waitUntil("beta's first acquire ran") { try await scriptCalls() >= callsBeforeBeta + 2 }
-        try await waitUntil("both members subscribed to the released channel") {
+        try await eventually("beta's first acquire ran") { try await scriptCalls() >= callsBeforeBeta + 2 }
+        try await eventually("both members subscribed to the released channel") {
             let reply = try await server.command("PUBSUB", "NUMSUB", keys.releasedChannel)
             return reply.array?.last?.integer == 2
         }
@@ -136,31 +136,30 @@ struct LeadershipTests {
         }.first
         #expect(released != nil, "alpha did not confirm its release")
 
-        let takeover = try await eventually(within: .seconds(5), "beta takes over") { beta.log.acquisitions.first }
+        let takeover = try await eventually("beta takes over", within: .seconds(5)) { beta.log.acquisitions.first }
         #expect(takeover.at - stopAt <= .milliseconds(500), "handoff took \((takeover.at - stopAt).ms) ms")
         #expect(takeover.grant.token > first.grant.token)
         #expect(takeover.takeover == .acquired)
         let event = try await server.lastLeaseEvent("graceful")
         #expect(event["type"] == "acquired")
         #expect(event["gap_ms"].flatMap { Int($0) } != nil)
-        await beta.stop()
+        }
+        }
     }
 
     @Test func releasingOneJobLetsSomeMemberLeadItAgainQuickly() async throws {
         let server = try await RedisServerProcess()
         let spec = jobs(["solo"], ttl: .seconds(10))
-        let alpha = Member("alpha", redis: server.configuration(), jobs: spec, seed: 1)
-        let beta = Member("beta", redis: server.configuration(), jobs: spec, seed: 2)
-        let members = [alpha, beta]
+        try await withMembers(["alpha", "beta"], redis: server.configuration(), jobs: spec, options: { options(seed: $0 == "alpha" ? 1 : 2) }) { members in
         let (leader, first) = try await eventually("someone leads") {
             members.lazy.compactMap { member in member.log.acquisitions.first.map { (member, $0) } }.first
         }
-        try await waitUntil("both subscribed") {
+        try await eventually("both subscribed") {
             try await server.command("PUBSUB", "NUMSUB", keys.releasedChannel).array?.last?.integer == 2
         }
         let releaseAt = ContinuousClock.now
         leader.manager.release(job: "solo", token: first.grant.token)
-        let next = try await eventually(within: .seconds(5), "a new leadership") {
+        let next = try await eventually("a new leadership", within: .seconds(5)) {
             members.lazy.compactMap { member in
                 member.log.acquisitions.first { $0.grant.token != first.grant.token }.map { (member, $0) }
             }.first
@@ -168,7 +167,6 @@ struct LeadershipTests {
         #expect(next.1.at - releaseAt <= .milliseconds(500), "re-lead took \((next.1.at - releaseAt).ms) ms")
         #expect(next.1.grant.token > first.grant.token)
         #expect(try await server.lease("solo")?.token == next.1.grant.token)
-        await alpha.stop()
-        await beta.stop()
+        }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Logging
 import RedisClient
 import Synchronization
@@ -31,131 +31,59 @@ private let outageTiming = LeaseTiming(ttl: .seconds(2))
 /// the engine's timer fires on time, this covers task scheduling on a loaded machine.
 private let stepDownTolerance: Duration = .milliseconds(230)
 
-/// One in-process member: a LeaseManager plus a recorder of its events and a sampler of its
-/// grant snapshot (so the test knows the send time of the last successful renewal).
-private final class OutageMember: Sendable {
-    struct Entry: Sendable {
-        var at: ContinuousClock.Instant
-        var event: LeaseManagerEvent
-    }
+/// The grant with the latest step-down instant each member was seen to hold, per job: sampled
+/// every 5 ms and at every acquisition, so the test knows the send time of the last successful
+/// renewal.
+private final class GrantSamples: Sendable {
+    private let latest = Mutex<[String: [String: LeaseGrant]]>([:])
 
-    let name: String
-    let manager: LeaseManager
-    let jobs: [String]
-    private let entries = Mutex<[Entry]>([])
-    /// Per job: the grant with the latest step-down instant seen while leading.
-    private let latestGrant = Mutex<[String: LeaseGrant]>([:])
-    private let tasks = Mutex<[Task<Void, Never>]>([])
-    private let runTask = Mutex<Task<Void, Never>?>(nil)
-
-    init(name: String, endpoint: RedisEndpoint, namespace: String, jobs: [String], timing: LeaseTiming = outageTiming) {
-        self.name = name
-        self.jobs = jobs
-        let leaseJobs = jobs.map { LeaseJob(name: $0, timing: timing, placement: .any) }
-        // The same call timeout the daemon derives.
-        let callTimeout = LeaseTiming.callTimeout(for: leaseJobs)
-        let configuration = LeaseManager.Configuration(
-            redis: RedisConfiguration(endpoint: endpoint, connectTimeout: callTimeout, commandTimeout: callTimeout),
-            keys: LeaseKeys(namespace: namespace),
-            member: .init(owner: OwnerID(member: name), seed: UInt64.random(in: .min ... .max)),
-            shutdownTimeout: .seconds(3))
-        manager = LeaseManager(
-            configuration: configuration, jobs: leaseJobs,
-            logger: Logger(label: "outage.\(name)"))
-    }
-
-    func start() {
-        let manager = self.manager
-        runTask.withLock { $0 = Task { await manager.run() } }
-        let consumer = Task { [self] in
-            for await event in manager.events {
-                let now = ContinuousClock.now
-                entries.withLock { $0.append(Entry(at: now, event: event)) }
-                if case .acquired(let grant, _, _) = event { note(grant) }
-            }
+    func note(_ member: String, _ grant: LeaseGrant) {
+        latest.withLock { latest in
+            if let known = latest[member]?[grant.job], known.token == grant.token, known.stepDownAt >= grant.stepDownAt { return }
+            latest[member, default: [:]][grant.job] = grant
         }
-        let sampler = Task { [self] in
+    }
+
+    func last(_ member: String, _ job: String) -> LeaseGrant? { latest.withLock { $0[member]?[job] } }
+}
+
+/// The Redis settings of these tests' members: the call timeout the daemon derives.
+private func outageRedis(_ endpoint: RedisEndpoint, jobs: [String]) -> (RedisConfiguration, [LeaseJob]) {
+    let leaseJobs = jobs.map { LeaseJob(name: $0, timing: outageTiming, placement: .any) }
+    let callTimeout = LeaseTiming.callTimeout(for: leaseJobs)
+    return (RedisConfiguration(endpoint: endpoint, connectTimeout: callTimeout, commandTimeout: callTimeout), leaseJobs)
+}
+
+/// A member of these tests: a random seed, and the grant sampler as its work.
+private func outageOptions(_ name: String, namespace: String, samples: GrantSamples) -> TestMember.Options {
+    TestMember.Options(
+        keys: LeaseKeys(namespace: namespace), seed: UInt64.random(in: .min ... .max), shutdownTimeout: .seconds(3),
+        logger: Logger(label: "outage.\(name)"),
+        onEvent: { member, event in
+            if case .acquired(let grant, _, _) = event { samples.note(member.name, grant) }
+        },
+        work: { member in
             while !Task.isCancelled {
-                for job in jobs { if let grant = manager.grant(for: job) { note(grant) } }
+                for job in member.manager.jobs { if let grant = member.manager.grant(for: job.name) { samples.note(member.name, grant) } }
                 try? await Task.sleep(for: .milliseconds(5))
             }
-        }
-        tasks.withLock { $0 += [consumer, sampler] }
-    }
-
-    private func note(_ grant: LeaseGrant) {
-        latestGrant.withLock { latest in
-            if let known = latest[grant.job], known.token == grant.token, known.stepDownAt >= grant.stepDownAt { return }
-            latest[grant.job] = grant
-        }
-    }
-
-    /// Cancels the run (which releases everything held) and waits, bounded.
-    func stop() async {
-        let run = runTask.withLock { $0 }
-        run?.cancel()
-        let finished = await outageWait(for: .seconds(15)) { await run?.value; return true }
-        #expect(finished, "member \(name) did not stop within 15 s")
-        for task in tasks.withLock({ $0 }) { task.cancel() }
-    }
-
-    var events: [Entry] { entries.withLock { $0 } }
-
-    /// The latest grant of `job` this member was seen to hold.
-    func lastGrant(_ job: String) -> LeaseGrant? { latestGrant.withLock { $0[job] } }
-
-    func acquisitions(_ job: String, after: ContinuousClock.Instant = .now - .seconds(3600)) -> [(at: ContinuousClock.Instant, grant: LeaseGrant)] {
-        events.compactMap { entry in
-            if case .acquired(let grant, _, _) = entry.event, grant.job == job, entry.at >= after { return (entry.at, grant) }
-            return nil
-        }
-    }
-
-    func losses(_ job: String) -> [(at: ContinuousClock.Instant, token: UInt64, reason: LossReason)] {
-        events.compactMap { entry in
-            if case .lost(let lostJob, let token, let reason) = entry.event, lostJob == job { return (entry.at, token, reason) }
-            return nil
-        }
-    }
-
-    var availabilityChanges: [Bool] {
-        events.compactMap { entry in
-            if case .redisAvailability(let up, _) = entry.event { return up }
-            return nil
-        }
-    }
+        })
 }
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-private func outageEventually(
-    within timeout: Duration, _ condition: () async -> Bool
-) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
+extension TestMember {
+    fileprivate func acquisitions(_ job: String, after: ContinuousClock.Instant = .now - .seconds(3600)) -> [(at: ContinuousClock.Instant, grant: LeaseGrant)] {
+        log.acquisitions.filter { $0.grant.job == job && $0.at >= after }.map { ($0.at, $0.grant) }
     }
-    return await condition()
-}
 
-/// Runs `body` with a deadline; false if it did not finish in time.
-private func outageWait(for timeout: Duration, _ body: @escaping @Sendable () async -> Bool) async -> Bool {
-    await withTaskGroup(of: Bool.self) { group in
-        group.addTask { await body() }
-        group.addTask {
-            try? await Task.sleep(for: timeout)
-            return false
-        }
-        let first = await group.next() ?? false
-        group.cancelAll()
-        return first
+    fileprivate func losses(_ job: String) -> [(at: ContinuousClock.Instant, token: UInt64, reason: LossReason)] {
+        log.losses.filter { $0.job == job }.map { ($0.at, $0.token, $0.reason) }
     }
-}
 
-private func milliseconds(_ duration: Duration) -> Double { duration.secondsValue * 1000 }
+    fileprivate var availabilityChanges: [Bool] { log.availability.map(\.up) }
+}
 
 /// Who leads `job` right now, by grant snapshot.
-private func leaders(_ members: [OutageMember], _ job: String) -> [OutageMember] {
+private func leaders(_ members: [TestMember], _ job: String) -> [TestMember] {
     members.filter { $0.manager.grant(for: job) != nil }
 }
 
@@ -168,13 +96,13 @@ struct OutageTests {
     /// step-down delay after `outageStart`.
     @discardableResult
     private func checkStepDown(
-        _ leader: OutageMember, job: String, token: UInt64, outageStart: ContinuousClock.Instant, label: String
+        _ leader: TestMember, job: String, token: UInt64, outageStart: ContinuousClock.Instant, label: String, samples: GrantSamples
     ) -> Duration? {
         guard let loss = leader.losses(job).first(where: { $0.token == token }) else {
             Issue.record("\(label): \(leader.name) never reported losing token \(token)")
             return nil
         }
-        guard let grant = leader.lastGrant(job), grant.token == token else {
+        guard let grant = samples.last(leader.name, job), grant.token == token else {
             Issue.record("\(label): no grant sample for token \(token)")
             return nil
         }
@@ -195,27 +123,31 @@ struct OutageTests {
         return loss.at - outageStart
     }
 
-    /// Starts two members on one job and waits for a leader that has renewed at least twice.
-    private func startPair(
-        _ redis: RedisServerProcess, job: String, namespace: String
-    ) async throws -> (members: [OutageMember], leader: OutageMember, token: UInt64) {
-        let members = [
-            OutageMember(name: "m1", endpoint: redis.endpoint, namespace: namespace, jobs: [job]),
-            OutageMember(name: "m2", endpoint: redis.endpoint, namespace: namespace, jobs: [job]),
-        ]
-        for member in members { member.start() }
-        let led = await outageEventually(within: .seconds(20)) { leaders(members, job).count == 1 }
-        try #require(led, "no leader for \(job) within 20 s")
-        let leader = leaders(members, job)[0]
-        let token = try #require(leader.manager.grant(for: job)?.token)
-        // Let a few renewals go through, so the step-down is measured from a renewal.
-        let renewed = await outageEventually(within: .seconds(10)) {
-            guard let grant = leader.lastGrant(job), grant.token == token,
-                  let first = leader.acquisitions(job).first(where: { $0.grant.token == token }) else { return false }
-            return grant.validUntil > first.grant.validUntil + outageTiming.renewEvery
+    /// Runs `body` with two members on one job, once a leader has renewed at least twice; then
+    /// checks that every member stops within a bound (a graceful stop that hangs is a bug).
+    private func withPair(
+        _ redis: RedisServerProcess, job: String, namespace: String,
+        _ body: (_ members: [TestMember], _ leader: TestMember, _ token: UInt64, _ samples: GrantSamples) async throws -> Void
+    ) async throws {
+        let samples = GrantSamples()
+        let (configuration, jobs) = outageRedis(redis.endpoint, jobs: [job])
+        try await withMembers(["m1", "m2"], redis: configuration, jobs: jobs, options: { outageOptions($0, namespace: namespace, samples: samples) }) {
+            members in
+            try await eventually("a leader for \(job)", within: .seconds(20)) { leaders(members, job).count == 1 }
+            let leader = leaders(members, job)[0]
+            let token = try #require(leader.manager.grant(for: job)?.token)
+            // Let a few renewals go through, so the step-down is measured from a renewal.
+            try await eventually("the leader renews", within: .seconds(10)) {
+                guard let grant = samples.last(leader.name, job), grant.token == token,
+                      let first = leader.acquisitions(job).first(where: { $0.grant.token == token }) else { return false }
+                return grant.validUntil > first.grant.validUntil + outageTiming.renewEvery
+            }
+            try await body(members, leader, token, samples)
+            for member in members {
+                let stopped = await finishes(within: .seconds(15)) { await member.stop() }
+                #expect(stopped, "member \(member.name) did not stop within 15 s")
+            }
         }
-        try #require(renewed, "the leader did not renew within 10 s")
-        return (members, leader, token)
     }
 
     @Test("Redis killed: the leader steps down at validity − grace, nobody leads, the job is led again after the restart with a higher token (fence lost)")
@@ -223,13 +155,12 @@ struct OutageTests {
         let redis = try await RedisServerProcess()
         let job = "outage-kill"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
-        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+        try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
 
         let outageStart = ContinuousClock.now
         await redis.kill()
-        let stepped = await outageEventually(within: .seconds(10)) { leader.manager.grant(for: job) == nil && !leader.losses(job).isEmpty }
-        try #require(stepped, "the leader still led 10 s after Redis died")
-        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill")
+        try await eventually("the leader to step down after Redis died", within: .seconds(10)) { leader.manager.grant(for: job) == nil && !leader.losses(job).isEmpty }
+        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill", samples: samples)
 
         // Down for longer than the TTL: nobody may lead meanwhile, and nobody crashes.
         let quietUntil = outageStart + .seconds(4)
@@ -245,16 +176,14 @@ struct OutageTests {
         // Back without persistence: the lease and the fence counter are gone.
         try await redis.restart()
         let backAt = ContinuousClock.now
-        let again = await outageEventually(within: .seconds(15)) { leaders(members, job).count == 1 }
-        try #require(again, "nobody led \(job) within 15 s of Redis coming back")
+        try await eventually("a leader for \(job) after Redis came back", within: .seconds(15)) { leaders(members, job).count == 1 }
         let acquisitions = members.flatMap { $0.acquisitions(job, after: backAt) }.sorted { $0.at < $1.at }
         let recovered = try #require(acquisitions.first)
         let recovery = recovered.at - backAt
         report("kill: Redis down \(Int(milliseconds(backAt - outageStart))) ms; led again \(Int(milliseconds(recovery))) ms after Redis answered (bound TTL + renew = \(Int(milliseconds(outageTiming.ttl + outageTiming.renewEvery))) ms + slack); token \(token) -> \(recovered.grant.token)")
         #expect(recovery <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "recovery took \(recovery)")
         #expect(recovered.grant.token > token, "token went from \(token) to \(recovered.grant.token) across a restart that lost the fence")
-        let bothSawIt = await outageEventually(within: .seconds(10)) { members.allSatisfy { $0.availabilityChanges.last == true } }
-        #expect(bothSawIt, "a member never saw Redis come back: \(members.map(\.availabilityChanges))")
+        try await eventually("both members to see Redis back (so far \(members.map(\.availabilityChanges)))", within: .seconds(10)) { members.allSatisfy { $0.availabilityChanges.last == true } }
         // Once back, it stays back: calls that fail only because a connection is still in its
         // reconnect backoff, or that were sent before the recovery, must not report it down again.
         try await Task.sleep(for: .seconds(3))
@@ -266,6 +195,7 @@ struct OutageTests {
         // One leader at a time across the whole run, by token order.
         let allTokens = members.flatMap { $0.acquisitions(job) }.sorted { $0.at < $1.at }.map(\.grant.token)
         #expect(allTokens == allTokens.sorted() && Set(allTokens).count == allTokens.count, "tokens not strictly increasing: \(allTokens)")
+        }
     }
 
     @Test("Redis restarted at once with no persistence: the old leader learns it lost the lease, the new token is still higher")
@@ -273,7 +203,7 @@ struct OutageTests {
         let redis = try await RedisServerProcess()
         let job = "outage-quick"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
-        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+        try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
         let fenceBefore = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap { UInt64($0) }
         #expect(fenceBefore == token)
 
@@ -284,22 +214,20 @@ struct OutageTests {
         await redis.kill()
         try await redis.restart()
         let restarted = ContinuousClock.now
-        let lost = await outageEventually(within: .seconds(10)) { !leader.losses(job).isEmpty }
-        try #require(lost, "the old leader never noticed")
+        try await eventually("the old leader to notice the restart", within: .seconds(10)) { !leader.losses(job).isEmpty }
         let loss = leader.losses(job)[0]
         // Either its first renewal against the new server finds the lease gone (expired), or
         // the renewals failed long enough for the step-down timer: both end leadership
         // within about one TTL of the server coming back.
         #expect(loss.at - restarted < outageTiming.ttl + stepDownTolerance, "lost \(loss.at - restarted) after the new server answered")
         report("quick restart: restart() took \(Int(milliseconds(restarted - outageStart))) ms; old leader lost \(Int(milliseconds(loss.at - restarted))) ms after the new server answered")
-        let again = await outageEventually(within: .seconds(15)) {
+        try await eventually("a new leadership of \(job)", within: .seconds(15)) {
             members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token }
         }
-        try #require(again, "nobody led \(job) again within 15 s")
         let next = members.flatMap { $0.acquisitions(job) }.filter { $0.grant.token != token }.sorted { $0.at < $1.at }[0]
         report("quick restart: old leader lost (\(loss.reason.rawValue)) \(Int(milliseconds(loss.at - outageStart))) ms after the restart began; led again after \(Int(milliseconds(next.at - outageStart))) ms; token \(token) -> \(next.grant.token)")
         #expect(next.grant.token > token, "fencing token went backwards across a restart that lost the fence: \(token) -> \(next.grant.token)")
-        for member in members { await member.stop() }
+        }
     }
 
     @Test("Redis restarted from an AOF (appendfsync always): the fence survives and the next token is higher still")
@@ -307,21 +235,19 @@ struct OutageTests {
         let redis = try await RedisServerProcess(.init(persistence: .appendOnly(fsyncAlways: true)))
         let job = "outage-aof"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
-        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+        try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
         let outageStart = ContinuousClock.now
         await redis.kill()
-        let stepped = await outageEventually(within: .seconds(10)) { !leader.losses(job).isEmpty }
-        try #require(stepped)
-        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill (aof)")
+        try await eventually("the leader to step down", within: .seconds(10)) { !leader.losses(job).isEmpty }
+        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill (aof)", samples: samples)
         try await Task.sleep(for: .seconds(1))
         try await redis.restart()
         let fence = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap { UInt64($0) }
         #expect(fence.map { $0 >= token } ?? false, "fence after an AOF restart: \(String(describing: fence)), token was \(token)")
-        let again = await outageEventually(within: .seconds(15)) {
+        try await eventually("a higher token after the restart", within: .seconds(15)) {
             members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token > token }
         }
-        #expect(again, "no higher token within 15 s of the restart")
-        for member in members { await member.stop() }
+        }
     }
 
     /// A Redis that accepts connections but answers nothing for 4 s.
@@ -329,24 +255,22 @@ struct OutageTests {
         let redis = try await RedisServerProcess(.init(enableDebugCommand: debugCommand))
         let job = "outage-\(label.replacingOccurrences(of: " ", with: "-"))"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
-        let (members, leader, token) = try await startPair(redis, job: job, namespace: namespace)
+        try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
 
         let outageStart = ContinuousClock.now
         try await stall(redis)
         let stallEnds = outageStart + .seconds(4)
-        let stepped = await outageEventually(within: .seconds(10)) { !leader.losses(job).isEmpty }
-        try #require(stepped, "\(label): the leader did not step down")
-        let delay = checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: label)
+        try await eventually("\(label): the leader to step down", within: .seconds(10)) { !leader.losses(job).isEmpty }
+        let delay = checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: label, samples: samples)
         if let delay { #expect(delay < outageTiming.ttl, "\(label): stepped down \(delay) into a 4 s stall") }
         // Nobody leads during the stall (the server executes nothing).
         while ContinuousClock.now < stallEnds - .milliseconds(300) {
             #expect(leaders(members, job).isEmpty, "\(label): someone leads while Redis is stalled")
             try await Task.sleep(for: .milliseconds(50))
         }
-        let again = await outageEventually(within: .seconds(15)) {
+        try await eventually("\(label): a leader after the stall", within: .seconds(15)) {
             members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token } || leaders(members, job).count == 1
         }
-        try #require(again, "\(label): nobody led again within 15 s after the stall")
         let firstAgain = members.flatMap { $0.acquisitions(job, after: outageStart) }.sorted { $0.at < $1.at }.first
         if let firstAgain {
             let afterStall = firstAgain.at - stallEnds
@@ -354,7 +278,7 @@ struct OutageTests {
             #expect(afterStall <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "\(label): recovery took \(afterStall)")
             #expect(firstAgain.grant.token > token, "\(label): token \(token) -> \(firstAgain.grant.token)")
         }
-        for member in members { await member.stop() }
+        }
     }
 
     @Test("CLIENT PAUSE 4000 ALL: the leader steps down before its TTL and the job is led again after")
@@ -377,7 +301,7 @@ struct OutageTests {
             }
             // Wait until the server is actually asleep (a PING with a short timeout fails).
             let probe = RedisConnection(configuration: redis.configuration(commandTimeout: .milliseconds(200), connectTimeout: .milliseconds(200)))
-            _ = await outageEventually(within: .seconds(3)) { (try? await probe.send(["PING"])) == nil }
+            _ = try? await eventually("the server to sleep", within: .seconds(3)) { (try? await probe.send(["PING"])) == nil }
             await probe.close()
         }
     }
@@ -385,10 +309,11 @@ struct OutageTests {
     @Test("Redis refusing service: retries are capped and jittered (no hot loop), reported once, and nobody leads")
     func retriesAreCapped() async throws {
         let listener = try CountingListener()
-        let member = OutageMember(
-            name: "lonely", endpoint: RedisEndpoint(address: .tcp(host: "127.0.0.1", port: listener.port)),
-            namespace: "outage-refused", jobs: ["outage-refused-a", "outage-refused-b"])
-        member.start()
+        let (configuration, jobs) = outageRedis(
+            RedisEndpoint(address: .tcp(host: "127.0.0.1", port: listener.port)), jobs: ["outage-refused-a", "outage-refused-b"])
+        try await withMember(
+            "lonely", redis: configuration, jobs: jobs, options: outageOptions("lonely", namespace: "outage-refused", samples: GrantSamples())
+        ) { member in
         let window: Duration = .seconds(6)
         try await Task.sleep(for: window)
         let connections = listener.count
@@ -399,7 +324,9 @@ struct OutageTests {
         #expect(connections <= 90, "\(connections) connection attempts in 6 s: retries are not capped")
         #expect(member.availabilityChanges == [false], "Redis availability reported as \(member.availabilityChanges)")
         #expect(member.acquisitions("outage-refused-a").isEmpty && member.acquisitions("outage-refused-b").isEmpty)
-        await member.stop()
+        let stopped = await finishes(within: .seconds(15)) { await member.stop() }
+        #expect(stopped, "the member did not stop within 15 s")
+        }
         listener.stop()
     }
 }

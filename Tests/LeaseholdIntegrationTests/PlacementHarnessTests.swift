@@ -1,4 +1,4 @@
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Logging
 import RedisClient
 import Synchronization
@@ -9,18 +9,6 @@ import Testing
 // Harness for the placement tests: in-process members (one LeaseManager each) against a
 // private redis-server, reacting to `handoffSuggested` as the daemon does, each leader
 // writing its token to a fenced resource so two valid leaders would be caught.
-
-/// Polls `body` until it returns non-nil, or throws after `limit`.
-func placementEventually<T>(
-    within limit: Duration, _ what: String, _ body: () async throws -> T?
-) async throws -> T {
-    let deadline = ContinuousClock.now + limit
-    while true {
-        if let value = try await body() { return value }
-        if ContinuousClock.now >= deadline { throw TestSupportError("timed out after \(limit) waiting for \(what)") }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-}
 
 /// Lease timing of the placement tests: the daemon's defaults scaled down (stability = lease,
 /// standby delay = renew interval), with a lease long enough that a heavily loaded CI box
@@ -145,123 +133,79 @@ enum FencedResource {
     }
 }
 
-/// One in-process member: a LeaseManager, the daemon's reaction to its events, and a writer
-/// that fences a write with every valid grant it holds.
-final class PlacementMember: Sendable {
-    let name: String
-    let manager: LeaseManager
-    private let recorder: PlacementRecorder
-    private let server: RedisServerProcess
-    private let tasks = Mutex<(run: Task<Void, Never>?, events: Task<Void, Never>?, writer: Task<Void, Never>?)>((nil, nil, nil))
-    /// Tokens this member has stopped working with (handed off): never written again.
-    private let stopped = Mutex<Set<UInt64>>([])
+/// The placement tests' members: `TestMember`s that record what they see and, while they
+/// lead, fence a write with every valid grant they hold, so two valid leaders would be caught.
+enum PlacementMember {
+    /// The Redis settings of every placement member.
+    static func redis(_ server: RedisServerProcess) -> RedisConfiguration {
+        server.configuration(commandTimeout: .milliseconds(500), connectTimeout: .milliseconds(500))
+    }
 
-    init(
-        name: String, weight: Double = 1, jobs: [LeaseJob], server: RedisServerProcess, recorder: PlacementRecorder,
-        incarnation: String? = nil
-    ) {
-        self.name = name
-        self.recorder = recorder
-        self.server = server
-        let redis = server.configuration(commandTimeout: .milliseconds(500), connectTimeout: .milliseconds(500))
+    /// Options for member `name`: the recorder hooks and the fenced writer as its work.
+    static func options(
+        _ name: String, weight: Double = 1, incarnation: String? = nil, server: RedisServerProcess, recorder: PlacementRecorder
+    ) -> TestMember.Options {
+        // Tokens this member has stopped working with (handed off): never written again.
+        let stopped = StoppedTokens()
         var logger = Logger(label: "placement-test.\(name)")
         logger.logLevel = .warning
-        manager = LeaseManager(
-            configuration: .init(
-                redis: redis, member: .init(owner: OwnerID(member: name, incarnation: incarnation), weight: weight, seed: UInt64(name.utf8.count)),
-                shutdownTimeout: .seconds(5)),
-            jobs: jobs, logger: logger)
+        return TestMember.Options(
+            weight: weight, incarnation: incarnation, seed: UInt64(name.utf8.count), shutdownTimeout: .seconds(5), logger: logger,
+            onEvent: { member, event in
+                recorder.note(name, "\(event)")
+                switch event {
+                case .acquired(let grant, let takeover, let gap):
+                    recorder.acquired(.init(at: .now, member: name, job: grant.job, token: grant.token, takeover: takeover, gapMs: gap))
+                case .handoffSuggested(let job, let to):
+                    recorder.handoff(member: name, job: job, to: to)
+                    // The daemon stops the job at a safe point, then releases (the member
+                    // does that next): here the work is the writer, which skips the token.
+                    if let grant = member.manager.grant(for: job) { stopped.insert(grant.token) }
+                case .lost(let job, _, let reason):
+                    recorder.lost(member: name, job: job, reason: reason)
+                case .duplicateMember(let incarnation):
+                    recorder.duplicate(member: name, incarnation: incarnation)
+                case .released, .redisAvailability, .membersChanged:
+                    break
+                }
+            },
+            work: { member in await writeLoop(member, server: server, recorder: recorder, stopped: stopped) })
     }
 
-    func start() {
-        let manager = manager
-        let run = Task { await manager.run() }
-        let events = Task { await self.consumeEvents() }
-        let writer = Task { await self.writeLoop() }
-        tasks.withLock { $0 = (run, events, writer) }
-    }
-
-    /// Graceful leave: cancelling `run()` releases everything, announcing the departure.
-    func leave() async {
-        let (run, events, writer) = tasks.withLock { $0 }
-        writer?.cancel()
-        await writer?.value
-        run?.cancel()
-        await run?.value
-        await events?.value
-    }
-
-    /// Crash: no release; leases and heartbeat expire on their own.
-    func crash() async {
-        let (run, events, writer) = tasks.withLock { $0 }
-        writer?.cancel()
-        await writer?.value
-        manager.abandon()
-        await run?.value
-        await events?.value
-    }
-
-    private func consumeEvents() async {
-        for await event in manager.events {
-            recorder.note(name, "\(event)")
-            switch event {
-            case .acquired(let grant, let takeover, let gap):
-                recorder.acquired(.init(at: .now, member: name, job: grant.job, token: grant.token, takeover: takeover, gapMs: gap))
-            case .handoffSuggested(let job, let to):
-                recorder.handoff(member: name, job: job, to: to)
-                // The daemon stops the job at a safe point, then releases: here the work is
-                // the writer, which skips a stopped token from now on.
-                guard let grant = manager.grant(for: job) else { continue }
-                _ = stopped.withLock { $0.insert(grant.token) }
-                manager.release(job: job, token: grant.token, reason: .handedOff)
-            case .lost(let job, _, let reason):
-                recorder.lost(member: name, job: job, reason: reason)
-            case .duplicateMember(let incarnation):
-                recorder.duplicate(member: name, incarnation: incarnation)
-            case .released, .redisAvailability, .membersChanged:
-                break
-            }
-        }
-    }
-
-    private func writeLoop() async {
+    private static func writeLoop(_ member: TestMember, server: RedisServerProcess, recorder: PlacementRecorder, stopped: StoppedTokens) async {
         let connection = RedisConnection(configuration: server.configuration(commandTimeout: .seconds(1)))
-        defer { Task { await connection.close() } }
         while !Task.isCancelled {
-            for grant in manager.currentGrants where !stopped.withLock({ $0.contains(grant.token) }) {
+            for grant in member.manager.currentGrants where !stopped.contains(grant.token) {
                 if Task.isCancelled { break }
                 guard let reply = try? await connection.evaluate(
-                    FencedResource.write, keys: FencedResource.keys(grant.job), arguments: [String(grant.token), name])
+                    FencedResource.write, keys: FencedResource.keys(grant.job), arguments: [String(grant.token), member.name])
                 else { continue }
                 if reply.integer == 1 {
                     recorder.accepted()
                 } else {
                     // Rejected: a higher token was accepted. Only a problem if this member
                     // still counts itself leader with this token now, after the reply.
-                    let stillValid = manager.grant(for: grant.job)?.token == grant.token
-                        && !stopped.withLock({ $0.contains(grant.token) })
-                    recorder.rejected(.init(member: name, job: grant.job, token: grant.token, stillValid: stillValid))
+                    let stillValid = member.manager.grant(for: grant.job)?.token == grant.token && !stopped.contains(grant.token)
+                    recorder.rejected(.init(member: member.name, job: grant.job, token: grant.token, stillValid: stillValid))
                 }
             }
             try? await Task.sleep(for: .milliseconds(150))
         }
+        await connection.close()
     }
 }
 
-enum PlacementHarness {
-    /// Each job's lease value, read from Redis in one MGET.
-    static func leases(_ jobs: [String], server: RedisServerProcess, keys: LeaseKeys = LeaseKeys()) async throws -> [String: LeaseValue] {
-        let reply = try await server.command(["MGET"] + jobs.map(keys.lease))
-        var leases: [String: LeaseValue] = [:]
-        for (job, value) in zip(jobs, reply.array ?? []) {
-            if let text = value.string, let lease = LeaseValue(parsing: text) { leases[job] = lease }
-        }
-        return leases
-    }
+/// The tokens a placement member no longer writes with.
+final class StoppedTokens: Sendable {
+    private let tokens = Mutex<Set<UInt64>>([])
+    func insert(_ token: UInt64) { _ = tokens.withLock { $0.insert(token) } }
+    func contains(_ token: UInt64) -> Bool { tokens.withLock { $0.contains(token) } }
+}
 
+enum PlacementHarness {
     /// The holder (member name) of each job's lease.
     static func leaseHolders(_ jobs: [String], server: RedisServerProcess) async throws -> [String: String] {
-        try await leases(jobs, server: server).mapValues(\.owner.member)
+        try await server.leases(jobs).mapValues(\.owner.member)
     }
 
     /// Waits until every job's lease is held by its rendezvous choice among `members`, and
@@ -274,8 +218,8 @@ enum PlacementHarness {
         let expected = Rendezvous.assignment(jobs: jobs, members: members)
         var last: [String: String] = [:]
         do {
-            return try await placementEventually(within: limit, "leadership to converge on \(members.map(\.name))") {
-                let leases = try await leases(jobs, server: server)
+            return try await eventually("leadership to converge on \(members.map(\.name))", within: limit) {
+                let leases = try await server.leases(jobs)
                 last = leases.mapValues(\.owner.member)
                 guard last == expected else { return nil }
                 let seen = Set(recorder.acquisitions.map { "\($0.job) \($0.token)" })

@@ -1,4 +1,4 @@
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
 import Testing
 
@@ -19,17 +19,20 @@ struct PlacementIntegrationTests {
         let recorder = PlacementRecorder()
         let jobs = PlacementTiming.jobs(30)
         let names = jobs.map(\.name)
-        let members = ["m1", "m2", "m3"].map { PlacementMember(name: $0, jobs: jobs, server: server, recorder: recorder) }
-        for member in members { member.start() }
+        try await withMembers(
+            ["m1", "m2", "m3"], redis: PlacementMember.redis(server), jobs: jobs,
+            options: { PlacementMember.options($0, server: server, recorder: recorder) }
+        ) { members in
         let three = members.map { RendezvousMember(name: $0.name) }
         let initial = try await PlacementHarness.waitForConvergence(names, members: three, server: server, recorder: recorder, within: Self.convergeLimit)
         print("PLACEMENT-FIGURES integration: 30 jobs over 3 members: \(PlacementHarness.shares(initial).sorted { $0.key < $1.key })")
 
         // A 4th member joins: exactly the jobs it wins move, each by a handoff.
         var mark = recorder.acquisitions.count
-        let m4 = PlacementMember(name: "m4", jobs: jobs, server: server, recorder: recorder)
         let joinedAt = ContinuousClock.now
-        m4.start()
+        let won = try await withMember(
+            "m4", redis: PlacementMember.redis(server), jobs: jobs, options: PlacementMember.options("m4", server: server, recorder: recorder)
+        ) { m4 in
         let four = three + [RendezvousMember(name: "m4")]
         let afterJoin = try await PlacementHarness.waitForConvergence(names, members: four, server: server, recorder: recorder, within: Self.convergeLimit)
         let convergedIn = ContinuousClock.now - joinedAt
@@ -48,9 +51,11 @@ struct PlacementIntegrationTests {
 
         // m4 leaves gracefully: its jobs go straight back to their rendezvous choice.
         mark = recorder.acquisitions.count
-        let leftAt = ContinuousClock.now
         recorder.note("test", "m4 leaves")
-        await m4.leave()
+        await m4.stop()
+        return won
+        }
+        let leftAt = ContinuousClock.now
         let afterLeave = try await PlacementHarness.waitForConvergence(names, members: three, server: server, recorder: recorder, within: Self.convergeLimit)
         #expect(afterLeave == initial)
         let leaveMoves = recorder.acquisitions(since: mark)
@@ -90,8 +95,9 @@ struct PlacementIntegrationTests {
         }
         #expect(recorder.acquisitions(since: settled).isEmpty, "moved after settling: \(recorder.acquisitions(since: settled))")
 
-        await members[0].leave()
-        await members[2].leave()
+        await members[0].stop()
+        await members[2].stop()
+        }
         try await Self.checkFencing(names, recorder: recorder, server: server)
     }
 
@@ -100,22 +106,26 @@ struct PlacementIntegrationTests {
         let recorder = PlacementRecorder()
         let jobs = PlacementTiming.jobs(30, prefix: "flap")
         let names = jobs.map(\.name)
-        let members = ["a", "b", "c"].map { PlacementMember(name: $0, jobs: jobs, server: server, recorder: recorder) }
-        for member in members { member.start() }
+        try await withMembers(
+            ["a", "b", "c"], redis: PlacementMember.redis(server), jobs: jobs,
+            options: { PlacementMember.options($0, server: server, recorder: recorder) }
+        ) { members in
         let initial = try await PlacementHarness.waitForConvergence(
             names, members: members.map { RendezvousMember(name: $0.name) }, server: server, recorder: recorder, within: Self.convergeLimit)
         let mark = recorder.acquisitions.count
         let handoffsBefore = recorder.handoffCount
 
-        let flapper = PlacementMember(name: "d", jobs: jobs, server: server, recorder: recorder)
         let started = ContinuousClock.now
-        flapper.start()
+        try await withMember(
+            "d", redis: PlacementMember.redis(server), jobs: jobs, options: PlacementMember.options("d", server: server, recorder: recorder)
+        ) { flapper in
         // Leave as soon as another member has seen it (a graceful leave ends its heartbeat at
         // once, so leaving before anyone looked would prove nothing).
-        _ = try await placementEventually(within: .seconds(20), "another member sees the new one") {
+        _ = try await eventually("another member sees the new one", within: .seconds(20)) {
             members.contains { $0.manager.liveMembers.contains { $0.name == "d" } } ? true : nil
         }
-        await flapper.leave()
+        await flapper.stop()
+        }
         let lived = ContinuousClock.now - started
         let wouldWin = Rendezvous.assignment(
             jobs: names, members: (members.map(\.name) + ["d"]).map { RendezvousMember(name: $0) }
@@ -134,7 +144,8 @@ struct PlacementIntegrationTests {
         #expect(!sawIt.isEmpty, "the other members never saw d: the test proved nothing")
         print("PLACEMENT-FIGURES integration: member alive \(lived) (would win \(wouldWin)/30) moved \(recorder.acquisitions(since: mark).count) jobs")
 
-        for member in members { await member.leave() }
+        for member in members { await member.stop() }
+        }
         try await Self.checkFencing(names, recorder: recorder, server: server)
     }
 
@@ -143,18 +154,19 @@ struct PlacementIntegrationTests {
         let recorder = PlacementRecorder()
         let jobs = PlacementTiming.jobs(60, prefix: "w")
         let names = jobs.map(\.name)
-        let light = PlacementMember(name: "light", weight: 1, jobs: jobs, server: server, recorder: recorder)
-        let heavy = PlacementMember(name: "heavy", weight: 2, jobs: jobs, server: server, recorder: recorder)
-        light.start()
-        heavy.start()
+        try await withMembers(
+            ["light", "heavy"], redis: PlacementMember.redis(server), jobs: jobs,
+            options: { PlacementMember.options($0, weight: $0 == "heavy" ? 2 : 1, server: server, recorder: recorder) }
+        ) { _ in
         let weighted = [RendezvousMember(name: "light", weight: 1), RendezvousMember(name: "heavy", weight: 2)]
         let holders = try await PlacementHarness.waitForConvergence(names, members: weighted, server: server, recorder: recorder, within: Self.convergeLimit)
         let counts = PlacementHarness.shares(holders)
         let heavyShare = Double(counts["heavy", default: 0]) / Double(names.count)
         #expect(heavyShare > 0.55 && heavyShare < 0.78, "heavy share \(heavyShare)")
+        // The check below needs the leaders to have written: convergence can beat the writer.
+        try await eventually("a fenced write by a leader") { recorder.acceptedWrites > 0 }
         print("PLACEMENT-FIGURES integration: weights 1:2 over 60 jobs: light=\(counts["light", default: 0]) heavy=\(counts["heavy", default: 0]) (heavy share \(heavyShare), ideal 0.667)")
-        await light.leave()
-        await heavy.leave()
+        }
         try await Self.checkFencing(names, recorder: recorder, server: server)
     }
 
@@ -162,18 +174,23 @@ struct PlacementIntegrationTests {
         let server = try await RedisServerProcess()
         let recorder = PlacementRecorder()
         let jobs = PlacementTiming.jobs(2, prefix: "dup")
-        let first = PlacementMember(name: "twin", jobs: jobs, server: server, recorder: recorder, incarnation: "aaaa0001")
-        let second = PlacementMember(name: "twin", jobs: jobs, server: server, recorder: recorder, incarnation: "bbbb0002")
-        first.start()
-        second.start()
-        let seen = try await placementEventually(within: .seconds(30), "a duplicateMember event") {
+        try await withMember(
+            "twin", redis: PlacementMember.redis(server), jobs: jobs,
+            options: PlacementMember.options("twin", incarnation: "aaaa0001", server: server, recorder: recorder)
+        ) { _ in
+        try await withMember(
+            "twin", redis: PlacementMember.redis(server), jobs: jobs,
+            options: PlacementMember.options("twin", incarnation: "bbbb0002", server: server, recorder: recorder)
+        ) { _ in
+        let seen = try await eventually("a duplicateMember event", within: .seconds(30)) {
             recorder.duplicates.isEmpty ? nil : recorder.duplicates
         }
+        try await eventually("a fenced write by a leader") { recorder.acceptedWrites > 0 }
         for report in seen {
             #expect(report.member == "twin" && ["aaaa0001", "bbbb0002"].contains(report.incarnation))
         }
-        await first.leave()
-        await second.leave()
+        }
+        }
         try await Self.checkFencing(jobs.map(\.name), recorder: recorder, server: server)
     }
 

@@ -1,20 +1,8 @@
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Synchronization
 import Testing
 
 @testable import RedisClient
-
-/// Polls `body` until it returns non-nil, or fails after `limit`.
-func eventually<T>(
-    within limit: Duration = .seconds(10), _ what: String, _ body: () async throws -> T?
-) async throws -> T {
-    let deadline = ContinuousClock.now + limit
-    while true {
-        if let value = try await body() { return value }
-        if ContinuousClock.now >= deadline { throw TestSupportError("timed out after \(limit) waiting for \(what)") }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
 
 /// Expects `body` to throw a RedisError; returns it and how long the call took.
 func expectRedisError(

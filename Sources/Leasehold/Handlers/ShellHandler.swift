@@ -70,18 +70,21 @@ public struct ShellHandler: JobHandler {
         }
         // Keep feeding the supervisor the validity as renewals extend it; if this process
         // dies or stalls, the feed stops and the supervisor kills the group on its own.
-        let feeder = Task {
-            while !Task.isCancelled {
-                process.extendDeadline(to: context.validUntil)
-                try? await Task.sleep(for: .milliseconds(200))
+        let outcome = await withDiscardingTaskGroup { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    process.extendDeadline(to: context.validUntil)
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
             }
+            let outcome = await withTaskCancellationHandler {
+                await process.waitForExit()
+            } onCancel: {
+                process.terminate()
+            }
+            group.cancelAll()
+            return outcome
         }
-        let outcome = await withTaskCancellationHandler {
-            await process.waitForExit()
-        } onCancel: {
-            process.terminate()
-        }
-        feeder.cancel()
         switch (outcome.status, outcome.cause) {
         case (.exited(0), .ownExit):
             return

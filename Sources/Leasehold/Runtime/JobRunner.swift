@@ -45,25 +45,47 @@ public struct JobRunnerEnvironment: Sendable {
 
 /// Runs one job's handler while this member leads it, on the job's schedule.
 ///
-/// Leaderships of one job run strictly one after another: a new leadership starts only after
-/// the previous one's handler has returned, so runs never overlap. Scheduled jobs keep
-/// `next_run_at` in Redis, advanced by a fenced script in the same step that starts the run,
-/// so a new leader continues the schedule: no slot runs twice, a missed slot runs once.
+/// Leaderships of one job run strictly one after another inside `run()`: a new leadership
+/// starts only after the previous one's handler has returned, so runs never overlap.
+/// Scheduled jobs keep `next_run_at` in Redis, advanced by a fenced script in the same step
+/// that starts the run, so a new leader continues the schedule: no slot runs twice, a missed
+/// slot runs once.
 public actor JobRunner {
     /// The job.
     public nonisolated let spec: JobSpec
     private let handler: any JobHandler
     private let environment: JobRunnerEnvironment
-    private var leadership: Task<Void, Never>?
+    private let leaderships: AsyncStream<Leadership>
+    private let leadershipSink: AsyncStream<Leadership>.Continuation
+    /// The latest leadership handed to `run()` (it may still wait for the previous one).
+    private var current: Leadership?
     private var token: UInt64?
     private var handoffRequested = false
     private var runningHandler = false
 
-    /// Creates the runner; it does nothing until `acquired`.
+    /// One leadership: its grant, why it must stop, and when its work has ended.
+    private final class Leadership: Sendable {
+        let grant: LeaseGrant
+        let stop = OneShot<StopReason>()
+        let ended = OneShot<Void>()
+        init(_ grant: LeaseGrant) { self.grant = grant }
+    }
+
+    private enum StopReason: Sendable {
+        /// Leadership ended without our choice; a handler running past `validUntil` overruns.
+        case lost(validUntil: ContinuousClock.Instant?)
+        /// Placement or an operator moves the job.
+        case handoff
+        /// The member shuts down.
+        case shutdown
+    }
+
+    /// Creates the runner; it does nothing until `run()` and `acquired`.
     public init(spec: JobSpec, handler: any JobHandler, environment: JobRunnerEnvironment) {
         self.spec = spec
         self.handler = handler
         self.environment = environment
+        (leaderships, leadershipSink) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
     private var logger: Logger {
@@ -72,44 +94,61 @@ public actor JobRunner {
         return logger
     }
 
+    /// Leads every leadership it is given, one after another, until `finish()`. Cancelling
+    /// it stops a running handler at once and releases nothing (the lease layer abandons).
+    public func run() async {
+        for await leadership in leaderships {
+            await lead(leadership)
+            leadership.ended.fire(())
+        }
+        current?.ended.fire(())
+    }
+
+    /// The lease layer has stopped (every lease released or abandoned): stop what still runs
+    /// and let `run()` return.
+    public func finish() {
+        current?.stop.fire(.shutdown)
+        token = nil
+        leadershipSink.finish()
+    }
+
     /// This member became leader: start leading once any previous leadership has stopped.
     public func acquired(_ grant: LeaseGrant) {
-        let previous = leadership
+        let leadership = Leadership(grant)
+        current = leadership
         token = grant.token
         handoffRequested = false
-        leadership = Task {
-            await previous?.value
-            await self.lead(grant)
-        }
+        leadershipSink.yield(leadership)
     }
 
     /// Leadership ended without our choice: stop the handler now.
     public func lost(token lostToken: UInt64, validUntil: ContinuousClock.Instant?) {
-        guard token == lostToken, let task = leadership else { return }
+        guard token == lostToken, let current else { return }
         token = nil
         let wasRunning = runningHandler
-        task.cancel()
+        current.stop.fire(.lost(validUntil: validUntil))
         if spec.onLostLeadership == .exit, wasRunning {
             environment.requestExit(spec.name, "lost leadership of '\(spec.name)' while its handler ran (on_lost_leadership: exit)")
         }
-        if let validUntil { watchForOverrun(task, validUntil: validUntil, token: lostToken) }
     }
 
     /// Placement or an operator wants the job moved: stop at the next safe point and release.
     public func handoff() {
-        guard token != nil, let task = leadership else { return }
+        guard token != nil, let current else { return }
         handoffRequested = true
         // Continuous handlers are cancelled and awaited; scheduled jobs are interrupted only
         // while waiting for their next slot, never in the middle of a run.
-        if case .continuous = spec.schedule { task.cancel() } else if !runningHandler { task.cancel() }
+        if case .continuous = spec.schedule { current.stop.fire(.handoff) } else if !runningHandler { current.stop.fire(.handoff) }
     }
 
     /// Shutdown: stop the handler, wait for it, then release the lease.
     public func stopAndRelease() async {
-        let task = leadership
         let held = token
-        task?.cancel()
-        await task?.value
+        if let current {
+            current.stop.fire(.shutdown)
+            // Cancelled while waiting: the handler may still act, so nothing is released.
+            guard await current.ended.wait() != nil else { return }
+        }
         if let held { environment.manager.release(job: spec.name, token: held, reason: .released) }
         token = nil
     }
@@ -119,7 +158,41 @@ public actor JobRunner {
 
     // MARK: - Leading
 
-    private func lead(_ grant: LeaseGrant) async {
+    /// Runs one leadership's work until it ends by itself or its stop fires; a handler still
+    /// running when a lost lease's validity ends is reported: it may act as a second leader
+    /// (shell jobs are killed by their supervisor regardless).
+    private func lead(_ leadership: Leadership) async {
+        guard leadership.stop.value == nil else { return }
+        let workDone = OneShot<Void>()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await self.work(leadership.grant)
+                workDone.fire(())
+            }
+            group.addTask { _ = await leadership.stop.wait() }
+            await group.next()
+            group.cancelAll()
+            guard case .lost(let validUntil?)? = leadership.stop.value else { return }
+            let stoppedInTime = await withTaskGroup(of: Bool.self) { race in
+                race.addTask { await workDone.wait() != nil }
+                race.addTask {
+                    try? await Task.sleep(until: validUntil, clock: .continuous)
+                    return false
+                }
+                let first = await race.next() ?? true
+                race.cancelAll()
+                return first
+            }
+            if !stoppedInTime, !Task.isCancelled {
+                environment.metrics.handlerOverrun(job: spec.name).increment()
+                environment.logger.error("handler still running after its validity ended: it ignores cancellation", metadata: [
+                    "job": "\(spec.name)", "token": "\(leadership.grant.token)",
+                ])
+            }
+        }
+    }
+
+    private func work(_ grant: LeaseGrant) async {
         switch spec.schedule {
         case .continuous:
             await leadContinuously(grant)
@@ -305,29 +378,6 @@ public actor JobRunner {
         if case .error(let text) = reply { throw RedisError(kind: .server, message: text) }
         guard let ms = reply.integer else { return nil }
         return Date(timeIntervalSince1970: Double(ms) / 1000)
-    }
-
-    /// A handler still running when its validity ends is reported: it may act as a second
-    /// leader (shell jobs are killed by their supervisor regardless).
-    private nonisolated func watchForOverrun(_ task: Task<Void, Never>, validUntil: ContinuousClock.Instant, token: UInt64) {
-        let job = spec.name
-        let metrics = environment.metrics
-        let logger = environment.logger
-        Task {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await task.value }
-                group.addTask {
-                    try? await Task.sleep(until: validUntil, clock: .continuous)
-                    guard !Task.isCancelled else { return }
-                    metrics.handlerOverrun(job: job).increment()
-                    logger.error("handler still running after its validity ended: it ignores cancellation", metadata: [
-                        "job": "\(job)", "token": "\(token)",
-                    ])
-                }
-                await group.next()
-                group.cancelAll()
-            }
-        }
     }
 
     private static func milliseconds(_ date: Date) -> String {

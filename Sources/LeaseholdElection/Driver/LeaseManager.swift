@@ -1,5 +1,6 @@
 import Logging
 import RedisClient
+import ServiceLifecycle
 import Synchronization
 
 /// A lease this member holds right now, as handlers see it.
@@ -37,10 +38,12 @@ public enum LeaseManagerEvent: Sendable, Hashable {
 /// takeover.
 ///
 /// Use it directly for leader election in your own code, or through the daemon, which
-/// starts and stops handlers on its events. Call `run()` in a task; read `events`; after
-/// stopping the work of a job, call `release(job:reason:)`. `shutdown()` stops acquiring; the
-/// run ends once every lease is released. Cancelling `run()` releases everything at once.
-public final class LeaseManager: Sendable {
+/// starts and stops handlers on its events. It is a swift-service-lifecycle `Service`: run
+/// it in a `ServiceGroup` beside your own service, read `events`, and after stopping the work
+/// of a job call `release(job:token:reason:)`. Graceful shutdown (or `shutdown()`) stops
+/// acquiring; the run ends once every lease is released. Cancelling `run()` abandons every
+/// lease, as a crash would.
+public final class LeaseManager: Service, Sendable {
     /// Driver settings.
     public struct Configuration: Sendable {
         /// The Redis server and its timeouts.
@@ -73,9 +76,9 @@ public final class LeaseManager: Sendable {
         case releasedMessage(String)
         case release(job: String, token: UInt64?, reason: ReleaseReason)
         case shutdown
+        case releaseAll
         case recheck
         case wake
-        case abandon
     }
 
     /// The jobs this manager competes for.
@@ -135,46 +138,51 @@ public final class LeaseManager: Sendable {
         inputSink.yield(.shutdown)
     }
 
-    /// Test hook: ends `run()` at once without releasing anything or waiting for in-flight
-    /// calls, as a crash would. Leases this member held stay in Redis until their TTL ends;
-    /// the grants snapshot keeps its last value (validity still bounds it).
-    package func abandon() {
-        inputSink.yield(.abandon)
+    /// Stops acquiring and gives every lease back at once; call it only when no work of any
+    /// job runs any more (for example at the end of your own service's graceful shutdown).
+    /// An acquire still in flight is given back as soon as its reply arrives.
+    public func releaseAll() {
+        inputSink.yield(.shutdown)
+        inputSink.yield(.releaseAll)
     }
 
-    /// Runs until shut down or cancelled.
-    public func run() async {
+    /// Runs until shut down or cancelled; every task it starts ends before it returns.
+    ///
+    /// Graceful shutdown (swift-service-lifecycle's, or `shutdown()`) stops acquiring, waits
+    /// up to `shutdownTimeout` for the caller to release each lease after stopping its work,
+    /// then marks this member gone. Cancellation abandons everything at once, as a crash
+    /// would: no release is sent, and the leases end at their TTL.
+    public func run() async throws {
         let renewConnection = RedisConnection(configuration: configuration.redis)
         let commandConnection = RedisConnection(configuration: configuration.redis)
         let subscriber = RedisSubscriber(configuration: configuration.redis, channels: [configuration.keys.releasedChannel])
-        let listener = Task { [inputSink] in
-            // Messages published while the subscriber was disconnected are lost; the PTTL
-            // timers of standbys are the fallback, so nothing waits longer than the TTL.
-            var subscriptions = 0
-            for await message in subscriber.messages {
-                switch message {
-                case .message:
-                    if let payload = message.payloadString { inputSink.yield(.releasedMessage(payload)) }
-                case .subscribed:
-                    subscriptions += 1
-                    if subscriptions > 1 { inputSink.yield(.recheck) }
-                case .disconnected:
-                    break
+        let graceful = await withDiscardingTaskGroup { group in
+            group.addTask { [inputSink] in
+                // Messages published while the subscriber was disconnected are lost; the PTTL
+                // timers of standbys are the fallback, so nothing waits longer than the TTL.
+                var subscriptions = 0
+                for await message in subscriber.messages {
+                    switch message {
+                    case .message:
+                        if let payload = message.payloadString { inputSink.yield(.releasedMessage(payload)) }
+                    case .subscribed:
+                        subscriptions += 1
+                        if subscriptions > 1 { inputSink.yield(.recheck) }
+                    case .disconnected:
+                        break
+                    }
                 }
             }
-        }
-        // The loop runs in its own task: cancellation of `run()` must not end the input
-        // stream (an AsyncStream iterator returns nil when its task is cancelled), it must
-        // turn into a graceful release of everything held.
-        let loopTask = Task { await self.loop(renew: renewConnection, other: commandConnection) }
-        let graceful = await withTaskCancellationHandler {
-            await loopTask.value
-        } onCancel: { [inputSink] in
-            inputSink.yield(.shutdown)
-            inputSink.yield(.release(job: "", token: nil, reason: .released))
+            let graceful = await withGracefulShutdownHandler {
+                await loop(renew: renewConnection, other: commandConnection, group: &group)
+            } onGracefulShutdown: { [inputSink] in
+                inputSink.yield(.shutdown)
+            }
+            // The listener, timers and calls still in flight are not needed any more.
+            group.cancelAll()
+            return graceful
         }
         if graceful { await leave(on: renewConnection) }
-        listener.cancel()
         await subscriber.stop()
         await renewConnection.close()
         await commandConnection.close()
@@ -183,22 +191,18 @@ public final class LeaseManager: Sendable {
 
     private func engineTime() -> Duration { ContinuousClock.now - origin }
 
-    /// Returns true when it ended by a graceful shutdown (everything released or timed out).
-    private func loop(renew: RedisConnection, other: RedisConnection) async -> Bool {
+    /// Returns true when it ended by a graceful shutdown (everything released or timed out),
+    /// false when cancelled. Redis calls and timers run as children of `group`, so none
+    /// outlives `run()`.
+    private func loop(renew: RedisConnection, other: RedisConnection, group: inout DiscardingTaskGroup) async -> Bool {
         var engine = LeaseEngine(settings: configuration.member, jobs: jobs, now: engineTime())
+        // Cancellation ends the input stream's iteration: that is how an abandon returns.
         var iterator = inputs.makeAsyncIterator()
-        var timer: Task<Void, Never>?
         var scheduledWake: Duration?
         var shutdownDeadline: Duration?
-        var releaseAllOnShutdown = false
         var revision = -1
-        defer { timer?.cancel() }
 
         while true {
-            if releaseAllOnShutdown {
-                // Cancelled: the caller has stopped its work; give every lease back now.
-                for job in engine.ledJobs { engine.release(job: job, token: nil, reason: .released, now: engineTime()) }
-            }
             let now = engineTime()
             let step = engine.poll(now: now)
             publish(step.events, engine: engine, revision: &revision)
@@ -207,7 +211,7 @@ public final class LeaseManager: Sendable {
                 let connection: RedisConnection
                 if case .renew = command { connection = renew } else { connection = other }
                 let leaving = shutdownDeadline != nil
-                Task { [inputSink] in
+                group.addTask { [inputSink] in
                     inputSink.yield(.completion(await self.execute(command, on: connection, leaving: leaving)))
                 }
             }
@@ -219,10 +223,11 @@ public final class LeaseManager: Sendable {
             var wake = step.wakeAt
             if let deadline = shutdownDeadline { wake = min(wake ?? deadline, deadline) }
             if let wake, scheduledWake.map({ wake < $0 }) ?? true {
-                timer?.cancel()
+                // A timer that a sooner wake replaced still fires later; its extra poll finds
+                // nothing due, which is cheaper than a cancellable timer task of its own.
                 scheduledWake = wake
                 let instant = origin + wake
-                timer = Task { [inputSink] in
+                group.addTask { [inputSink] in
                     try? await Task.sleep(until: instant, clock: .continuous)
                     if !Task.isCancelled { inputSink.yield(.wake) }
                 }
@@ -237,22 +242,18 @@ public final class LeaseManager: Sendable {
                 let (job, leaving) = LeaseScriptCodec.parseReleasedMessage(payload)
                 engine.releasedMessage(job: job, leavingMember: leaving, now: at)
             case .release(let job, let token, let reason):
-                if job.isEmpty {
-                    releaseAllOnShutdown = true
-                } else {
-                    engine.release(job: job, token: token, reason: reason, now: at)
-                }
+                engine.release(job: job, token: token, reason: reason, now: at)
             case .shutdown:
                 if shutdownDeadline == nil {
                     engine.beginShutdown(now: at)
                     shutdownDeadline = at + configuration.shutdownTimeout
                 }
+            case .releaseAll:
+                for job in engine.ledJobs { engine.release(job: job, token: nil, reason: .released, now: at) }
             case .recheck:
                 engine.recheckAll(now: at)
             case .wake:
                 break
-            case .abandon:
-                return false
             }
         }
     }

@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Testing
 
 @testable import LeaseholdCLI

@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
 import Synchronization
 import Testing
@@ -349,7 +349,7 @@ final class FaultFleet: Sendable {
     }
 
     /// Every job's lease value (nil: no lease), read with one MGET.
-    func leaseValues() async throws -> [String: LeaseHolder?] { try await leaseValues(timeout: .seconds(2)) }
+    func leaseValues() async throws -> [String: LeaseValue?] { try await leaseValues(timeout: .seconds(2)) }
 
     /// The writes the resource recorded for `job`.
     func writes(_ job: String) async throws -> (accepted: [FencedResource.Write], rejected: [FencedResource.Write]) {
@@ -365,7 +365,7 @@ final class FaultFleet: Sendable {
     func leaders() async -> [String: [String]] {
         guard let values = try? await leaseValues() else { return [:] }
         var result: [String: [String]] = [:]
-        for (job, holder) in values { if let holder { result[holder.instance, default: []].append(job) } }
+        for (job, holder) in values { if let holder { result[holder.owner.description, default: []].append(job) } }
         return result
     }
 
@@ -440,13 +440,13 @@ final class LeaseMonitor: Sendable {
 }
 
 extension FaultFleet {
-    func leaseValues(timeout: Duration) async throws -> [String: LeaseHolder?] {
+    func leaseValues(timeout: Duration) async throws -> [String: LeaseValue?] {
         let reply = try await leaseCommand(["MGET"] + Self.jobs.map { keys.lease($0) }, timeout: timeout)
         guard let values = reply.array, values.count == Self.jobs.count else {
-            throw DaemonTestError("unexpected MGET reply \(reply)")
+            throw TestSupportError("unexpected MGET reply \(reply)")
         }
-        var result: [String: LeaseHolder?] = [:]
-        for (job, value) in zip(Self.jobs, values) { result[job] = value.string.flatMap(LeaseHolder.init(value:)) }
+        var result: [String: LeaseValue?] = [:]
+        for (job, value) in zip(Self.jobs, values) { result[job] = value.string.flatMap(LeaseValue.init(parsing:)) }
         return result
     }
 }

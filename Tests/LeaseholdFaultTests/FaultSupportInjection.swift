@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
 import Testing
 
@@ -125,7 +125,7 @@ struct FaultInjector {
                 // be there, legitimately, until they expire.
                 let owner = ownerID(victim)
                 let leftovers = try await fleet.leaseValues().compactMap { job, holder in
-                    holder.flatMap { $0.instance == owner ? "\(job)=\($0.value)" : nil }
+                    holder.flatMap { $0.owner.description == owner ? "\(job)=\($0)" : nil }
                 }
                 if owner == nil { fleet.note("sigterm of \(victim.name): no 'member starting' line, leases not checked") }
                 if !leftovers.isEmpty {

@@ -1,70 +1,17 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import RedisClient
 import Synchronization
 import Testing
 
 @testable import LeaseholdCLI
 
-/// An in-process member: a LeaseManager plus the event loop the daemon will have, which hands
-/// a job over when asked (`handoffSuggested` → `release(job:token:reason: .handedOff)`).
-final class CLITestMember: Sendable {
-    let manager: LeaseManager
-    private let log = CLIEventLog()
-    private let runTask: Task<Void, Never>
-    private let eventTask: Task<Void, Never>
-
-    init(_ name: String, server: RedisServerProcess, namespace: String, jobs: [LeaseJob], shutdownTimeout: Duration = .seconds(2)) {
-        let manager = LeaseManager(
-            configuration: .init(
-                redis: server.configuration(), keys: LeaseKeys(namespace: namespace),
-                member: .init(owner: OwnerID(member: name), metadata: ["host": "host-\(name)", "pid": "4242", "version": "test"]),
-                shutdownTimeout: shutdownTimeout),
-            jobs: jobs)
-        let log = self.log
-        self.manager = manager
-        runTask = Task { await manager.run() }
-        eventTask = Task { [log] in
-            for await event in manager.events {
-                log.events.withLock { $0.append(event) }
-                if case .handoffSuggested(let job, _) = event, let grant = manager.grant(for: job) {
-                    manager.release(job: job, token: grant.token, reason: .handedOff)
-                }
-            }
-        }
-    }
-
-    /// Every event so far.
-    var recorded: [LeaseManagerEvent] { log.events.withLock { $0 } }
-
-    /// Graceful stop: cancelling `run()` releases everything.
-    func stop() async {
-        runTask.cancel()
-        await runTask.value
-        await eventTask.value
-    }
-
-    /// A crash as Redis sees it: stop without releasing; the leases expire on their own.
-    func crash() async {
-        manager.shutdown()
-        await runTask.value
-        await eventTask.value
-    }
-}
-
-final class CLIEventLog: Sendable {
-    let events = Mutex<[LeaseManagerEvent]>([])
-}
-
-/// Polls `body` until it returns non-nil (fails after `limit`).
-func cliEventually<T>(within limit: Duration = .seconds(15), _ what: String, _ body: () async throws -> T?) async throws -> T {
-    let deadline = ContinuousClock.now + limit
-    while true {
-        if let value = try await body() { return value }
-        if ContinuousClock.now >= deadline { throw TestSupportError("timed out after \(limit) waiting for \(what)") }
-        try await Task.sleep(for: .milliseconds(25))
-    }
+/// The CLI tests' members: namespaced, with heartbeat metadata the CLI shows.
+func cliMember(_ name: String, namespace: String, shutdownTimeout: Duration = .seconds(2)) -> TestMember.Options {
+    TestMember.Options(
+        keys: LeaseKeys(namespace: namespace), metadata: ["host": "host-\(name)", "pid": "4242", "version": "test"],
+        shutdownTimeout: shutdownTimeout)
 }
 
 /// A catalog naming `jobs` (log handler) for the given server and namespace.
@@ -88,11 +35,11 @@ struct CLIRedisTests {
         let jobNames = ["alpha", "beta", "gamma", "delta"]
         let jobs = jobNames.map { LeaseJob(name: $0, timing: cliTTL) }
         let config = try cliCatalog(server: server, namespace: ns, jobs: jobNames + ["never-run"])
-        let m1 = CLITestMember("m1", server: server, namespace: ns, jobs: jobs)
-        let m2 = CLITestMember("m2", server: server, namespace: ns, jobs: jobs)
+        try await withMembers(["m1", "m2"], redis: server.configuration(), jobs: jobs, options: { cliMember($0, namespace: ns) }) { members in
+        let (m1, m2) = (members[0], members[1])
 
         // Wait until every job is led, as the managers themselves see it.
-        let holders: [String: (String, UInt64)] = try await cliEventually("every job led") {
+        let holders: [String: (String, UInt64)] = try await eventually("every job led") {
             var map: [String: (String, UInt64)] = [:]
             for (name, member) in [("m1", m1), ("m2", m2)] {
                 for grant in member.manager.currentGrants { map[grant.job] = (name, grant.token) }
@@ -100,7 +47,7 @@ struct CLIRedisTests {
             return map.count == jobNames.count ? map : nil
         }
         // And both members have heartbeated (both listed live).
-        _ = try await cliEventually("both members live") { () -> Bool? in
+        _ = try await eventually("both members live") { () -> Bool? in
             let r = await cliRun(["members", "--config", config, "--json"])
             let members = (try cliJSON(r.out)["members"] as? [[String: Any]]) ?? []
             return members.filter { $0["live"] as? Bool == true }.count == 2 ? true : nil
@@ -153,6 +100,7 @@ struct CLIRedisTests {
             #expect(row["leader"] is NSNull)
             #expect(row["leaderless_source"] as? String == "released")
         }
+        }
     }
 
     @Test func historyShowsForcedFailoverInOrder() async throws {
@@ -160,20 +108,20 @@ struct CLIRedisTests {
         let ns = "hist"
         let job = LeaseJob(name: "failover", timing: cliTTL)
         let config = try cliCatalog(server: server, namespace: ns, jobs: ["failover"])
-        let m1 = CLITestMember("m1", server: server, namespace: ns, jobs: [job], shutdownTimeout: .milliseconds(50))
-        let firstToken = try await cliEventually("m1 leads") { m1.manager.grant(for: "failover")?.token }
-        let m2 = CLITestMember("m2", server: server, namespace: ns, jobs: [job])
+        try await withMember("m1", redis: server.configuration(), jobs: [job], options: cliMember("m1", namespace: ns)) { m1 in
+        let firstToken = try await eventually("m1 leads") { m1.manager.grant(for: "failover")?.token }
+        try await withMember("m2", redis: server.configuration(), jobs: [job], options: cliMember("m2", namespace: ns)) { m2 in
 
-        // m1 "crashes": it stops without releasing, so m2 takes over once the lease expires.
+        // m1 crashes: it stops without releasing, so m2 takes over once the lease expires.
         await m1.crash()
-        let secondToken = try await cliEventually("m2 takes over") { m2.manager.grant(for: "failover")?.token }
+        let secondToken = try await eventually("m2 takes over") { m2.manager.grant(for: "failover")?.token }
         #expect(secondToken > firstToken)
 
         // The operator forces the lease away from m2: m2 loses it, then takes it up again.
         let forced = await cliRun(["release", "failover", "--force", "--yes", "--config", config])
         #expect(forced.code == 0, "\(forced.err)")
         #expect(forced.out.contains("m2"))
-        let types: [String] = try await cliEventually("lost and re-acquired after the forced release") {
+        let types: [String] = try await eventually("lost and re-acquired after the forced release") {
             let r = await cliRun(["history", "failover", "--config", config, "--json"])
             let events = (try cliJSON(r.out)["events"] as? [[String: Any]]) ?? []
             let types = events.compactMap { $0["type"] as? String }
@@ -213,7 +161,8 @@ struct CLIRedisTests {
 
         let unknown = await cliRun(["history", "no-such-job", "--config", config])
         #expect(unknown.code == 1)
-        await m2.stop()
+        }
+        }
     }
 
     @Test func releaseMovesLeadershipToTheOtherMember() async throws {
@@ -232,10 +181,10 @@ struct CLIRedisTests {
         #expect(noLeader.code == 1)
         #expect(noLeader.err == "leasehold: job '\(name)' has no leader in namespace \(ns)\n")
 
-        let first = CLITestMember(loser, server: server, namespace: ns, jobs: [job])
-        let firstToken = try await cliEventually("\(loser) leads") { first.manager.grant(for: name)?.token }
-        let second = CLITestMember(winner, server: server, namespace: ns, jobs: [job])
-        _ = try await cliEventually("\(winner) heartbeats") { () -> Bool? in
+        try await withMember(loser, redis: server.configuration(), jobs: [job], options: cliMember(loser, namespace: ns)) { first in
+        let firstToken = try await eventually("\(loser) leads") { first.manager.grant(for: name)?.token }
+        try await withMember(winner, redis: server.configuration(), jobs: [job], options: cliMember(winner, namespace: ns)) { second in
+        _ = try await eventually("\(winner) heartbeats") { () -> Bool? in
             let r = try await server.command("ZSCORE", "\(ns):members", winner)
             return r.isNull ? nil : true
         }
@@ -245,9 +194,9 @@ struct CLIRedisTests {
         #expect(asked.out.hasPrefix("asked \(loser) (instance "))
         #expect(asked.out.contains("token \(firstToken)"))
 
-        let newToken = try await cliEventually("\(winner) takes over") { second.manager.grant(for: name)?.token }
+        let newToken = try await eventually("\(winner) takes over") { second.manager.grant(for: name)?.token }
         #expect(newToken > firstToken)
-        #expect(first.recorded.contains(.handoffSuggested(job: name, to: nil)))
+        #expect(first.log.events.contains(.handoffSuggested(job: name, to: nil)))
         let status = try cliJSON(await cliRun(["status", "--config", config, "--json"]).out)
         let row = try #require((status["jobs"] as? [[String: Any]])?.first)
         let leader = try #require(row["leader"] as? [String: Any])
@@ -262,9 +211,8 @@ struct CLIRedisTests {
         let reply = try cliJSON(json.out)
         #expect(reply["action"] as? String == "handoff_requested")
         #expect((reply["leader"] as? [String: Any])?["member"] as? String == winner)
-
-        await first.stop()
-        await second.stop()
+        }
+        }
     }
 
     @Test func forceWithoutTerminalOrYesIsRefused() async throws {

@@ -1,6 +1,6 @@
 import Foundation
 import Leasehold
-import LeaseholdTestSupport
+import LeaseholdTesting
 import Testing
 
 /// The checks run after the faults stop and a quiet period has passed (Docs/TESTING.md, "Multi-process fault suite").

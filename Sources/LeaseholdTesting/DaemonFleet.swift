@@ -1,0 +1,72 @@
+import Foundation
+import LeaseholdElection
+
+/// One private `redis-server`, one catalog, and the `leaseholdd` members started on them.
+public final class DaemonFleet: Sendable {
+    /// The private Redis.
+    public let redis: RedisServerProcess
+    /// Holds the catalog and whatever the jobs write.
+    public let directory: TempDirectory
+    /// A fresh namespace, so runs never see each other's keys.
+    public let namespace: String
+    /// The catalog file.
+    public let catalogPath: String
+    /// The key schema of `namespace`.
+    public let keys: LeaseKeys
+
+    /// Starts a private Redis and writes `catalog` (YAML; `NAMESPACE` is replaced by a fresh
+    /// namespace, `DIR` by the temp directory).
+    public init(catalog: String) async throws {
+        redis = try await RedisServerProcess()
+        directory = try TempDirectory()
+        namespace = "t\(UInt32.random(in: 0 ... .max))"
+        keys = LeaseKeys(namespace: namespace)
+        let text = catalog.replacingOccurrences(of: "NAMESPACE", with: namespace)
+            .replacingOccurrences(of: "DIR", with: directory.path)
+        catalogPath = try directory.write("jobs.yaml", text)
+    }
+
+    /// Starts one member with JSON logs.
+    public func start(_ name: String, extra: [String] = []) throws -> DaemonProcess {
+        try DaemonProcess(
+            name: name,
+            arguments: ["--config", catalogPath, "--redis", redis.url, "--name", name, "--log-format", "json"] + extra)
+    }
+
+    /// The current holder of `job`'s lease.
+    public func holder(_ job: String) async throws -> LeaseValue? {
+        try await redis.lease(job, keys: keys)
+    }
+
+    /// The run records of `job`, oldest first.
+    public func runs(_ job: String) async throws -> [RunRecord] {
+        let reply = try await redis.command("XRANGE", keys.runs(job), "-", "+")
+        return (reply.array ?? []).compactMap { entry in
+            guard let parts = entry.array, parts.count == 2, let flat = parts[1].array else { return nil }
+            var fields: [String: String] = [:]
+            var index = 0
+            while index + 1 < flat.count {
+                if let key = flat[index].string { fields[key] = flat[index + 1].string ?? "" }
+                index += 2
+            }
+            return RunRecord(fields: fields)
+        }
+    }
+}
+
+/// One entry of `ns:{job}:runs`.
+public struct RunRecord: Sendable, CustomStringConvertible {
+    /// Every field of the entry.
+    public var fields: [String: String]
+    /// The scheduled slot (ms since the epoch).
+    public var slot: Int64? { fields["slot"].flatMap { Int64($0) } }
+    /// The fencing token of the run.
+    public var token: UInt64? { fields["token"].flatMap { UInt64($0) } }
+    /// The member that ran it.
+    public var member: String? { fields["member"] }
+    /// When it started (ms since the epoch).
+    public var started: Int64? { fields["started"].flatMap { Int64($0) } }
+    /// One line for failure messages.
+    public var description: String { "slot=\(fields["slot"] ?? "-") token=\(fields["token"] ?? "-") member=\(member ?? "-") started=\(fields["started"] ?? "-")" }
+}
+
