@@ -2,7 +2,7 @@
 SWIFT ?= swift
 APT_PACKAGES := libhiredis-dev libyaml-dev redis-server redis-tools
 
-.PHONY: deps build test lint check-modules demo bench clean
+.PHONY: deps build test lint check-modules demo bench docs clean
 
 # Installs the C libraries and redis-server when they are missing (via apt when root).
 deps:
@@ -53,6 +53,15 @@ bench: deps
 	$(SWIFT) build -c release --product leaseholdd
 	$(SWIFT) build -c release --product LeaseholdBench
 	$$($(SWIFT) build -c release --show-bin-path)/LeaseholdBench all
+
+# DocC archives of the Leasehold and LeaseholdElection modules (their catalogs are
+# Sources/*/*.docc) in .build/docs/*.doccarchive. A warning, such as a broken ``symbol``
+# link, fails the target.
+DOCS_DIR := .build/docs
+docs: deps
+	mkdir -p $(DOCS_DIR)
+	$(SWIFT) package --allow-writing-to-directory $(DOCS_DIR) generate-documentation \
+	  --target Leasehold --target LeaseholdElection --output-path $(DOCS_DIR) --warnings-as-errors
 
 clean:
 	rm -rf .build
