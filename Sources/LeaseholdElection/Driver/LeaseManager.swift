@@ -21,7 +21,7 @@ public enum LeaseManagerEvent: Sendable, Hashable {
     case acquired(LeaseGrant, takeover: TakeoverKind, gapMs: Int64?)
     /// This member no longer leads the job; its handler must stop now.
     case lost(job: String, token: UInt64, reason: LossReason)
-    /// A release asked for through `release(job:reason:)` finished.
+    /// A release asked for through `release(job:token:reason:)` or `releaseAll()` finished.
     case released(job: String, token: UInt64, reason: ReleaseReason, confirmed: Bool)
     /// Placement or an operator asks this leader to hand the job over at a safe point.
     case handoffSuggested(job: String, to: String?)

@@ -250,7 +250,7 @@ public enum LeadershipEvent: Sendable, Hashable {
     case acquired(job: String, token: UInt64, validUntil: Duration, takeover: TakeoverKind, gapMs: Int64?)
     /// This member no longer leads `job`: its handler must stop now.
     case lost(job: String, token: UInt64, reason: LossReason)
-    /// A release requested through `release(job:)` completed (or was abandoned because
+    /// A release requested through `release(job:token:reason:now:)` completed (or was abandoned because
     /// Redis was unreachable, in which case the lease simply expires).
     case released(job: String, token: UInt64, reason: ReleaseReason, confirmed: Bool)
     /// Placement or an operator wants this leader to hand `job` over at its next safe point.
