@@ -95,8 +95,8 @@ let package = Package(
             dependencies: ["LeaseholdElection", "RedisClient", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "CHiredis", "LeaseholdTesting"]),
-        .testTarget(name: "LeaseholdTests", dependencies: ["Leasehold", "RedisClient"]),
-        .testTarget(name: "LeaseholdSimulationTests", dependencies: ["Leasehold"]),
+        .testTarget(name: "LeaseholdTests", dependencies: ["Leasehold", "RedisClient", "LeaseholdTesting"]),
+        .testTarget(name: "LeaseholdSimulationTests", dependencies: ["Leasehold", "LeaseholdTesting"]),
         .testTarget(
             name: "LeaseholdIntegrationTests",
             dependencies: [

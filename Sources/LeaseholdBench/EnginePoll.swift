@@ -1,4 +1,5 @@
 import Leasehold
+import LeaseholdTesting
 
 /// CPU cost of one `LeaseEngine.poll` with nothing to do (steady state: leases held, standby
 /// timers armed), by job count: the driver polls on every input (each reply, each timer).
@@ -13,33 +14,24 @@ enum EnginePollBench {
     static func measure(jobs count: Int, members: Int = 10, polls: Int) -> EnginePollCost {
         let ttl = Duration.seconds(2)
         let jobs = benchJobs(count: count, ttl: ttl)
-        var engine = LeaseEngine(settings: .init(owner: OwnerID(member: "m0"), seed: 1), jobs: jobs, now: .zero)
+        var driver = EngineDriver(jobs: jobs, member: "m0", incarnation: nil)
         let names = (0..<members).map { "m\($0)" }
-        var now = Duration.zero
-        var step = engine.poll(now: now)
-        let memberInfo = names.map { MemberInfo(name: $0, expiresAtMs: 10_000_000, weight: 1) }
-        for command in step.commands {
-            if case .renew(let id, _) = command {
-                engine.complete(.renew(id: id, .success(RenewReply(redisNowMs: 1_000_000, renewed: [], members: memberInfo))), now: now)
-            }
-        }
-        now += .milliseconds(1)
-        step = engine.poll(now: now)
+        let tick = driver.poll().commands
+        driver.answerTick(tick[0], members: names.map { MemberInfo(name: $0, expiresAtMs: 10_000_000, weight: 1) })
+        driver.now += .milliseconds(1)
         let candidates = names.map { RendezvousMember(name: $0) }
         var led = 0
-        for command in step.commands {
-            guard case .acquire(let id, let requests) = command else { continue }
-            let outcomes: [AcquireOutcome] = requests.enumerated().map { i, request in
-                if Rendezvous.preferred(job: request.job, among: candidates) == "m0" {
-                    led += 1
-                    return .acquired(token: UInt64(i + 1), takeover: .acquired, gapMs: nil)
-                }
-                return .held(by: "m1@x:1", pttlMs: 1500 + Int64(i % 20))
+        driver.answerAcquires(driver.poll().commands, redisNowMs: 1_000_001) { i, request in
+            if Rendezvous.preferred(job: request.job, among: candidates) == "m0" {
+                led += 1
+                return .acquired(token: UInt64(i + 1), takeover: .acquired, gapMs: nil)
             }
-            engine.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 1_000_001, outcomes: outcomes))), now: now)
+            return .held(by: "m1@x:1", pttlMs: 1500 + Int64(i % 20))
         }
-        now += .milliseconds(1)
-        _ = engine.poll(now: now)
+        driver.now += .milliseconds(1)
+        driver.poll()
+        var engine = driver.engine
+        let now = driver.now
         let start = benchClock.now
         for i in 0..<polls {
             let step = engine.poll(now: now + .microseconds(Int64(i)))

@@ -205,19 +205,8 @@ public enum Render {
     // MARK: - Helpers
 
     static func ownerName(_ leaseValue: String) -> String {
-        guard let value = LeaseValueText(leaseValue) else { return leaseValue }
-        return "\(value.member) (token \(value.token))"
-    }
-
-    /// `member@incarnation:token` split without the Leasehold types (keeps rendering standalone).
-    struct LeaseValueText {
-        var member: String
-        var token: String
-        init?(_ text: String) {
-            guard let colon = text.lastIndex(of: ":"), let at = text[..<colon].lastIndex(of: "@") else { return nil }
-            member = String(text[..<at])
-            token = String(text[text.index(after: colon)...])
-        }
+        guard let value = LeaseValue(parsing: leaseValue) else { return leaseValue }
+        return "\(value.owner.member) (token \(value.token))"
     }
 
     static func plural(_ count: Int, _ word: String) -> String { count == 1 ? word : word + "s" }

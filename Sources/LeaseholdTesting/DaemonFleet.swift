@@ -1,7 +1,14 @@
 import Foundation
 import LeaseholdElection
+import Synchronization
 
-/// One private `redis-server`, one catalog, and the `leaseholdd` members started on them.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One private `redis-server`, one catalog, and the `leaseholdd` members started on them;
+/// with `proxied`, each member talks to Redis through a ``FaultProxy`` of its own, so a test
+/// can cut one member off or all of them.
 public final class DaemonFleet: Sendable {
     /// The private Redis.
     public let redis: RedisServerProcess
@@ -13,24 +20,46 @@ public final class DaemonFleet: Sendable {
     public let catalogPath: String
     /// The key schema of `namespace`.
     public let keys: LeaseKeys
+    private let proxied: Bool
+    private let proxyByMember = Mutex<[String: FaultProxy]>([:])
 
-    /// Starts a private Redis and writes `catalog` (YAML; `NAMESPACE` is replaced by a fresh
-    /// namespace, `DIR` by the temp directory).
-    public init(catalog: String) async throws {
-        redis = try await RedisServerProcess()
+    /// Starts a private Redis (`redis` options) and writes `catalog` (YAML; `NAMESPACE` is
+    /// replaced by a fresh namespace, `DIR` by the temp directory).
+    public init(catalog: String, redis options: RedisServerProcess.Options = .init(), proxied: Bool = false) async throws {
+        if proxied {
+            // The proxy resets connections: hiredis's write() to a reset socket must fail
+            // with EPIPE, not kill the test runner.
+            signal(SIGPIPE, SIG_IGN)
+        }
+        redis = try await RedisServerProcess(options)
         directory = try TempDirectory()
         namespace = "t\(UInt32.random(in: 0 ... .max))"
         keys = LeaseKeys(namespace: namespace)
+        self.proxied = proxied
         let text = catalog.replacingOccurrences(of: "NAMESPACE", with: namespace)
             .replacingOccurrences(of: "DIR", with: directory.path)
         catalogPath = try directory.write("jobs.yaml", text)
     }
 
-    /// Starts one member with JSON logs.
+    /// The proxy between member `name` and Redis (made on first use); nil unless proxied.
+    public func proxy(_ name: String) throws -> FaultProxy? {
+        guard proxied else { return nil }
+        return try proxyByMember.withLock { proxies in
+            if let proxy = proxies[name] { return proxy }
+            let proxy = try FaultProxy(targetPort: redis.port)
+            proxies[name] = proxy
+            return proxy
+        }
+    }
+
+    /// Every member's proxy so far.
+    public var proxies: [String: FaultProxy] { proxyByMember.withLock { $0 } }
+
+    /// Starts member `name` with JSON logs (through its proxy when proxied).
     public func start(_ name: String, extra: [String] = []) throws -> DaemonProcess {
-        try DaemonProcess(
-            name: name,
-            arguments: ["--config", catalogPath, "--redis", redis.url, "--name", name, "--log-format", "json"] + extra)
+        let url = try proxy(name)?.url() ?? redis.url
+        return try DaemonProcess(
+            name: name, arguments: ["--config", catalogPath, "--redis", url, "--name", name, "--log-format", "json"] + extra)
     }
 
     /// The current holder of `job`'s lease.

@@ -78,6 +78,8 @@ public final class DaemonProcess: Sendable {
     private let process: Process
     private let output = LockedLines<DaemonLogLine>()
     private let stdoutLines = LockedLines<String>()
+    /// Output pipes not yet at EOF (the reader threads lag behind the exit a little).
+    private let openPipes = PipeCount()
 
     /// Starts `leaseholdd arguments…` with extra `environment`; `executable` overrides
     /// ``DaemonBinary/path(filePath:)`` (the bench insists on its release build).
@@ -98,16 +100,16 @@ public final class DaemonProcess: Sendable {
         try process.runWithDefaultSignalMask()
         self.process = process
         self.pid = process.processIdentifier
-        Self.pump(errPipe.fileHandleForReading) { [output] line in
+        Self.pump(errPipe.fileHandleForReading, atEOF: { [openPipes] in openPipes.closed() }) { [output] line in
             output.append(DaemonLogLine(raw: line, at: .now))
         }
-        Self.pump(outPipe.fileHandleForReading) { [stdoutLines] line in
+        Self.pump(outPipe.fileHandleForReading, atEOF: { [openPipes] in openPipes.closed() }) { [stdoutLines] line in
             stdoutLines.append(line)
         }
     }
 
     /// Reads `handle` line by line on its own thread until EOF.
-    private static func pump(_ handle: FileHandle, _ onLine: @escaping @Sendable (String) -> Void) {
+    private static func pump(_ handle: FileHandle, atEOF: @escaping @Sendable () -> Void, _ onLine: @escaping @Sendable (String) -> Void) {
         Thread.detachNewThread {
             var pending = Data()
             while true {
@@ -120,6 +122,7 @@ public final class DaemonProcess: Sendable {
                 }
             }
             if !pending.isEmpty { onLine(String(decoding: pending, as: UTF8.self)) }
+            atEOF()
         }
     }
 
@@ -161,6 +164,11 @@ public final class DaemonProcess: Sendable {
         try await eventually("\(name) to exit", within: timeout, every: .milliseconds(10), diagnostics: { self.logTail() }) {
             process.isRunning ? nil : true
         }
+        // Its last lines may still be in the pipes. A grandchild that inherited them (a job's
+        // supervisor outliving a killed daemon) can keep them open: wait briefly, not forever.
+        _ = try? await eventually("\(name)'s output to drain", within: .seconds(2), every: .milliseconds(5)) {
+            openPipes.allClosed
+        }
         switch process.terminationReason {
         case .exit: return process.terminationStatus
         case .uncaughtSignal: return 128 + process.terminationStatus
@@ -178,6 +186,14 @@ public final class DaemonProcess: Sendable {
         process.waitUntilExit()
         return nil
     }
+}
+
+/// How many of a process's output pipes are still open (a box, so the reader threads do not
+/// keep the process object, whose deinit kills a leftover daemon, alive).
+final class PipeCount: Sendable {
+    private let open = Atomic<Int>(2)
+    func closed() { open.subtract(1, ordering: .sequentiallyConsistent) }
+    var allClosed: Bool { open.load(ordering: .sequentiallyConsistent) <= 0 }
 }
 
 /// Lines appended by a reader thread and read by the test.

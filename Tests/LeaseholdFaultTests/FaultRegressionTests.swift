@@ -16,18 +16,18 @@ struct FaultRegressionTests {
     /// and the member went on renewing a lease it no longer used. Found by the fault suite
     /// after `redis-restart-aof` (down ~1.2 s): job `e1` kept its leader and never ran again.
     @Test func scheduledJobRunsAgainAfterAnOutageShorterThanItsValidity() async throws {
-        let solo = try await SoloMember()
-        let (redis, proxy, keys, namespace) = (solo.redis, solo.proxy, solo.keys, solo.namespace)
         // lease 10s (renew every 3.3 s, step-down 8.8 s after the last renewal sent): a 2.5 s
         // outage cannot cost the lease.
-        let catalog = try solo.directory.write("jobs.yaml", """
+        let fleet = try await DaemonFleet(catalog: """
             version: 1
-            redis: { namespace: \(namespace) }
+            redis: { namespace: NAMESPACE }
             defaults: { lease: 10s }
             jobs:
               - { name: tick, handler: log, schedule: { every: 1s } }
-            """)
-        let member = try solo.start(catalog: catalog)
+            """, proxied: true)
+        let (redis, keys) = (fleet.redis, fleet.keys)
+        let member = try fleet.start("solo")
+        let proxy = try #require(try fleet.proxy("solo"))
         func runCount() async throws -> Int { Int(try await redis.command("XLEN", keys.runs("tick")).integer ?? 0) }
         try await eventually("two runs", within: .seconds(30), diagnostics: { member.logTail() }) {
             try await runCount() >= 2 ? true : nil
@@ -51,18 +51,18 @@ struct FaultRegressionTests {
 
     /// The same for a continuous job: a failed `beginRun` must not end its leadership's work.
     @Test func continuousJobRestartsAfterAnOutageShorterThanItsValidity() async throws {
-        let solo = try await SoloMember()
-        let (redis, proxy, keys, namespace) = (solo.redis, solo.proxy, solo.keys, solo.namespace)
         // The command exits at once, so the runner restarts it (after 1 s backoff) and must
         // begin a new run each time; the outage hits one of those begins.
-        let catalog = try solo.directory.write("jobs.yaml", """
+        let fleet = try await DaemonFleet(catalog: """
             version: 1
-            redis: { namespace: \(namespace) }
+            redis: { namespace: NAMESPACE }
             defaults: { lease: 10s }
             jobs:
               - { name: loop, handler: shell, schedule: continuous, config: { command: ["true"], kill_grace: 300ms } }
-            """)
-        let member = try solo.start(catalog: catalog)
+            """, proxied: true)
+        let (redis, keys) = (fleet.redis, fleet.keys)
+        let member = try fleet.start("solo")
+        let proxy = try #require(try fleet.proxy("solo"))
         func runCount() async throws -> Int { Int(try await redis.command("XLEN", keys.runs("loop")).integer ?? 0) }
         try await eventually("a run", within: .seconds(30), diagnostics: { member.logTail() }) {
             try await runCount() >= 1 ? true : nil
@@ -81,28 +81,5 @@ struct FaultRegressionTests {
         #expect(try await redis.command("GET", keys.lease("loop")).string == before, "\(member.logTail(30))")
         member.signal(SIGTERM)
         #expect(try await member.waitForExit() == 0)
-    }
-}
-
-/// One `leaseholdd` reaching a private redis-server through a `FaultProxy`, in its own
-/// namespace: the setup both regression tests share.
-private struct SoloMember {
-    let redis: RedisServerProcess
-    let proxy: FaultProxy
-    let directory: TempDirectory
-    let namespace = "r\(UInt32.random(in: 0 ... .max))"
-    var keys: LeaseKeys { LeaseKeys(namespace: namespace) }
-
-    init() async throws {
-        signal(SIGPIPE, SIG_IGN)
-        redis = try await RedisServerProcess()
-        proxy = try FaultProxy(targetPort: redis.port)
-        directory = try TempDirectory()
-    }
-
-    /// Starts the member on `catalog`, through the proxy, with JSON logs.
-    func start(catalog: String) throws -> DaemonProcess {
-        try DaemonProcess(
-            name: "solo", arguments: ["--config", catalog, "--redis", proxy.url(), "--name", "solo", "--log-format", "json"])
     }
 }

@@ -195,16 +195,19 @@ final class FaultFleet: Sendable {
     static let renewEvery: Duration = .milliseconds(500)
     static let jobs = ["c1", "c2", "e1", "e2"]
 
-    let leaseRedis: RedisServerProcess
+    /// The members, their lease Redis and per-member proxies.
+    let fleet: DaemonFleet
+    /// The store the jobs write to with their fencing tokens.
     let resource: RedisServerProcess
+    let memberNames: [String]
+    var leaseRedis: RedisServerProcess { fleet.redis }
     /// One proxy per member name, so a fault can cut one member off (a partitioned leader)
     /// or all of them (the lease store unreachable).
-    let proxies: [String: FaultProxy]
-    let directory: TempDirectory
-    let namespace: String
-    let keys: LeaseKeys
-    let catalogPath: String
-    let memberNames: [String]
+    var proxies: [String: FaultProxy] { fleet.proxies }
+    var directory: TempDirectory { fleet.directory }
+    var namespace: String { fleet.namespace }
+    var keys: LeaseKeys { fleet.keys }
+    var catalogPath: String { fleet.catalogPath }
 
     private struct State {
         var current: [String: DaemonProcess] = [:]
@@ -221,47 +224,38 @@ final class FaultFleet: Sendable {
     private let state = Mutex(State())
 
     init(members: [String] = ["m1", "m2", "m3"]) async throws {
-        // The test process talks to servers that get killed and to a proxy that resets
-        // connections: hiredis's write() to a reset socket must fail with EPIPE, not kill the runner.
-        signal(SIGPIPE, SIG_IGN)
         // The lease store runs with AOF (appendfsync always): a restart keeps leases and fences.
         // A restart "without persistence" is a crash plus deleting the AOF, which is what a
         // restart of a server with no persistence amounts to (everything gone).
-        leaseRedis = try await RedisServerProcess(.init(persistence: .appendOnly(fsyncAlways: true)))
-        resource = try await RedisServerProcess()
-        var proxies: [String: FaultProxy] = [:]
-        for name in members { proxies[name] = try FaultProxy(targetPort: leaseRedis.port) }
-        self.proxies = proxies
-        directory = try TempDirectory()
-        namespace = "f\(UInt32.random(in: 0 ... .max))"
-        keys = LeaseKeys(namespace: namespace)
-        memberNames = members
-        try directory.write("fence.lua", FencedResource.lua)
-        try directory.write("write.sh", FencedResource.script(directory: directory.path, port: resource.port))
         let catalog = """
             version: 1
-            redis: { namespace: \(namespace) }
+            redis: { namespace: NAMESPACE }
             defaults: { lease: 2s, renew_every: 500ms, placement: spread }
             jobs:
               - name: c1
                 handler: shell
                 schedule: continuous
-                config: { command: ["sh", "\(directory.path)/write.sh", "loop"], kill_grace: 300ms }
+                config: { command: ["sh", "DIR/write.sh", "loop"], kill_grace: 300ms }
               - name: c2
                 handler: shell
                 schedule: continuous
-                config: { command: ["sh", "\(directory.path)/write.sh", "loop"], kill_grace: 300ms }
+                config: { command: ["sh", "DIR/write.sh", "loop"], kill_grace: 300ms }
               - name: e1
                 handler: shell
                 schedule: { every: 1s }
-                config: { command: ["sh", "\(directory.path)/write.sh"], kill_grace: 300ms }
+                config: { command: ["sh", "DIR/write.sh"], kill_grace: 300ms }
               - name: e2
                 handler: shell
                 schedule: { every: 1s }
                 placement: any
-                config: { command: ["sh", "\(directory.path)/write.sh"], kill_grace: 300ms }
+                config: { command: ["sh", "DIR/write.sh"], kill_grace: 300ms }
             """
-        catalogPath = try directory.write("jobs.yaml", catalog)
+        fleet = try await DaemonFleet(catalog: catalog, redis: .init(persistence: .appendOnly(fsyncAlways: true)), proxied: true)
+        resource = try await RedisServerProcess()
+        memberNames = members
+        for name in members { _ = try fleet.proxy(name) }
+        try fleet.directory.write("fence.lua", FencedResource.lua)
+        try fleet.directory.write("write.sh", FencedResource.script(directory: fleet.directory.path, port: resource.port))
         for name in members { try start(name) }
     }
 
@@ -275,9 +269,7 @@ final class FaultFleet: Sendable {
     /// Starts (or restarts) member `name`, talking to Redis through its proxy.
     @discardableResult
     func start(_ name: String) throws -> DaemonProcess {
-        let process = try DaemonProcess(
-            name: name,
-            arguments: ["--config", catalogPath, "--redis", proxies[name]!.url(), "--name", name, "--log-format", "json"])
+        let process = try fleet.start(name)
         state.withLock {
             $0.current[name] = process
             $0.all.append(process)

@@ -1,3 +1,4 @@
+import LeaseholdTesting
 import Testing
 
 @testable import Leasehold
@@ -8,21 +9,11 @@ struct SimulationRegressionTests {
     static let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(3)))
 
     private func engineLeading() -> (LeaseEngine, renewID: Int) {
-        var engine = LeaseEngine(settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 1), jobs: [Self.job], now: .zero)
-        var renewID = 0
-        for command in engine.poll(now: .zero).commands {
-            switch command {
-            case .acquire(let id, let requests):
-                engine.complete(.acquire(id: id, .success(AcquireReply(
-                    redisNowMs: 1_000, outcomes: requests.map { _ in .acquired(token: 7, takeover: .acquired, gapMs: nil) }))),
-                    now: .milliseconds(1))
-            case .renew(let id, _):
-                renewID = id
-            default:
-                break
-            }
-        }
-        return (engine, renewID)
+        var driver = EngineDriver(jobs: [Self.job])
+        let commands = driver.poll().commands
+        driver.now = .milliseconds(1)
+        driver.answerAcquires(commands, redisNowMs: 1_000) { _, _ in .acquired(token: 7, takeover: .acquired, gapMs: nil) }
+        return (driver.engine, EngineDriver.renews(commands).first?.id ?? 0)
     }
 
     /// Seed 174 (first run): 82,074 wake-ups in one 40 s schedule. With a renew in flight

@@ -1,85 +1,23 @@
+import LeaseholdTesting
 import Testing
 
 @testable import Leasehold
-
-/// Drives one engine on a fake clock: no real time, no Redis.
-private struct Harness {
-    var engine: LeaseEngine
-    var now: Duration = .zero
-    var sent: [LeaseCommand] = []
-    var events: [LeadershipEvent] = []
-
-    init(jobs: [LeaseJob], member: String = "a", seed: UInt64 = 1) {
-        engine = LeaseEngine(
-            settings: .init(owner: OwnerID(member: member, incarnation: "i1"), seed: seed), jobs: jobs, now: .zero)
-    }
-
-    /// Polls at the current time and records what came out.
-    @discardableResult
-    mutating func poll() -> LeaseEngine.Step {
-        let step = engine.poll(now: now)
-        sent += step.commands
-        events += step.events
-        return step
-    }
-
-    /// Moves the clock forward, polling at every wake-up the engine asks for on the way.
-    mutating func advance(to target: Duration) {
-        while true {
-            let step = poll()
-            guard let wake = step.wakeAt, wake <= target, wake > now else { break }
-            now = wake
-        }
-        now = target
-        poll()
-    }
-
-    mutating func takeCommands() -> [LeaseCommand] {
-        defer { sent.removeAll() }
-        return sent
-    }
-
-    mutating func takeEvents() -> [LeadershipEvent] {
-        defer { events.removeAll() }
-        return events
-    }
-
-    mutating func complete(_ completion: LeaseCompletion) {
-        engine.complete(completion, now: now)
-    }
-
-    /// Answers the first tick with an empty membership so the engine knows the world.
-    mutating func answerTick(_ command: LeaseCommand, members: [String] = ["a"], renewed: Bool = true, redisNowMs: Int64 = 1_000_000) {
-        guard case .renew(let id, let batch) = command else { Issue.record("not a renew: \(command)"); return }
-        complete(.renew(id: id, .success(RenewReply(
-            redisNowMs: redisNowMs, renewed: Array(repeating: renewed, count: batch.leases.count),
-            members: members.map { MemberInfo(name: $0, expiresAtMs: redisNowMs + 60_000, weight: 1) }))))
-    }
-}
-
-private func acquires(_ commands: [LeaseCommand]) -> [(id: Int, requests: [AcquireRequest])] {
-    commands.compactMap { if case .acquire(let id, let requests) = $0 { (id, requests) } else { nil } }
-}
-
-private func renews(_ commands: [LeaseCommand]) -> [(id: Int, batch: RenewBatch)] {
-    commands.compactMap { if case .renew(let id, let batch) = $0 { (id, batch) } else { nil } }
-}
 
 @Suite("Lease engine under a fake clock")
 struct LeaseEngineTests {
     static let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(10)))
 
     /// Starts a harness whose job was just acquired with `token`, the acquire sent at t=0.
-    private func leader(token: UInt64 = 7, jobs: [LeaseJob] = [Self.job]) -> Harness {
-        var h = Harness(jobs: jobs)
+    private func leader(token: UInt64 = 7, jobs: [LeaseJob] = [Self.job]) -> EngineDriver {
+        var h = EngineDriver(jobs: jobs)
         h.poll()
         let commands = h.takeCommands()
-        for (id, requests) in acquires(commands) {
+        for (id, requests) in EngineDriver.acquires(commands) {
             h.complete(.acquire(id: id, .success(AcquireReply(
                 redisNowMs: 1_000_000,
                 outcomes: requests.map { _ in .acquired(token: token, takeover: .acquired, gapMs: nil) }))))
         }
-        for (id, _) in renews(commands) {
+        for (id, _) in EngineDriver.renews(commands) {
             h.answerTick(.renew(id: id, batch: RenewBatch(leases: [], heartbeatTTLMs: 0, previousTickMs: 0)))
         }
         h.poll()
@@ -101,9 +39,9 @@ struct LeaseEngineTests {
 
     @Test("validity is counted from the send time, not the reply time")
     func validityFromSendTime() {
-        var h = Harness(jobs: [Self.job])
+        var h = EngineDriver(jobs: [Self.job])
         h.poll()
-        let (id, _) = acquires(h.takeCommands())[0]
+        let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
         h.now = .milliseconds(700)  // a slow reply
         h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 42, takeover: .acquired, gapMs: nil)]))))
         h.poll()
@@ -120,7 +58,7 @@ struct LeaseEngineTests {
         h.advance(to: .milliseconds(8_799))
         #expect(h.engine.lease(of: "report") != nil)
         // Renewals were sent (and retried) but none answered.
-        #expect(!renews(h.takeCommands()).isEmpty)
+        #expect(!EngineDriver.renews(h.takeCommands()).isEmpty)
         h.advance(to: .milliseconds(8_800))
         #expect(h.engine.lease(of: "report") == nil)
         #expect(h.takeEvents().contains(.lost(job: "report", token: 7, reason: .steppedDown)))
@@ -134,7 +72,7 @@ struct LeaseEngineTests {
         var h = leader()
         _ = h.takeCommands()
         h.advance(to: .milliseconds(3_334))
-        let renew = renews(h.takeCommands())
+        let renew = EngineDriver.renews(h.takeCommands())
         #expect(renew.count == 1)
         #expect(renew.first?.batch.leases.map(\.job) == ["report"])
         let sentAt = Duration.seconds(10) / 3  // the tick fires exactly one renew interval after the first
@@ -151,7 +89,7 @@ struct LeaseEngineTests {
         h.advance(to: .milliseconds(3_334))
         var attempts: [Duration] = []
         for _ in 0..<6 {
-            guard let (id, _) = renews(h.takeCommands()).first else { break }
+            guard let (id, _) = EngineDriver.renews(h.takeCommands()).first else { break }
             attempts.append(h.now)
             h.complete(.renew(id: id, .failure(LeaseCallFailure(outcomeUnknown: false, message: "refused"))))
             h.poll()
@@ -171,7 +109,7 @@ struct LeaseEngineTests {
         var h = leader()
         _ = h.takeCommands()
         h.advance(to: .milliseconds(3_334))
-        let renew = renews(h.takeCommands())[0]
+        let renew = EngineDriver.renews(h.takeCommands())[0]
         h.answerTick(.renew(id: renew.id, batch: renew.batch), renewed: false)
         h.poll()
         #expect(h.engine.lease(of: "report") == nil)
@@ -180,38 +118,38 @@ struct LeaseEngineTests {
 
     @Test("a standby tries again when the holder's lease runs out, not before")
     func standbyWakesAtPTTL() {
-        var h = Harness(jobs: [Self.job])
+        var h = EngineDriver(jobs: [Self.job])
         h.poll()
-        let (id, _) = acquires(h.takeCommands())[0]
+        let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
         h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 4_000)]))))
         let wake = h.poll().wakeAt
         #expect(wake != nil)
         h.advance(to: .milliseconds(3_999))
-        #expect(acquires(h.takeCommands()).isEmpty)
+        #expect(EngineDriver.acquires(h.takeCommands()).isEmpty)
         h.advance(to: .milliseconds(4_021))
-        let next = acquires(h.takeCommands())
+        let next = EngineDriver.acquires(h.takeCommands())
         #expect(next.count == 1)
         #expect(next.first?.requests.first?.job == "report")
     }
 
     @Test("a released message makes a standby try at once")
     func releasedMessageWakesStandby() {
-        var h = Harness(jobs: [Self.job])
+        var h = EngineDriver(jobs: [Self.job])
         h.poll()
-        let (id, _) = acquires(h.takeCommands())[0]
+        let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
         h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 9_000)]))))
         h.poll()
         h.now = .milliseconds(100)
         h.engine.releasedMessage(job: "report", now: h.now)
         h.poll()
-        #expect(acquires(h.takeCommands()).count == 1)
+        #expect(EngineDriver.acquires(h.takeCommands()).count == 1)
     }
 
     @Test("an acquire that timed out is never counted, and is released by owner value on shutdown")
     func unknownOutcomeIsReconciled() {
-        var h = Harness(jobs: [Self.job])
+        var h = EngineDriver(jobs: [Self.job])
         h.poll()
-        let (id, _) = acquires(h.takeCommands())[0]
+        let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
         h.complete(.acquire(id: id, .failure(LeaseCallFailure(outcomeUnknown: true, message: "timeout"))))
         h.poll()
         #expect(h.engine.lease(of: "report") == nil)
@@ -227,16 +165,16 @@ struct LeaseEngineTests {
 
     @Test("a reply that arrives after the step-down time does not make a leader")
     func lateAcquireReply() {
-        var h = Harness(jobs: [Self.job])
+        var h = EngineDriver(jobs: [Self.job])
         h.poll()
-        let (id, _) = acquires(h.takeCommands())[0]
+        let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
         h.now = .seconds(9)
         h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 9, takeover: .acquired, gapMs: nil)]))))
         h.poll()
         #expect(h.engine.lease(of: "report") == nil)
         // The next attempt takes the lease up again idempotently.
         h.poll()
-        #expect(acquires(h.takeCommands()).count == 1)
+        #expect(EngineDriver.acquires(h.takeCommands()).count == 1)
     }
 
     @Test("one renew call per tick carries every held lease")
@@ -247,9 +185,9 @@ struct LeaseEngineTests {
         _ = h.takeCommands()
         h.advance(to: .milliseconds(3_334))
         let commands = h.takeCommands()
-        #expect(renews(commands).count == 1)
-        #expect(renews(commands).first?.batch.leases.count == 100)
-        #expect(acquires(commands).isEmpty)
+        #expect(EngineDriver.renews(commands).count == 1)
+        #expect(EngineDriver.renews(commands).first?.batch.leases.count == 100)
+        #expect(EngineDriver.acquires(commands).isEmpty)
     }
 
     @Test("graceful release: leaders keep renewing until released, then shutdown completes")
@@ -273,21 +211,21 @@ struct LeaseEngineTests {
     func spreadStandbyDelay() {
         let spread = LeasePlacement.spread(standbyDelay: .seconds(3), stability: .seconds(10))
         let jobs = (0..<40).map { LeaseJob(name: "j\($0)", timing: LeaseTiming(ttl: .seconds(10)), placement: spread) }
-        var h = Harness(jobs: jobs, member: "a")
+        var h = EngineDriver(jobs: jobs, member: "a")
         h.poll()
         // Membership unknown: nothing acquired yet.
         let first = h.takeCommands()
-        #expect(acquires(first).isEmpty)
-        h.answerTick(renews(first).map { .renew(id: $0.id, batch: $0.batch) }[0], members: ["a", "b"])
+        #expect(EngineDriver.acquires(first).isEmpty)
+        h.answerTick(EngineDriver.renews(first).map { .renew(id: $0.id, batch: $0.batch) }[0], members: ["a", "b"])
         h.poll()
-        let immediate = Set(acquires(h.takeCommands()).flatMap { $0.requests.map(\.job) })
+        let immediate = Set(EngineDriver.acquires(h.takeCommands()).flatMap { $0.requests.map(\.job) })
         let mine = Set(jobs.map(\.name).filter { h.engine.preferredMember(of: $0, now: h.now) == "a" })
         #expect(!mine.isEmpty && mine.count < jobs.count)
         #expect(immediate == mine)
         h.advance(to: .milliseconds(2_990))
-        #expect(acquires(h.takeCommands()).isEmpty)
+        #expect(EngineDriver.acquires(h.takeCommands()).isEmpty)
         h.advance(to: .milliseconds(3_010))
-        let delayed = Set(acquires(h.takeCommands()).flatMap { $0.requests.map(\.job) })
+        let delayed = Set(EngineDriver.acquires(h.takeCommands()).flatMap { $0.requests.map(\.job) })
         #expect(delayed == Set(jobs.map(\.name)).subtracting(mine))
     }
 }

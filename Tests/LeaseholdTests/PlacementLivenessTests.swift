@@ -1,3 +1,4 @@
+import LeaseholdTesting
 import Testing
 
 @testable import Leasehold
@@ -16,15 +17,12 @@ struct PlacementLivenessTests {
     /// Engine "a" after one tick answered at Redis time 1_000_000 ms (local t = 0), which
     /// reported b with heartbeat expiry `bExpiry`.
     static func engine(bExpiry: Int64) -> LeaseEngine {
-        var engine = LeaseEngine(
-            settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 1), jobs: jobs, now: .zero)
-        let step = engine.poll(now: .zero)
-        guard case .renew(let id, _)? = step.commands.first else { fatalError("no tick") }
-        engine.complete(.renew(id: id, .success(RenewReply(
-            redisNowMs: 1_000_000, renewed: [],
-            members: [MemberInfo(name: "a", expiresAtMs: 1_002_000, weight: 1), MemberInfo(name: "b", expiresAtMs: bExpiry, weight: 1)]))),
-            now: .zero)
-        return engine
+        var driver = EngineDriver(jobs: jobs)
+        let tick = driver.poll().commands[0]
+        driver.answerTick(tick, members: [
+            MemberInfo(name: "a", expiresAtMs: 1_002_000, weight: 1), MemberInfo(name: "b", expiresAtMs: bExpiry, weight: 1),
+        ])
+        return driver.engine
     }
 
     @Test("a member whose tick is a little late still counts as live until our next tick")
