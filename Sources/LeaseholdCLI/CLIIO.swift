@@ -4,22 +4,22 @@ import RedisClient
 import Synchronization
 
 /// Where a CLI run reads and writes: the real terminal, or a capture in tests.
-public struct CLIIO: Sendable {
+package struct CLIIO: Sendable {
     /// Writes text to standard output exactly as given (callers add the newlines).
-    public var out: @Sendable (String) -> Void
+    package var out: @Sendable (String) -> Void
     /// Writes text to standard error exactly as given.
-    public var err: @Sendable (String) -> Void
+    package var err: @Sendable (String) -> Void
     /// The environment (`LEASEHOLD_REDIS_URL`).
-    public var environment: [String: String]
+    package var environment: [String: String]
     /// Whether standard output is a terminal.
-    public var stdoutIsTerminal: Bool
+    package var stdoutIsTerminal: Bool
     /// Whether standard input is a terminal (confirmation prompts need one).
-    public var stdinIsTerminal: Bool
+    package var stdinIsTerminal: Bool
     /// Reads one line of standard input (confirmation answers); nil at end of input.
-    public var readLine: @Sendable () -> String?
+    package var readLine: @Sendable () -> String?
 
     /// Creates an IO description.
-    public init(
+    package init(
         out: @escaping @Sendable (String) -> Void, err: @escaping @Sendable (String) -> Void,
         environment: [String: String] = [:], stdoutIsTerminal: Bool = false, stdinIsTerminal: Bool = false,
         readLine: @escaping @Sendable () -> String? = { nil }
@@ -33,7 +33,7 @@ public struct CLIIO: Sendable {
     }
 
     /// The process's real standard streams and environment.
-    public static var standard: CLIIO {
+    package static var standard: CLIIO {
         CLIIO(
             out: { text in FileHandle.standardOutput.write(Data(text.utf8)) },
             err: { text in FileHandle.standardError.write(Data(text.utf8)) },
@@ -45,19 +45,19 @@ public struct CLIIO: Sendable {
 }
 
 /// Collects everything a CLI run writes (for tests and embedding).
-public final class CLICapture: Sendable {
+package final class CLICapture: Sendable {
     private let state = Mutex<(out: String, err: String)>(("", ""))
 
     /// Creates an empty capture.
-    public init() {}
+    package init() {}
 
     /// Everything written to standard output so far.
-    public var stdout: String { state.withLock { $0.out } }
+    package var stdout: String { state.withLock { $0.out } }
     /// Everything written to standard error so far.
-    public var stderr: String { state.withLock { $0.err } }
+    package var stderr: String { state.withLock { $0.err } }
 
     /// An IO that writes into this capture.
-    public func io(
+    package func io(
         environment: [String: String] = [:], stdinIsTerminal: Bool = false,
         readLine: @escaping @Sendable () -> String? = { nil }
     ) -> CLIIO {
@@ -69,43 +69,43 @@ public final class CLICapture: Sendable {
 }
 
 /// The CLI's exit codes.
-public enum CLIExitCode {
+package enum CLIExitCode {
     /// Success.
-    public static let ok: Int32 = 0
+    package static let ok: Int32 = 0
     /// A runtime failure: Redis unreachable, the job has no leader, ...
-    public static let failure: Int32 = 1
+    package static let failure: Int32 = 1
     /// A usage or configuration error: bad flags, an invalid catalog, a refused confirmation.
-    public static let usage: Int32 = 2
+    package static let usage: Int32 = 2
 }
 
 /// A failure that ends a command: an exit code and the lines printed on stderr.
-public struct CLIFailure: Error, Sendable, CustomStringConvertible {
+package struct CLIFailure: Error, Sendable, CustomStringConvertible {
     /// The exit code.
-    public var code: Int32
+    package var code: Int32
     /// The lines printed on stderr.
-    public var lines: [String]
+    package var lines: [String]
 
     /// Creates a failure.
-    public init(code: Int32, lines: [String]) {
+    package init(code: Int32, lines: [String]) {
         self.code = code
         self.lines = lines
     }
 
     /// A runtime failure (exit 1) with one `leasehold: ...` line.
-    public static func runtime(_ message: String) -> CLIFailure {
+    package static func runtime(_ message: String) -> CLIFailure {
         CLIFailure(code: CLIExitCode.failure, lines: ["leasehold: " + message])
     }
 
     /// A usage or configuration failure (exit 2) with one `leasehold: ...` line.
-    public static func usage(_ message: String) -> CLIFailure {
+    package static func usage(_ message: String) -> CLIFailure {
         CLIFailure(code: CLIExitCode.usage, lines: ["leasehold: " + message])
     }
 
     /// The lines joined.
-    public var description: String { lines.joined(separator: "\n") }
+    package var description: String { lines.joined(separator: "\n") }
 
     /// The one line for a Redis error. The endpoint's description never shows a password.
-    public static func redis(_ error: RedisError, endpoint: RedisEndpoint) -> CLIFailure {
+    package static func redis(_ error: RedisError, endpoint: RedisEndpoint) -> CLIFailure {
         let hint = "(set --redis or \(RedisURLSetting.environmentVariable))"
         let line: String
         switch error.kind {
@@ -115,7 +115,7 @@ public struct CLIFailure: Error, Sendable, CustomStringConvertible {
             line = "cannot reach Redis at \(endpoint): \(reason(error.message)) \(hint)"
         case .timeout:
             line = "Redis at \(endpoint) did not answer in time: \(reason(error.message)) \(hint)"
-        case .authenticationFailed, .invalidURL, .server, .protocolError:
+        default:
             line = oneLine(error.message)
         }
         return .runtime(line)

@@ -4,26 +4,26 @@ import RedisClient
 
 /// Where the CLI's Redis and namespace come from, after applying precedence:
 /// flags, then `LEASEHOLD_REDIS_URL` (URL only), then the catalog file, then the defaults.
-public struct CLISettings: Sendable {
+package struct CLISettings: Sendable {
     /// The default catalog path.
-    public static let defaultConfigPath = "./jobs.yaml"
+    package static let defaultConfigPath = "./jobs.yaml"
     /// The default Redis URL.
-    public static let defaultRedisURL = RedisURLSetting.defaultURL
+    package static let defaultRedisURL = RedisURLSetting.defaultURL
     /// The default namespace.
-    public static let defaultNamespace = "leasehold"
+    package static let defaultNamespace = "leasehold"
 
     /// The Redis server.
-    public var endpoint: RedisEndpoint
+    package var endpoint: RedisEndpoint
     /// The key namespace.
-    public var namespace: String
+    package var namespace: String
     /// The loaded catalog, if a file was read.
-    public var catalog: Catalog?
+    package var catalog: Catalog?
 
     /// The key schema.
-    public var keys: LeaseKeys { LeaseKeys(namespace: namespace) }
+    package var keys: LeaseKeys { LeaseKeys(namespace: namespace) }
 
     /// Creates settings directly (tests, embedders).
-    public init(endpoint: RedisEndpoint, namespace: String = CLISettings.defaultNamespace, catalog: Catalog? = nil) {
+    package init(endpoint: RedisEndpoint, namespace: String = CLISettings.defaultNamespace, catalog: Catalog? = nil) {
         self.endpoint = endpoint
         self.namespace = namespace
         self.catalog = catalog
@@ -34,7 +34,7 @@ public struct CLISettings: Sendable {
     /// The catalog at `--config` (default `./jobs.yaml`) is loaded with the daemon's exact
     /// validation; an invalid catalog is a configuration error (exit 2). A missing *default*
     /// file is fine when the Redis URL comes from `--redis` or `LEASEHOLD_REDIS_URL`.
-    public static func resolve(
+    package static func resolve(
         config: String?, redis: String?, namespace: String?, environment: [String: String]
     ) throws(CLIFailure) -> CLISettings {
         let envURL = RedisURLSetting.environmentURL(environment)
@@ -65,7 +65,7 @@ public struct CLISettings: Sendable {
     }
 
     /// The connection settings the CLI uses: short timeouts, so a dead server fails fast.
-    public var redisConfiguration: RedisConfiguration {
+    package var redisConfiguration: RedisConfiguration {
         RedisConfiguration(endpoint: endpoint, connectTimeout: .seconds(2), commandTimeout: .seconds(5))
     }
 }

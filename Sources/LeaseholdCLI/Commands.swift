@@ -4,16 +4,16 @@ import Leasehold
 import RedisClient
 
 /// The entry point of the `leasehold` executable and of in-process runs (tests).
-public enum LeaseholdTool {
+package enum LeaseholdTool {
     /// Runs with the process's arguments and exits with the command's code.
-    public static func main() async -> Never {
+    package static func main() async -> Never {
         let code = await run(Array(CommandLine.arguments.dropFirst()), io: .standard)
         exit(code)
     }
 
     /// Parses `arguments` (without the program name), runs the command and returns its exit
     /// code. Errors are printed on `io.err`; nothing calls `exit`.
-    public static func run(_ arguments: [String], io: CLIIO) async -> Int32 {
+    package static func run(_ arguments: [String], io: CLIIO) async -> Int32 {
         let command: any ParsableCommand
         do {
             command = try LeaseholdCommand.parseAsRoot(arguments)
@@ -318,7 +318,7 @@ struct Watch: ParsableCommand, CLIRunnable {
     var count: Int?
 
     func validate() throws {
-        guard let duration = parseDuration(interval), duration >= .milliseconds(100) else {
+        guard let duration = CatalogValue.duration(interval), duration >= .milliseconds(100) else {
             throw ValidationError("--interval must be a duration of at least 100ms, such as 500ms or 2s")
         }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
@@ -326,7 +326,7 @@ struct Watch: ParsableCommand, CLIRunnable {
 
     func execute(_ io: CLIIO) async throws(CLIFailure) -> Int32 {
         let settings = try global.settings(io)
-        let pause = parseDuration(interval) ?? .seconds(1)
+        let pause = CatalogValue.duration(interval) ?? .seconds(1)
         let connection = RedisConnection(configuration: settings.redisConfiguration)
         let reader = SnapshotReader(connection: connection, keys: settings.keys)
         let jobs = settings.catalog?.jobs.map(\.name) ?? []
@@ -344,7 +344,7 @@ struct Watch: ParsableCommand, CLIRunnable {
             if global.json {
                 if !body.hasPrefix("leasehold:") { io.out(body) }
             } else {
-                io.out("\u{1B}[H\u{1B}[2J" + "leasehold watch — every \(formatDuration(pause)), Ctrl-C to stop\n\n" + body)
+                io.out("\u{1B}[H\u{1B}[2J" + "leasehold watch — every \(CatalogValue.text(pause)), Ctrl-C to stop\n\n" + body)
             }
             refreshes += 1
             if let count, refreshes >= count { break }

@@ -2,11 +2,11 @@ import Leasehold
 
 /// Pure rendering of snapshots: aligned tables for people, one JSON object for programs.
 /// Nothing here reads the clock or Redis: every age is relative to the snapshot's `nowMs`.
-public enum Render {
+package enum Render {
     // MARK: - Status
 
     /// The `status` table (ends with a newline).
-    public static func statusTable(_ snapshot: ClusterSnapshot) -> String {
+    package static func statusTable(_ snapshot: ClusterSnapshot) -> String {
         var rows: [[String]] = [["JOB", "LEADER", "TOKEN", "EXPIRES IN", "PREFERRED", "LAST RUN", "RESULT", "LEADERLESS"]]
         for job in snapshot.jobs {
             var lastRun = "-"
@@ -48,7 +48,7 @@ public enum Render {
     }
 
     /// The `status --json` object (one line, ends with a newline).
-    public static func statusJSON(_ snapshot: ClusterSnapshot) -> String {
+    package static func statusJSON(_ snapshot: ClusterSnapshot) -> String {
         JSONValue.object([
             ("now_ms", .int(snapshot.nowMs)),
             ("namespace", .string(snapshot.namespace)),
@@ -107,7 +107,7 @@ public enum Render {
     // MARK: - Members
 
     /// The `members` table (ends with a newline).
-    public static func membersTable(_ snapshot: ClusterSnapshot) -> String {
+    package static func membersTable(_ snapshot: ClusterSnapshot) -> String {
         var rows: [[String]] = [["MEMBER", "HOST", "PID", "WEIGHT", "VERSION", "UP SINCE", "HEARTBEAT", "JOBS LED", "STATE"]]
         for member in snapshot.members {
             rows.append([
@@ -125,7 +125,7 @@ public enum Render {
     }
 
     /// The `members --json` object (one line).
-    public static func membersJSON(_ snapshot: ClusterSnapshot) -> String {
+    package static func membersJSON(_ snapshot: ClusterSnapshot) -> String {
         JSONValue.object([
             ("now_ms", .int(snapshot.nowMs)),
             ("namespace", .string(snapshot.namespace)),
@@ -136,7 +136,7 @@ public enum Render {
     // MARK: - History
 
     /// A human name for an event type.
-    public static func eventName(_ type: String) -> String {
+    package static func eventName(_ type: String) -> String {
         switch type {
         case "acquired": return "acquired"
         case "expired_takeover": return "expired takeover"
@@ -149,7 +149,7 @@ public enum Render {
     }
 
     /// The `history` table, oldest first (ends with a newline).
-    public static func historyTable(_ history: JobHistory) -> String {
+    package static func historyTable(_ history: JobHistory) -> String {
         if history.events.isEmpty { return "no events recorded for job \(history.job)\n" }
         var rows: [[String]] = [["TIME (UTC)", "EVENT", "MEMBER", "TOKEN", "GAP", "DETAIL"]]
         for event in history.events {
@@ -182,7 +182,7 @@ public enum Render {
     }
 
     /// The `history --json` object (one line).
-    public static func historyJSON(_ history: JobHistory) -> String {
+    package static func historyJSON(_ history: JobHistory) -> String {
         JSONValue.object([
             ("job", .string(history.job)),
             ("now_ms", .int(history.nowMs)),
@@ -216,7 +216,7 @@ public enum Render {
     }
 
     /// Left-aligned columns separated by two spaces; no trailing spaces.
-    public static func table(_ rows: [[String]]) -> String {
+    package static func table(_ rows: [[String]]) -> String {
         guard let columns = rows.map(\.count).max() else { return "" }
         var widths = [Int](repeating: 0, count: columns)
         for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
@@ -234,7 +234,7 @@ public enum Render {
     }
 
     /// A compact duration: `850ms`, `4.2s`, `3m12s`, `2h05m`, `3d04h`.
-    public static func duration(_ ms: Int64) -> String {
+    package static func duration(_ ms: Int64) -> String {
         if ms < 0 { return "-" + duration(-ms) }
         if ms < 1000 { return "\(ms)ms" }
         if ms < 10_000 { return "\(ms / 1000).\((ms % 1000) / 100)s" }
@@ -251,7 +251,7 @@ public enum Render {
     static func pad(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
 
     /// `2026-05-01 10:00:00.123` (UTC) from ms since the epoch.
-    public static func timestamp(_ ms: Int64, millis: Bool) -> String {
+    package static func timestamp(_ ms: Int64, millis: Bool) -> String {
         let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
         let msOfDay = ms - days * 86_400_000
         let (year, month, day) = civilDate(fromDays: days)
@@ -263,7 +263,7 @@ public enum Render {
 }
 
 /// A JSON value with ordered object keys, serialized compactly and deterministically.
-public indirect enum JSONValue: Sendable, Hashable {
+package indirect enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -274,12 +274,12 @@ public indirect enum JSONValue: Sendable, Hashable {
     case object([(String, JSONValue)])
 
     /// Equal when they serialize identically.
-    public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool { lhs.serialized == rhs.serialized }
+    package static func == (lhs: JSONValue, rhs: JSONValue) -> Bool { lhs.serialized == rhs.serialized }
     /// Hashes the serialized form.
-    public func hash(into hasher: inout Hasher) { hasher.combine(serialized) }
+    package func hash(into hasher: inout Hasher) { hasher.combine(serialized) }
 
     /// Compact JSON text.
-    public var serialized: String {
+    package var serialized: String {
         var out = ""
         write(to: &out)
         return out

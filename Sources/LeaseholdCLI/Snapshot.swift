@@ -2,18 +2,18 @@ import Leasehold
 
 /// Everything `status`, `members` and `watch` show, read from Redis at one moment.
 /// Rendering is a pure function of this value (see `StatusRenderer`).
-public struct ClusterSnapshot: Sendable, Hashable {
+package struct ClusterSnapshot: Sendable, Hashable {
     /// Redis `TIME` when the snapshot was read (ms since the epoch). Every age is relative to it.
-    public var nowMs: Int64
+    package var nowMs: Int64
     /// The key namespace.
-    public var namespace: String
+    package var namespace: String
     /// Jobs from the catalog and from `ns:jobs`, sorted by name.
-    public var jobs: [JobStatus]
+    package var jobs: [JobStatus]
     /// Every member in `ns:members` (live or not), sorted by name.
-    public var members: [MemberStatus]
+    package var members: [MemberStatus]
 
     /// Creates a snapshot.
-    public init(nowMs: Int64, namespace: String, jobs: [JobStatus], members: [MemberStatus]) {
+    package init(nowMs: Int64, namespace: String, jobs: [JobStatus], members: [MemberStatus]) {
         self.nowMs = nowMs
         self.namespace = namespace
         self.jobs = jobs
@@ -22,18 +22,18 @@ public struct ClusterSnapshot: Sendable, Hashable {
 }
 
 /// The current holder of a lease.
-public struct LeaderInfo: Sendable, Hashable {
+package struct LeaderInfo: Sendable, Hashable {
     /// The member name.
-    public var member: String
+    package var member: String
     /// The member process's incarnation.
-    public var instance: String
+    package var instance: String
     /// The fencing token.
-    public var token: UInt64
+    package var token: UInt64
     /// The lease's remaining TTL (`PTTL`).
-    public var expiresInMs: Int64
+    package var expiresInMs: Int64
 
     /// Creates a leader record.
-    public init(member: String, instance: String, token: UInt64, expiresInMs: Int64) {
+    package init(member: String, instance: String, token: UInt64, expiresInMs: Int64) {
         self.member = member
         self.instance = instance
         self.token = token
@@ -42,22 +42,22 @@ public struct LeaderInfo: Sendable, Hashable {
 }
 
 /// The last run recorded in a job's state hash.
-public struct RunInfo: Sendable, Hashable {
+package struct RunInfo: Sendable, Hashable {
     /// When it started (Redis ms).
-    public var startedAtMs: Int64
+    package var startedAtMs: Int64
     /// When it finished (Redis ms); nil while running or if it never finished.
-    public var finishedAtMs: Int64?
+    package var finishedAtMs: Int64?
     /// How long it took.
-    public var durationMs: Int64?
+    package var durationMs: Int64?
     /// The recorded result (`ok`, `failed: ...`, ...).
-    public var result: String?
+    package var result: String?
     /// Whether the state hash says a run is in progress.
-    public var running: Bool
+    package var running: Bool
     /// The token it ran under.
-    public var token: UInt64?
+    package var token: UInt64?
 
     /// Creates a run record.
-    public init(
+    package init(
         startedAtMs: Int64, finishedAtMs: Int64? = nil, durationMs: Int64? = nil, result: String? = nil,
         running: Bool = false, token: UInt64? = nil
     ) {
@@ -71,9 +71,9 @@ public struct RunInfo: Sendable, Hashable {
 }
 
 /// Since when a job without a leader has had none.
-public struct Leaderless: Sendable, Hashable {
+package struct Leaderless: Sendable, Hashable {
     /// How the start was determined.
-    public enum Source: String, Sendable, Hashable {
+    package enum Source: String, Sendable, Hashable {
         /// The last leader released it: exact (`released_at`).
         case released
         /// The lease expired; estimated from the holder's last heartbeat tick + the lease TTL.
@@ -85,38 +85,38 @@ public struct Leaderless: Sendable, Hashable {
     }
 
     /// When the job lost its leader (Redis ms).
-    public var sinceMs: Int64
+    package var sinceMs: Int64
     /// How `sinceMs` was found.
-    public var source: Source
+    package var source: Source
 
     /// Creates a record.
-    public init(sinceMs: Int64, source: Source) {
+    package init(sinceMs: Int64, source: Source) {
         self.sinceMs = sinceMs
         self.source = source
     }
 }
 
 /// One job's row.
-public struct JobStatus: Sendable, Hashable {
+package struct JobStatus: Sendable, Hashable {
     /// The job name.
-    public var name: String
+    package var name: String
     /// Whether the catalog lists it.
-    public var inCatalog: Bool
+    package var inCatalog: Bool
     /// Whether `ns:jobs` lists it (some member has acquired it at least once).
-    public var inRedis: Bool
+    package var inRedis: Bool
     /// The current leader; nil when the lease key does not exist.
-    public var leader: LeaderInfo?
+    package var leader: LeaderInfo?
     /// The rendezvous choice among live members, weighted as in their member hashes.
-    public var preferred: String?
+    package var preferred: String?
     /// The last run.
-    public var lastRun: RunInfo?
+    package var lastRun: RunInfo?
     /// Set when the job has no leader and had one before.
-    public var leaderless: Leaderless?
+    package var leaderless: Leaderless?
     /// The next scheduled slot (Redis ms), if the job is scheduled.
-    public var nextRunAtMs: Int64?
+    package var nextRunAtMs: Int64?
 
     /// Creates a row.
-    public init(
+    package init(
         name: String, inCatalog: Bool = true, inRedis: Bool = true, leader: LeaderInfo? = nil, preferred: String? = nil,
         lastRun: RunInfo? = nil, leaderless: Leaderless? = nil, nextRunAtMs: Int64? = nil
     ) {
@@ -132,34 +132,34 @@ public struct JobStatus: Sendable, Hashable {
 }
 
 /// One member's row.
-public struct MemberStatus: Sendable, Hashable {
+package struct MemberStatus: Sendable, Hashable {
     /// The member name.
-    public var name: String
+    package var name: String
     /// The incarnation that last heartbeated under this name.
-    public var instance: String?
+    package var instance: String?
     /// Host name from the member hash.
-    public var host: String?
+    package var host: String?
     /// Process id from the member hash.
-    public var pid: Int64?
+    package var pid: Int64?
     /// Placement weight (1 when the hash does not say).
-    public var weight: Double
+    package var weight: Double
     /// Version from the member hash.
-    public var version: String?
+    package var version: String?
     /// Process start (Redis ms or wall-clock ms, as the member wrote it).
-    public var startedAtMs: Int64?
+    package var startedAtMs: Int64?
     /// Its last heartbeat tick (Redis ms).
-    public var lastTickMs: Int64?
+    package var lastTickMs: Int64?
     /// When its heartbeat expires (the zset score, Redis ms).
-    public var heartbeatExpiresAtMs: Int64
+    package var heartbeatExpiresAtMs: Int64
     /// Whether the heartbeat has not expired.
-    public var live: Bool
+    package var live: Bool
     /// When the member announced a graceful exit (Redis ms), if it did.
-    public var leftAtMs: Int64?
+    package var leftAtMs: Int64?
     /// How many jobs' leases name this member right now.
-    public var jobsLed: Int
+    package var jobsLed: Int
 
     /// Creates a row.
-    public init(
+    package init(
         name: String, instance: String? = nil, host: String? = nil, pid: Int64? = nil, weight: Double = 1,
         version: String? = nil, startedAtMs: Int64? = nil, lastTickMs: Int64? = nil, heartbeatExpiresAtMs: Int64,
         live: Bool, jobsLed: Int = 0, leftAtMs: Int64? = nil
@@ -180,30 +180,30 @@ public struct MemberStatus: Sendable, Hashable {
 }
 
 /// One entry of a job's events stream.
-public struct HistoryEvent: Sendable, Hashable {
+package struct HistoryEvent: Sendable, Hashable {
     /// The stream entry id.
-    public var id: String
+    package var id: String
     /// `acquired`, `expired_takeover`, `released`, `handed_off`, `lost`, `forced_release`.
-    public var type: String
+    package var type: String
     /// The member the event is about.
-    public var member: String?
+    package var member: String?
     /// Its owner id (`member@incarnation`).
-    public var owner: String?
+    package var owner: String?
     /// The token.
-    public var token: UInt64?
+    package var token: UInt64?
     /// When (Redis ms); falls back to the stream id's time.
-    public var atMs: Int64
+    package var atMs: Int64
     /// For acquisitions: how long the job was leaderless before.
-    public var gapMs: Int64?
+    package var gapMs: Int64?
     /// For an expired takeover: the previous holder's lease value.
-    public var previous: String?
+    package var previous: String?
     /// For a lost lease: the lease value found instead ('' if none).
-    public var holder: String?
+    package var holder: String?
     /// For a forced release: who forced it.
-    public var by: String?
+    package var by: String?
 
     /// Creates an event.
-    public init(
+    package init(
         id: String, type: String, member: String? = nil, owner: String? = nil, token: UInt64? = nil, atMs: Int64,
         gapMs: Int64? = nil, previous: String? = nil, holder: String? = nil, by: String? = nil
     ) {
@@ -221,16 +221,16 @@ public struct HistoryEvent: Sendable, Hashable {
 }
 
 /// A job's audit trail, oldest first.
-public struct JobHistory: Sendable, Hashable {
+package struct JobHistory: Sendable, Hashable {
     /// The job.
-    public var job: String
+    package var job: String
     /// Redis `TIME` when read.
-    public var nowMs: Int64
+    package var nowMs: Int64
     /// The events, oldest first.
-    public var events: [HistoryEvent]
+    package var events: [HistoryEvent]
 
     /// Creates a history.
-    public init(job: String, nowMs: Int64, events: [HistoryEvent]) {
+    package init(job: String, nowMs: Int64, events: [HistoryEvent]) {
         self.job = job
         self.nowMs = nowMs
         self.events = events

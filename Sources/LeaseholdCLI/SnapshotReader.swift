@@ -4,9 +4,9 @@ import RedisClient
 /// Reads a `ClusterSnapshot` and job histories from Redis with pipelines: one round trip for
 /// the time, the job set and the member zset, then one pipeline per chunk of jobs (three
 /// commands per job) that also carries the member hashes. 10,000 jobs take five round trips.
-public struct SnapshotReader: Sendable {
+package struct SnapshotReader: Sendable {
     /// Jobs per pipeline.
-    public static let jobsPerPipeline = 2_500
+    package static let jobsPerPipeline = 2_500
     /// State hash fields read per job, in this order.
     static let stateFields = [
         "holder", "holder_member", "acquired_at", "released_at", "lease_ms", "last_run_started",
@@ -14,14 +14,14 @@ public struct SnapshotReader: Sendable {
     ]
 
     /// The connection used.
-    public let connection: RedisConnection
+    package let connection: RedisConnection
     /// The key schema.
-    public let keys: LeaseKeys
+    package let keys: LeaseKeys
     /// The endpoint (for error messages).
-    public let endpoint: RedisEndpoint
+    package let endpoint: RedisEndpoint
 
     /// Creates a reader.
-    public init(connection: RedisConnection, keys: LeaseKeys) {
+    package init(connection: RedisConnection, keys: LeaseKeys) {
         self.connection = connection
         self.keys = keys
         self.endpoint = connection.configuration.endpoint
@@ -56,7 +56,7 @@ public struct SnapshotReader: Sendable {
 
     /// Reads everything `status`/`members` show. `catalogJobs` are listed even if Redis has
     /// never seen them.
-    public func snapshot(catalogJobs: [String]) async throws(CLIFailure) -> ClusterSnapshot {
+    package func snapshot(catalogJobs: [String]) async throws(CLIFailure) -> ClusterSnapshot {
         let first = try await pipeline([
             ["TIME"], ["SMEMBERS", keys.jobs], ["ZRANGE", keys.members, "0", "-1", "WITHSCORES"],
         ])
@@ -206,7 +206,7 @@ public struct SnapshotReader: Sendable {
     }
 
     /// The last `limit` events of a job, oldest first (`XREVRANGE ... COUNT limit`, reversed).
-    public func history(job: String, limit: Int) async throws(CLIFailure) -> (history: JobHistory, known: Bool) {
+    package func history(job: String, limit: Int) async throws(CLIFailure) -> (history: JobHistory, known: Bool) {
         let replies = try await pipeline([
             ["TIME"], ["XREVRANGE", keys.events(job), "+", "-", "COUNT", String(limit)], ["SISMEMBER", keys.jobs, job],
         ])

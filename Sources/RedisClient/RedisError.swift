@@ -5,22 +5,41 @@
 /// and says what to check where that is useful.
 public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What went wrong, for callers that react differently to each.
-    public enum Kind: Sendable, Hashable {
-        case invalidURL
-        case connectionRefused
-        case unreachable
+    ///
+    /// A struct rather than an enum so that a new kind is not a breaking change: compare with
+    /// `==` or match with `case .timeout:`, and keep a `default:` branch.
+    public struct Kind: Sendable, Hashable, CustomStringConvertible {
+        private enum Code: String, Sendable, Hashable {
+            case invalidURL, connectionRefused, unreachable, timeout, authenticationFailed
+            case server, protocolError, connectionClosed, unavailable
+        }
+
+        private let code: Code
+        private init(_ code: Code) { self.code = code }
+
+        /// The URL, or a setting derived from it, cannot be used.
+        public static let invalidURL = Kind(.invalidURL)
+        /// Nothing listens at the address.
+        public static let connectionRefused = Kind(.connectionRefused)
+        /// The host cannot be resolved or reached.
+        public static let unreachable = Kind(.unreachable)
         /// A connect or command timed out. For a command the outcome is unknown: it may
         /// have run on the server.
-        case timeout
-        case authenticationFailed
+        public static let timeout = Kind(.timeout)
+        /// The server refused the credentials (or wanted some and got none).
+        public static let authenticationFailed = Kind(.authenticationFailed)
         /// The server refused the connection setup (e.g. SELECT of a database that does not exist).
-        case server
+        public static let server = Kind(.server)
         /// Something other than Redis answered, or the reply stream was corrupt.
-        case protocolError
-        case connectionClosed
+        public static let protocolError = Kind(.protocolError)
+        /// The server or the network closed the connection.
+        public static let connectionClosed = Kind(.connectionClosed)
         /// The connection is in reconnect backoff after a failure, or was closed with `close()`.
         /// The message carries the last error's text.
-        case unavailable
+        public static let unavailable = Kind(.unavailable)
+
+        /// The kind's name, e.g. `timeout`.
+        public var description: String { code.rawValue }
     }
 
     /// The category.

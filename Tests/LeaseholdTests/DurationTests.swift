@@ -7,7 +7,7 @@ import Testing
     ("1h30m", .seconds(5400)), ("48h", .seconds(172_800)), ("007s", .seconds(7)),
 ])
 func goodDurations(_ text: String, _ expected: Duration) {
-    #expect(parseDuration(text) == expected)
+    #expect(CatalogValue.duration(text) == expected)
 }
 
 @Test(arguments: [
@@ -15,7 +15,7 @@ func goodDurations(_ text: String, _ expected: Duration) {
     "99999999999999999999s", "9223372036854775807h", "10s-", "1m 30s",
 ])
 func badDurations(_ text: String) {
-    #expect(parseDuration(text) == nil)
+    #expect(CatalogValue.duration(text) == nil)
 }
 
 @Test(arguments: [
@@ -23,24 +23,24 @@ func badDurations(_ text: String) {
     (.milliseconds(3_723_500), "1h2m3s500ms"), (.seconds(7200), "2h"), (.seconds(-90), "-1m30s"),
 ])
 func formatting(_ d: Duration, _ text: String) {
-    #expect(formatDuration(d) == text)
+    #expect(CatalogValue.text(d) == text)
 }
 
 @Test func formatParseRoundTrip() {
     for ms in [0, 1, 999, 1000, 1001, 59_999, 60_000, 3_599_999, 3_600_000, 86_400_123, 123_456_789] {
         let d = Duration.milliseconds(ms)
-        #expect(parseDuration(formatDuration(d)) == d, "\(ms)ms")
+        #expect(CatalogValue.duration(CatalogValue.text(d)) == d, "\(ms)ms")
     }
     // Sub-millisecond parts are truncated, not rounded up.
-    #expect(formatDuration(.seconds(10) / 3) == "3s333ms")
+    #expect(CatalogValue.text(.seconds(10) / 3) == "3s333ms")
 }
 
 @Test(arguments: [("1%", 0.01), ("0.5%", 0.005), ("10%", 0.1), ("0%", 0.0)])
 func goodPercentages(_ text: String, _ expected: Double) {
-    #expect(parsePercentage(text) == expected)
+    #expect(CatalogValue.percentage(text) == expected)
 }
 
 @Test(arguments: ["1", "%", "-1%", "1.%", ".5%", "1e1%", "inf%", "1,5%", "1 %", "abc%"])
 func badPercentages(_ text: String) {
-    #expect(parsePercentage(text) == nil)
+    #expect(CatalogValue.percentage(text) == nil)
 }

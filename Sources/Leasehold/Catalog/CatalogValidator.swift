@@ -67,7 +67,7 @@ struct Validator {
 
     mutating func duration(_ node: ConfigNode, key: String) -> Duration? {
         guard let text = string(node, key: key, expected: "a duration such as 10s") else { return nil }
-        guard let d = parseDuration(text) else {
+        guard let d = CatalogValue.duration(text) else {
             error(node.location, "invalid duration '\(text)' for '\(key)': \(Validator.durationHelp)")
             return nil
         }
@@ -162,7 +162,7 @@ struct Validator {
         if let n = node.value(for: "lease") {
             if let d = duration(n, key: "lease") {
                 if d < .seconds(1) {
-                    error(n.location, "lease \(formatDuration(d)) is too short: expected at least 1s")
+                    error(n.location, "lease \(CatalogValue.text(d)) is too short: expected at least 1s")
                     s.invalid.insert("lease")
                 } else {
                     s.lease = Located(value: d, location: n.location, fromDefaults: fromDefaults)
@@ -180,7 +180,7 @@ struct Validator {
             } else { s.invalid.insert("renew_every") }
         }
         if let n = node.value(for: "drift"), let text = string(n, key: "drift", expected: "a percentage such as 1%") {
-            if let f = parsePercentage(text) {
+            if let f = CatalogValue.percentage(text) {
                 if f > 0.1 {
                     error(n.location, "drift \(text) out of range: expected 0% to 10%")
                 } else {
@@ -279,7 +279,7 @@ struct Validator {
             renew = nil
         }
         if leaseOK, let renew, renew.value * 2 >= leaseValue {
-            error(renew.location, "renew_every \(formatDuration(renew.value)) must be less than half of lease \(formatDuration(leaseValue)), so a failed renewal can be retried before the lease expires")
+            error(renew.location, "renew_every \(CatalogValue.text(renew.value)) must be less than half of lease \(CatalogValue.text(leaseValue)), so a failed renewal can be retried before the lease expires")
         }
 
         guard let name, let handler, let schedule else { return nil }
@@ -319,7 +319,7 @@ struct Validator {
             if let zone { error(zone.location, "'timezone' only applies to cron schedules") }
             guard let d = duration(every, key: "every") else { return nil }
             guard d >= .seconds(1) else {
-                error(every.location, "'every' \(formatDuration(d)) is too short: expected at least 1s")
+                error(every.location, "'every' \(CatalogValue.text(d)) is too short: expected at least 1s")
                 return nil
             }
             return zone == nil ? .every(d) : nil

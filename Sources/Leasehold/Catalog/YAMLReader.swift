@@ -4,7 +4,7 @@ import CLibYAML
 ///
 /// Aliases are resolved by copying the anchored node (with the anchor's locations); merge keys
 /// (`<<`) are rejected because the `defaults:` section is the supported way to share settings.
-public enum YAMLReader {
+package enum YAMLReader {
     /// Upper bound on nodes after alias expansion, so a "billion laughs" file cannot exhaust memory.
     static let maxNodes = 200_000
     /// Upper bound on nesting depth: nodes are built recursively, so a file of 10,000 '[' would
@@ -12,12 +12,12 @@ public enum YAMLReader {
     static let maxDepth = 200
 
     /// Parses `text`; `file` is used in locations. Returns nil for an empty document.
-    public static func parse(text: String, file: String) throws(CatalogError) -> ConfigNode? {
+    package static func parse(text: String, file: String) throws(CatalogError) -> ConfigNode? {
         try parse(bytes: Array(text.utf8), file: file)
     }
 
     /// Parses raw bytes (libyaml checks the encoding, so invalid UTF-8 gets its own error).
-    public static func parse(bytes: [UInt8], file: String) throws(CatalogError) -> ConfigNode? {
+    package static func parse(bytes: [UInt8], file: String) throws(CatalogError) -> ConfigNode? {
         let result = read(bytes: bytes, file: file)
         if !result.errors.isEmpty { throw CatalogError(errors: result.errors) }
         return result.root

@@ -81,7 +81,7 @@ public struct HandlerConfig: Sendable {
     /// An optional duration such as `2s` or `1m30s`.
     public func duration(_ key: String) throws -> Duration? {
         guard let value = node?.value(for: key), !value.isNull else { return nil }
-        guard case .scalar(let text, _, _) = value, let duration = parseDuration(text) else {
+        guard case .scalar(let text, _, _) = value, let duration = CatalogValue.duration(text) else {
             throw ConfigError(location: value.location, message: "invalid duration '\(value.asString ?? value.typeName)' for '\(key)': expected a number with a unit (ms, s, m, h), e.g. 2s or 1m30s")
         }
         return duration

@@ -57,7 +57,7 @@ public struct ShellHandler: JobHandler {
         let grace = window > .zero ? min(killGrace, window / 2) : killGrace
         if grace < killGrace, clampWarning.first() {
             context.logger.warning("kill_grace is too long for this lease: using a shorter one", metadata: [
-                "kill_grace": "\(formatDuration(killGrace))", "used": "\(formatDuration(grace))",
+                "kill_grace": "\(CatalogValue.text(killGrace))", "used": "\(CatalogValue.text(grace))",
             ])
         }
         let spec = ProcessSpec(command: command, environment: env, workingDirectory: workingDirectory, killGrace: grace)

@@ -75,17 +75,30 @@ public enum ProcessOutputStream: Sendable, Hashable {
 /// Why a job could not be started; `description` is one line fit for the daemon log.
 public struct ProcessSpawnError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The broad category, for callers that react differently (e.g. config error vs transient).
-    public enum Kind: Sendable, Hashable {
+    ///
+    /// A struct rather than an enum so that a new kind is not a breaking change: compare with
+    /// `==` or match with `case .commandNotFound:`, and keep a `default:` branch.
+    public struct Kind: Sendable, Hashable, CustomStringConvertible {
+        private enum Code: String, Sendable, Hashable {
+            case invalidSpec, commandNotFound, notExecutable, workingDirectoryMissing, systemError
+        }
+
+        private let code: Code
+        private init(_ code: Code) { self.code = code }
+
         /// The spec cannot be run as given (empty command, NUL byte, `=` in a variable name).
-        case invalidSpec
+        public static let invalidSpec = Kind(.invalidSpec)
         /// `command[0]` was not found (in `PATH`, or at the given path).
-        case commandNotFound
+        public static let commandNotFound = Kind(.commandNotFound)
         /// Found, but not an executable regular file (or exec was refused).
-        case notExecutable
+        public static let notExecutable = Kind(.notExecutable)
         /// `workingDirectory` does not exist or is not a directory.
-        case workingDirectoryMissing
+        public static let workingDirectoryMissing = Kind(.workingDirectoryMissing)
         /// The operating system refused (fork, pipes, descriptors...).
-        case systemError
+        public static let systemError = Kind(.systemError)
+
+        /// The kind's name, e.g. `commandNotFound`.
+        public var description: String { code.rawValue }
     }
 
     /// The category.

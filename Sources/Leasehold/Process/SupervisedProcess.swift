@@ -17,11 +17,11 @@ import Darwin
 /// `killGrace` before it and SIGKILL at the latest at it, so a run never outlives the lease
 /// validity it was last granted, even if this process is killed or frozen. Dropping the last
 /// reference closes the feed, which the supervisor treats like a daemon death (`.orphaned`).
-public final class SupervisedProcess: Sendable {
+package final class SupervisedProcess: Sendable {
     /// The job's process group (also its leader's pid); meaningful until `waitForExit` returns.
-    public let processGroupID: Int32
+    package let processGroupID: Int32
     /// The supervisor's pid (a child of this process, reaped by the reader thread).
-    public let supervisorPID: Int32
+    package let supervisorPID: Int32
 
     private let feed: FeedChannel
     private let completion: Completion
@@ -38,7 +38,7 @@ public final class SupervisedProcess: Sendable {
     /// Starts `spec` under a supervisor that will stop it by `deadline` unless extended.
     /// `onOutputLine` is called on a dedicated reader thread, lines of one stream in order.
     /// Blocks only for fork + exec of the job; throws a one-line `ProcessSpawnError`.
-    public static func spawn(
+    package static func spawn(
         _ spec: ProcessSpec,
         deadline: ContinuousClock.Instant,
         onOutputLine: @escaping @Sendable (ProcessOutputStream, String) -> Void
@@ -110,7 +110,7 @@ public final class SupervisedProcess: Sendable {
     /// Moves the instant by which the group must be dead (newest wins, so it may also shorten).
     /// Never blocks: if the supervisor is frozen the message is dropped, which only makes the
     /// effective deadline earlier.
-    public func extendDeadline(to deadline: ContinuousClock.Instant) {
+    package func extendDeadline(to deadline: ContinuousClock.Instant) {
         // Read the supervisor's clock first: a stall before reading ours makes `remaining`
         // smaller, so the converted deadline can only come out earlier, never later.
         let base = lh_supervisor_clock_ns()
@@ -120,25 +120,25 @@ public final class SupervisedProcess: Sendable {
     }
 
     /// Stops the run: SIGTERM to the group, SIGKILL after `killGrace` (or at the deadline).
-    public func terminate() {
+    package func terminate() {
         feed.send { lh_supervised_terminate($0) }
     }
 
     /// Closes this daemon's end of the feed without a request, exactly as if the daemon had
     /// died: the supervisor stops the group (cause `.orphaned`). Used by tests, and by
     /// shutdown paths that must not wait.
-    public func abandon() {
+    package func abandon() {
         feed.close()
     }
 
     /// Waits for the run to end and all its output to be delivered (bounded by a short drain
     /// if an escaped process keeps the pipes open). Suspends; never blocks a pool thread.
-    public func waitForExit() async -> ProcessOutcome {
+    package func waitForExit() async -> ProcessOutcome {
         await completion.wait()
     }
 
     /// The run's outcome if it has already ended.
-    public var outcome: ProcessOutcome? { completion.current }
+    package var outcome: ProcessOutcome? { completion.current }
 
     private static func milliseconds(_ duration: Duration) -> Int64 {
         nanoseconds(duration) / 1_000_000

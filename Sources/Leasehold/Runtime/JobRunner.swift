@@ -3,7 +3,7 @@ import Logging
 import RedisClient
 
 /// How one run of a handler ended.
-public enum RunResult: String, Sendable, Hashable {
+package enum RunResult: String, Sendable, Hashable {
     /// The handler returned.
     case success
     /// The handler threw (for shell jobs: a non-zero exit).
@@ -15,22 +15,22 @@ public enum RunResult: String, Sendable, Hashable {
 }
 
 /// What a job runner needs from the member it runs in.
-public struct JobRunnerEnvironment: Sendable {
+package struct JobRunnerEnvironment: Sendable {
     /// The lease driver (for live validity and releases).
-    public var manager: LeaseManager
+    package var manager: LeaseManager
     /// A connection for schedule bookkeeping and fenced writes (not the lease connections).
-    public var redis: RedisConnection
+    package var redis: RedisConnection
     /// The key schema.
-    public var keys: LeaseKeys
+    package var keys: LeaseKeys
     /// The base logger.
-    public var logger: Logger
+    package var logger: Logger
     /// Metrics.
-    public var metrics: LeaseholdMetrics
+    package var metrics: LeaseholdMetrics
     /// Called when `on_lost_leadership: exit` demands that the member exit.
-    public var requestExit: @Sendable (_ job: String, _ reason: String) -> Void
+    package var requestExit: @Sendable (_ job: String, _ reason: String) -> Void
 
     /// Creates the environment.
-    public init(
+    package init(
         manager: LeaseManager, redis: RedisConnection, keys: LeaseKeys, logger: Logger,
         metrics: LeaseholdMetrics, requestExit: @escaping @Sendable (String, String) -> Void
     ) {
@@ -50,9 +50,9 @@ public struct JobRunnerEnvironment: Sendable {
 /// Scheduled jobs keep `next_run_at` in Redis, advanced by a fenced script in the same step
 /// that starts the run, so a new leader continues the schedule: no slot runs twice, a missed
 /// slot runs once.
-public actor JobRunner {
+package actor JobRunner {
     /// The job.
-    public nonisolated let spec: JobSpec
+    package nonisolated let spec: JobSpec
     private let handler: any JobHandler
     private let environment: JobRunnerEnvironment
     private let leaderships: AsyncStream<Leadership>
@@ -81,7 +81,7 @@ public actor JobRunner {
     }
 
     /// Creates the runner; it does nothing until `run()` and `acquired`.
-    public init(spec: JobSpec, handler: any JobHandler, environment: JobRunnerEnvironment) {
+    package init(spec: JobSpec, handler: any JobHandler, environment: JobRunnerEnvironment) {
         self.spec = spec
         self.handler = handler
         self.environment = environment
@@ -96,7 +96,7 @@ public actor JobRunner {
 
     /// Leads every leadership it is given, one after another, until `finish()`. Cancelling
     /// it stops a running handler at once and releases nothing (the lease layer abandons).
-    public func run() async {
+    package func run() async {
         for await leadership in leaderships {
             await lead(leadership)
             leadership.ended.fire(())
@@ -106,14 +106,14 @@ public actor JobRunner {
 
     /// The lease layer has stopped (every lease released or abandoned): stop what still runs
     /// and let `run()` return.
-    public func finish() {
+    package func finish() {
         current?.stop.fire(.shutdown)
         token = nil
         leadershipSink.finish()
     }
 
     /// This member became leader: start leading once any previous leadership has stopped.
-    public func acquired(_ grant: LeaseGrant) {
+    package func acquired(_ grant: LeaseGrant) {
         let leadership = Leadership(grant)
         current = leadership
         token = grant.token
@@ -122,7 +122,7 @@ public actor JobRunner {
     }
 
     /// Leadership ended without our choice: stop the handler now.
-    public func lost(token lostToken: UInt64, validUntil: ContinuousClock.Instant?) {
+    package func lost(token lostToken: UInt64, validUntil: ContinuousClock.Instant?) {
         guard token == lostToken, let current else { return }
         token = nil
         let wasRunning = runningHandler
@@ -133,7 +133,7 @@ public actor JobRunner {
     }
 
     /// Placement or an operator wants the job moved: stop at the next safe point and release.
-    public func handoff() {
+    package func handoff() {
         guard token != nil, let current else { return }
         handoffRequested = true
         // Continuous handlers are cancelled and awaited; scheduled jobs are interrupted only
@@ -142,7 +142,7 @@ public actor JobRunner {
     }
 
     /// Shutdown: stop the handler, wait for it, then release the lease.
-    public func stopAndRelease() async {
+    package func stopAndRelease() async {
         let held = token
         if let current {
             current.stop.fire(.shutdown)
@@ -154,7 +154,7 @@ public actor JobRunner {
     }
 
     /// Whether a leadership task is active (for tests and status).
-    public var isLeading: Bool { token != nil }
+    package var isLeading: Bool { token != nil }
 
     // MARK: - Leading
 
@@ -235,7 +235,7 @@ public actor JobRunner {
             // keeps failing fast.
             if ContinuousClock.now - started > .seconds(60) { backoff = .seconds(1) }
             logger.warning("continuous handler returned while still leader; restarting", metadata: [
-                "token": "\(grant.token)", "result": "\(result.rawValue)", "restart_in": "\(formatDuration(backoff))",
+                "token": "\(grant.token)", "result": "\(result.rawValue)", "restart_in": "\(CatalogValue.text(backoff))",
             ])
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(30))
@@ -355,7 +355,7 @@ public actor JobRunner {
         let elapsed = ContinuousClock.now - started
         environment.metrics.jobRuns(job: job, result: result.rawValue).increment()
         environment.metrics.jobRunDuration(job: job).recordNanoseconds(Int64(elapsed.secondsValue * 1e9))
-        runLogger.info("run ended", metadata: ["result": "\(result.rawValue)", "duration": "\(formatDuration(elapsed))"])
+        runLogger.info("run ended", metadata: ["result": "\(result.rawValue)", "duration": "\(CatalogValue.text(elapsed))"])
         await finishRun(grant, result: result, elapsed: elapsed)
         return result
     }

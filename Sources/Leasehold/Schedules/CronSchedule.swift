@@ -206,7 +206,7 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
 /// The proleptic Gregorian date of a day number (days since 1970-01-01), without Foundation's
 /// calendar machinery (Howard Hinnant's civil_from_days): cron evaluation and the CLI's UTC
 /// timestamps both need it on hot or simple paths.
-public func civilDate(fromDays days: Int64) -> (year: Int, month: Int, day: Int) {
+package func civilDate(fromDays days: Int64) -> (year: Int, month: Int, day: Int) {
     let z = days + 719_468
     let era = (z >= 0 ? z : z - 146_096) / 146_097
     let doe = z - era * 146_097

@@ -51,7 +51,7 @@ public final class LeaseManager: Service, Sendable {
         /// The key namespace.
         public var keys: LeaseKeys
         /// Member settings (owner id, weight, metadata, jitter seed).
-        public var member: LeaseEngine.Settings
+        public var member: LeaseMemberSettings
         /// How long a graceful shutdown waits for releases before giving up.
         public var shutdownTimeout: Duration
         /// Where metrics go.
@@ -60,7 +60,7 @@ public final class LeaseManager: Service, Sendable {
         /// Creates driver settings.
         public init(
             redis: RedisConfiguration, keys: LeaseKeys = LeaseKeys(),
-            member: LeaseEngine.Settings, shutdownTimeout: Duration = .seconds(5),
+            member: LeaseMemberSettings, shutdownTimeout: Duration = .seconds(5),
             metrics: LeaseholdMetrics = LeaseholdMetrics()
         ) {
             self.metrics = metrics

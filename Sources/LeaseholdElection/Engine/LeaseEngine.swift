@@ -12,45 +12,22 @@
 /// - a failed call with an unknown outcome is never taken as success, and a lease we might
 ///   hold is taken up again (the acquire script is idempotent for its owner) or released by
 ///   value on shutdown.
-public struct LeaseEngine: Sendable {
+package struct LeaseEngine: Sendable {
     /// What one `poll` asks of the driver.
-    public struct Step: Sendable {
+    package struct Step: Sendable {
         /// Commands to send now.
-        public var commands: [LeaseCommand] = []
+        package var commands: [LeaseCommand] = []
         /// Leadership changes to act on, in order.
-        public var events: [LeadershipEvent] = []
+        package var events: [LeadershipEvent] = []
         /// When to poll again at the latest (nil: only on a new input).
-        public var wakeAt: Duration?
+        package var wakeAt: Duration?
     }
 
-    /// Member-level settings.
-    public struct Settings: Sendable, Hashable {
-        /// This process's owner id.
-        public var owner: OwnerID
-        /// Placement weight published in the heartbeat.
-        public var weight: Double
-        /// Extra member metadata published in the heartbeat (host, pid, version, ...).
-        public var metadata: [String: String]
-        /// Largest batch of jobs in one acquire script call (keeps each call short on Redis).
-        public var maxAcquireBatch: Int
-        /// Seed for jitter, so simulations replay exactly.
-        public var seed: UInt64
-
-        /// Creates member settings.
-        public init(
-            owner: OwnerID, weight: Double = 1, metadata: [String: String] = [:],
-            maxAcquireBatch: Int = 500, seed: UInt64 = 0
-        ) {
-            self.owner = owner
-            self.weight = weight
-            self.metadata = metadata
-            self.maxAcquireBatch = maxAcquireBatch
-            self.seed = seed
-        }
-    }
+    /// Member-level settings (package as ``LeaseMemberSettings``).
+    package typealias Settings = LeaseMemberSettings
 
     /// What one job is doing on this member.
-    public enum Phase: Sendable, Hashable {
+    package enum Phase: Sendable, Hashable {
         /// Not leading; next acquire attempt due at `attemptAt`.
         case standby(attemptAt: Duration)
         /// An acquire for this job is in flight.
@@ -71,7 +48,7 @@ public struct LeaseEngine: Sendable {
     }
 
     /// The member settings.
-    public let settings: Settings
+    package let settings: Settings
     private var jobs: JobTable
     private var inFlight: [Int: InFlight] = [:]
     private var nextCommandID = 1
@@ -97,7 +74,7 @@ public struct LeaseEngine: Sendable {
     private var preferredMemo: (members: [RendezvousMember], byJob: [String: String?]) = ([], [:])
 
     /// Creates the engine for `jobs` at local time `now`; the first tick is due at once.
-    public init(settings: Settings, jobs: [LeaseJob], now: Duration) {
+    package init(settings: Settings, jobs: [LeaseJob], now: Duration) {
         self.settings = settings
         self.rng = SplitMix64(seed: settings.seed)
         self.jobs = JobTable(jobs.map { JobState(spec: $0, phase: .standby(attemptAt: now)) })
@@ -122,20 +99,20 @@ public struct LeaseEngine: Sendable {
     // MARK: - Reading
 
     /// The phase of a job, or nil if the engine does not know it.
-    public func phase(of job: String) -> Phase? { jobs[job]?.phase }
+    package func phase(of job: String) -> Phase? { jobs[job]?.phase }
 
     /// The token and validity of a job this member leads right now.
-    public func lease(of job: String) -> (token: UInt64, validUntil: Duration)? {
+    package func lease(of job: String) -> (token: UInt64, validUntil: Duration)? {
         if case .leading(let token, let validUntil, _) = jobs[job]?.phase { return (token, validUntil) }
         return nil
     }
 
     /// Bumped whenever a lease's token or validity changes, so drivers can refresh snapshots
     /// only when needed.
-    public private(set) var leaseRevision = 0
+    package private(set) var leaseRevision = 0
 
     /// Every lease this member leads, with its validity and step-down time.
-    public var heldLeases: [(job: String, token: UInt64, validUntil: Duration, stepDownAt: Duration)] {
+    package var heldLeases: [(job: String, token: UInt64, validUntil: Duration, stepDownAt: Duration)] {
         jobs.states.compactMap { state in
             if case .leading(let token, let validUntil, let stepDownAt) = state.phase {
                 return (state.spec.name, token, validUntil, stepDownAt)
@@ -145,21 +122,21 @@ public struct LeaseEngine: Sendable {
     }
 
     /// The jobs this member leads.
-    public var ledJobs: [String] {
+    package var ledJobs: [String] {
         jobs.states.compactMap { if case .leading = $0.phase { $0.spec.name } else { nil } }
     }
 
     /// The live members as of the last tick.
-    public var liveMembers: [MemberInfo] { fleet.members }
+    package var liveMembers: [MemberInfo] { fleet.members }
 
     /// True once shutdown was requested and nothing is held or in flight any more.
-    public var isShutDown: Bool {
+    package var isShutDown: Bool {
         shuttingDown && inFlight.values.allSatisfy { if case .renew = $0 { true } else { false } }
             && jobs.states.allSatisfy { $0.phase == .retired }
     }
 
     /// The preferred member of a job among the members live at `now`, by rendezvous.
-    public func preferredMember(of job: String, now: Duration) -> String? {
+    package func preferredMember(of job: String, now: Duration) -> String? {
         Rendezvous.preferred(job: job, among: fleet.live(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) })
     }
 
@@ -168,7 +145,7 @@ public struct LeaseEngine: Sendable {
     /// A `released` message arrived for `job`: a standby tries at once instead of waiting.
     /// `leavingMember` names a member that released because it is shutting down: it stops
     /// counting as live for placement at once, instead of when its heartbeat expires.
-    public mutating func releasedMessage(job: String, leavingMember: String? = nil, now: Duration) {
+    package mutating func releasedMessage(job: String, leavingMember: String? = nil, now: Duration) {
         if let leavingMember, leavingMember != settings.owner.member {
             fleet.memberLeft(leavingMember, at: now)
         }
@@ -189,7 +166,7 @@ public struct LeaseEngine: Sendable {
     /// The released channel was (re)subscribed: messages may have been lost while it was
     /// down, so every standby looks at its lease once more instead of trusting that a live
     /// holder still holds it.
-    public mutating func recheckAll(now: Duration) {
+    package mutating func recheckAll(now: Duration) {
         for i in jobs.states.indices {
             guard case .standby = jobs.states[i].phase else { continue }
             jobs.states[i].forceAttempt = true
@@ -199,7 +176,7 @@ public struct LeaseEngine: Sendable {
 
     /// The handler of `job` has stopped; give the lease up (shutdown, handoff or a voluntary
     /// release). Nothing happens unless the job is led (with `token`, when given).
-    public mutating func release(job: String, token expected: UInt64? = nil, reason: ReleaseReason, now: Duration) {
+    package mutating func release(job: String, token expected: UInt64? = nil, reason: ReleaseReason, now: Duration) {
         guard var state = jobs[job], case .leading(let token, _, _) = state.phase,
               expected == nil || expected == token else { return }
         state.phase = .releasing(token: token, reason: reason, sent: false)
@@ -208,12 +185,12 @@ public struct LeaseEngine: Sendable {
     }
 
     /// Stop acquiring; leaders keep renewing until the layer above releases them.
-    public mutating func beginShutdown(now: Duration) {
+    package mutating func beginShutdown(now: Duration) {
         shuttingDown = true
     }
 
     /// Feeds a command's result back into the engine.
-    public mutating func complete(_ completion: LeaseCompletion, now: Duration) {
+    package mutating func complete(_ completion: LeaseCompletion, now: Duration) {
         switch completion {
         case .acquire(let id, let result):
             guard case .acquire(let names, let sentAt)? = inFlight.removeValue(forKey: id) else { return }
@@ -230,7 +207,7 @@ public struct LeaseEngine: Sendable {
     // MARK: - Poll
 
     /// Advances timers to `now` and returns what to do next.
-    public mutating func poll(now: Duration) -> Step {
+    package mutating func poll(now: Duration) -> Step {
         var step = Step()
         stepDownExpiredLeaders(now: now)
         suggestHandoffs(now: now)
@@ -661,5 +638,32 @@ public struct LeaseEngine: Sendable {
         let micros = limit.wholeMilliseconds * 1000
         guard micros > 0 else { return .zero }
         return .microseconds(Int64(rng.next() % UInt64(micros)))
+    }
+}
+
+/// Who this member is and what it publishes: its owner id, placement weight and heartbeat
+/// metadata, plus the engine's batch size and jitter seed.
+public struct LeaseMemberSettings: Sendable, Hashable {
+    /// This process's owner id.
+    public var owner: OwnerID
+    /// Placement weight published in the heartbeat.
+    public var weight: Double
+    /// Extra member metadata published in the heartbeat (host, pid, version, ...).
+    public var metadata: [String: String]
+    /// Largest batch of jobs in one acquire script call (keeps each call short on Redis).
+    public var maxAcquireBatch: Int
+    /// Seed for jitter, so simulations replay exactly.
+    public var seed: UInt64
+
+    /// Creates member settings.
+    public init(
+        owner: OwnerID, weight: Double = 1, metadata: [String: String] = [:],
+        maxAcquireBatch: Int = 500, seed: UInt64 = 0
+    ) {
+        self.owner = owner
+        self.weight = weight
+        self.metadata = metadata
+        self.maxAcquireBatch = maxAcquireBatch
+        self.seed = seed
     }
 }

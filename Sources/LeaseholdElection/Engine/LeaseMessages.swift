@@ -50,7 +50,7 @@ public struct MemberInfo: Sendable, Hashable {
 }
 
 /// A command the engine wants carried to Redis. `id` correlates the completion.
-public enum LeaseCommand: Sendable, Hashable {
+package enum LeaseCommand: Sendable, Hashable {
     /// Try to acquire these free-looking leases in one script call.
     case acquire(id: Int, requests: [AcquireRequest])
     /// Renew these held leases and refresh the heartbeat in one script call.
@@ -59,7 +59,7 @@ public enum LeaseCommand: Sendable, Hashable {
     case release(id: Int, items: [ReleaseItem], reason: ReleaseReason)
 
     /// The correlation id of the command.
-    public var id: Int {
+    package var id: Int {
         switch self {
         case .acquire(let id, _), .renew(let id, _), .release(let id, _, _): id
         }
@@ -67,17 +67,17 @@ public enum LeaseCommand: Sendable, Hashable {
 }
 
 /// One job in an acquire batch.
-public struct AcquireRequest: Sendable, Hashable {
+package struct AcquireRequest: Sendable, Hashable {
     /// The job name.
-    public var job: String
+    package var job: String
     /// The lease TTL to set.
-    public var ttlMs: Int64
+    package var ttlMs: Int64
     /// How long the lease seemed to have been free when we asked, if we observed its end.
-    public var gapHintMs: Int64?
+    package var gapHintMs: Int64?
     /// Placement: take a released lease only once it has been free this long (Redis time).
     /// A member that is not the preferred one sends its standby delay, so an attempt that
     /// happens to land just after a handoff release cannot beat the preferred member.
-    public var minFreeMs: Int64? = nil
+    package var minFreeMs: Int64? = nil
 
     /// Creates a request (the engine's; tests build replies to it).
     package init(job: String, ttlMs: Int64, gapHintMs: Int64? = nil, minFreeMs: Int64? = nil) {
@@ -89,14 +89,14 @@ public struct AcquireRequest: Sendable, Hashable {
 }
 
 /// One member's renewal of everything it holds, plus its heartbeat.
-public struct RenewBatch: Sendable, Hashable {
+package struct RenewBatch: Sendable, Hashable {
     /// The leases to renew.
-    public var leases: [RenewItem]
+    package var leases: [RenewItem]
     /// How long the member's heartbeat stays live.
-    public var heartbeatTTLMs: Int64
+    package var heartbeatTTLMs: Int64
     /// Redis time of this member's previous successful tick (0 if none), for duplicate
     /// member-name detection.
-    public var previousTickMs: Int64
+    package var previousTickMs: Int64
 
     /// Creates a batch.
     package init(leases: [RenewItem], heartbeatTTLMs: Int64, previousTickMs: Int64) {
@@ -107,13 +107,13 @@ public struct RenewBatch: Sendable, Hashable {
 }
 
 /// One lease in a renew batch.
-public struct RenewItem: Sendable, Hashable {
+package struct RenewItem: Sendable, Hashable {
     /// The job name.
-    public var job: String
+    package var job: String
     /// The token the member believes it holds.
-    public var token: UInt64
+    package var token: UInt64
     /// The TTL to extend to.
-    public var ttlMs: Int64
+    package var ttlMs: Int64
 
     /// Creates an item.
     package init(job: String, token: UInt64, ttlMs: Int64) {
@@ -124,12 +124,12 @@ public struct RenewItem: Sendable, Hashable {
 }
 
 /// One lease in a release batch.
-public struct ReleaseItem: Sendable, Hashable {
+package struct ReleaseItem: Sendable, Hashable {
     /// The job name.
-    public var job: String
+    package var job: String
     /// The token held, or nil to release whatever lease this owner holds (after an
     /// acquire whose outcome is unknown).
-    public var token: UInt64?
+    package var token: UInt64?
 
     /// Creates an item.
     package init(job: String, token: UInt64?) {
@@ -147,7 +147,7 @@ public enum ReleaseReason: String, Sendable, Hashable {
 }
 
 /// What Redis answered for one job of an acquire batch.
-public enum AcquireOutcome: Sendable, Hashable {
+package enum AcquireOutcome: Sendable, Hashable {
     /// The lease was free and is now ours with a new token.
     case acquired(token: UInt64, takeover: TakeoverKind, gapMs: Int64?)
     /// The lease already carried our owner id (an earlier acquire did succeed): TTL reset.
@@ -167,34 +167,34 @@ public enum TakeoverKind: String, Sendable, Hashable {
 }
 
 /// The decoded reply of an acquire batch.
-public struct AcquireReply: Sendable, Hashable {
+package struct AcquireReply: Sendable, Hashable {
     /// Redis time when the script ran (ms).
-    public var redisNowMs: Int64
+    package var redisNowMs: Int64
     /// One outcome per request, in order.
-    public var outcomes: [AcquireOutcome]
+    package var outcomes: [AcquireOutcome]
 
     /// Creates a reply.
-    public init(redisNowMs: Int64, outcomes: [AcquireOutcome]) {
+    package init(redisNowMs: Int64, outcomes: [AcquireOutcome]) {
         self.redisNowMs = redisNowMs
         self.outcomes = outcomes
     }
 }
 
 /// The decoded reply of a renew batch.
-public struct RenewReply: Sendable, Hashable {
+package struct RenewReply: Sendable, Hashable {
     /// Redis time when the script ran (ms).
-    public var redisNowMs: Int64
+    package var redisNowMs: Int64
     /// Whether each lease of the batch was renewed, in order.
-    public var renewed: [Bool]
+    package var renewed: [Bool]
     /// Members whose heartbeat is live.
-    public var members: [MemberInfo]
+    package var members: [MemberInfo]
     /// Another live incarnation using this member's name, if one was seen.
-    public var duplicateIncarnation: String?
+    package var duplicateIncarnation: String?
     /// Jobs an operator asked this member to hand over.
-    public var handoffRequests: [String]
+    package var handoffRequests: [String]
 
     /// Creates a reply.
-    public init(
+    package init(
         redisNowMs: Int64, renewed: [Bool], members: [MemberInfo],
         duplicateIncarnation: String? = nil, handoffRequests: [String] = []
     ) {
@@ -207,18 +207,18 @@ public struct RenewReply: Sendable, Hashable {
 }
 
 /// A failed call to Redis, as the engine needs to know it.
-public struct LeaseCallFailure: Error, Sendable, Hashable {
+package struct LeaseCallFailure: Error, Sendable, Hashable {
     /// True when the command may have been executed anyway (timeout, connection lost after
     /// sending): never count it as success, never assume it did nothing.
-    public var outcomeUnknown: Bool
+    package var outcomeUnknown: Bool
     /// A one-line description for logs.
-    public var message: String
+    package var message: String
     /// False when the call never reached Redis because its connection was still waiting out
     /// a reconnect backoff: old news about Redis, not evidence that it is down now.
-    public var attempted: Bool
+    package var attempted: Bool
 
     /// Creates a failure.
-    public init(outcomeUnknown: Bool, message: String, attempted: Bool = true) {
+    package init(outcomeUnknown: Bool, message: String, attempted: Bool = true) {
         self.outcomeUnknown = outcomeUnknown
         self.message = message
         self.attempted = attempted
@@ -226,7 +226,7 @@ public struct LeaseCallFailure: Error, Sendable, Hashable {
 }
 
 /// The result of a command, fed back into the engine.
-public enum LeaseCompletion: Sendable, Hashable {
+package enum LeaseCompletion: Sendable, Hashable {
     /// An acquire batch finished.
     case acquire(id: Int, Result<AcquireReply, LeaseCallFailure>)
     /// A renew batch finished.
@@ -245,7 +245,7 @@ public enum LossReason: String, Sendable, Hashable {
 }
 
 /// A change in what this member leads, for the layer that runs handlers.
-public enum LeadershipEvent: Sendable, Hashable {
+package enum LeadershipEvent: Sendable, Hashable {
     /// This member now leads `job` with `token` until `validUntil` (engine time).
     case acquired(job: String, token: UInt64, validUntil: Duration, takeover: TakeoverKind, gapMs: Int64?)
     /// This member no longer leads `job`: its handler must stop now.

@@ -61,13 +61,13 @@ public struct LeaseTiming: Sendable, Hashable {
 
 extension Duration {
     /// The duration truncated to whole milliseconds.
-    public var wholeMilliseconds: Int64 {
+    package var wholeMilliseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 
     /// The duration in seconds as a floating-point number (for metrics and logs).
-    public var secondsValue: Double {
+    package var secondsValue: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18
     }

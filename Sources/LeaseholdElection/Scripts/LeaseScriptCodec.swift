@@ -4,35 +4,35 @@ import RedisClient
 ///
 /// Kept apart from the driver so the decoding of every reply shape (including malformed
 /// ones) can be tested without a server.
-public struct LeaseScriptCodec: Sendable {
+package struct LeaseScriptCodec: Sendable {
     /// The key schema.
-    public let keys: LeaseKeys
+    package let keys: LeaseKeys
     /// This process's owner id.
-    public let owner: OwnerID
+    package let owner: OwnerID
     /// How many entries each job's events stream keeps (approximately).
-    public let eventsMaxLength: Int
+    package let eventsMaxLength: Int
 
     /// Creates a codec for one owner in one namespace.
-    public init(keys: LeaseKeys, owner: OwnerID, eventsMaxLength: Int = 1000) {
+    package init(keys: LeaseKeys, owner: OwnerID, eventsMaxLength: Int = 1000) {
         self.keys = keys
         self.owner = owner
         self.eventsMaxLength = eventsMaxLength
     }
 
     /// A script call: which script, with which keys and arguments.
-    public struct Call: Sendable, Hashable {
+    package struct Call: Sendable, Hashable {
         /// The script to run.
-        public var script: RedisScript
+        package var script: RedisScript
         /// Its KEYS.
-        public var keys: [String]
+        package var keys: [String]
         /// Its ARGV.
-        public var arguments: [String]
+        package var arguments: [String]
         /// A short name for metrics and logs (acquire, renew, release).
-        public var operation: String
+        package var operation: String
     }
 
     /// The call for an acquire batch.
-    public func acquireCall(_ requests: [AcquireRequest]) -> Call {
+    package func acquireCall(_ requests: [AcquireRequest]) -> Call {
         var keyList = [keys.jobs]
         var args = [owner.description, owner.member, String(eventsMaxLength), String(requests.count)]
         keyList.reserveCapacity(1 + requests.count * 4)
@@ -48,7 +48,7 @@ public struct LeaseScriptCodec: Sendable {
     }
 
     /// The call for a renew batch; `metadata` is written into the member hash.
-    public func renewCall(_ batch: RenewBatch, metadata: [String: String]) -> Call {
+    package func renewCall(_ batch: RenewBatch, metadata: [String: String]) -> Call {
         var keyList = [keys.members, keys.member(owner.member), keys.handoffRequests(owner.member)]
         var args = [
             owner.description, owner.member, String(batch.heartbeatTTLMs), owner.incarnation,
@@ -65,7 +65,7 @@ public struct LeaseScriptCodec: Sendable {
     }
 
     /// The call for a release batch; `leaving` tells standbys this member is shutting down.
-    public func releaseCall(_ items: [ReleaseItem], reason: ReleaseReason, leaving: Bool = false) -> Call {
+    package func releaseCall(_ items: [ReleaseItem], reason: ReleaseReason, leaving: Bool = false) -> Call {
         var keyList: [String] = []
         var args = [
             owner.description, owner.member, reason.rawValue, keys.releasedChannel, String(eventsMaxLength),
@@ -79,13 +79,13 @@ public struct LeaseScriptCodec: Sendable {
     }
 
     /// Parses a released-channel message: the job, and the member if it is leaving.
-    public static func parseReleasedMessage(_ payload: String) -> (job: String, leavingMember: String?) {
+    package static func parseReleasedMessage(_ payload: String) -> (job: String, leavingMember: String?) {
         let parts = payload.split(separator: " ", maxSplits: 1).map(String.init)
         return (parts.first ?? payload, parts.count > 1 ? parts[1] : nil)
     }
 
     /// Decodes an acquire reply for `count` requests.
-    public func decodeAcquire(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> AcquireReply {
+    package func decodeAcquire(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> AcquireReply {
         let items = try Self.array(reply, what: "acquire reply")
         guard items.count == count + 1, let now = items[0].integer else {
             throw Self.malformed("acquire reply has \(items.count) elements, expected \(count + 1)")
@@ -116,7 +116,7 @@ public struct LeaseScriptCodec: Sendable {
     }
 
     /// Decodes a renew reply for `count` leases.
-    public func decodeRenew(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> RenewReply {
+    package func decodeRenew(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> RenewReply {
         let items = try Self.array(reply, what: "renew reply")
         guard items.count == 5, let now = items[0].integer else {
             throw Self.malformed("renew reply has \(items.count) elements, expected 5")
@@ -148,7 +148,7 @@ public struct LeaseScriptCodec: Sendable {
     }
 
     /// Decodes a release reply for `count` items.
-    public func decodeRelease(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> [Bool] {
+    package func decodeRelease(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> [Bool] {
         let flags = try Self.array(reply, what: "release reply")
         guard flags.count == count else { throw Self.malformed("release reply has \(flags.count) flags, expected \(count)") }
         return flags.map { $0.integer == 1 }
@@ -173,7 +173,7 @@ public struct LeaseScriptCodec: Sendable {
 extension RedisError {
     /// Whether a command that failed this way may still have been executed by Redis: a
     /// timeout or a connection lost after sending leaves the outcome unknown.
-    public var mayHaveExecuted: Bool {
+    package var mayHaveExecuted: Bool {
         switch kind {
         case .timeout, .connectionClosed, .protocolError: true
         default: false
