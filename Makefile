@@ -2,7 +2,7 @@
 SWIFT ?= swift
 APT_PACKAGES := libhiredis-dev libyaml-dev redis-server redis-tools
 
-.PHONY: deps build test lint check-modules demo bench docs clean
+.PHONY: deps build test lint format check-modules demo bench docs clean
 
 # Installs the C libraries and redis-server when they are missing (via apt when root).
 deps:
@@ -28,7 +28,7 @@ build: deps
 # on their own: their minutes of CPU would otherwise slow the timing-sensitive suites
 # running beside them.
 HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests
-test: deps check-modules
+test: deps lint
 	$(SWIFT) build --build-tests --explicit-target-dependency-import-check error
 	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)'
 	$(SWIFT) test --skip-build --filter FaultSuiteTests
@@ -39,8 +39,14 @@ test: deps check-modules
 check-modules:
 	python3 scripts/check-modules.py
 
-# House rules that run: the module rules, then formatting (swift format, .swift-format).
+# House rules that run: the module rules, then formatting (the toolchain's swift format with
+# .swift-format; `make format` rewrites the tree to match).
+FORMAT_PATHS := Sources Tests Examples Package.swift
 lint: check-modules
+	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
+
+format:
+	$(SWIFT) format format --in-place --recursive --parallel $(FORMAT_PATHS)
 
 # Starts a private redis-server and three members, shows a crash failover and a graceful
 # handover, then cleans up.

@@ -80,10 +80,13 @@ let package = Package(
         .executableTarget(name: "leasehold", dependencies: ["LeaseholdCLI"]),
         .executableTarget(
             name: "LeaseholdBench",
-            dependencies: ["Leasehold", "RedisClient", "LeaseholdTesting", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Leasehold", "RedisClient", "LeaseholdTesting", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .executableTarget(
-            name: "FencedCounterExample", dependencies: ["LeaseholdDaemon", "Leasehold", "RedisClient"], path: "Examples/FencedCounter",
+            name: "FencedCounterExample", dependencies: ["LeaseholdDaemon", "Leasehold", "RedisClient"],
+            path: "Examples/FencedCounter",
             exclude: ["jobs.yaml"]
         ),
 
@@ -109,12 +112,14 @@ let package = Package(
             name: "LeaseholdDaemonTests",
             dependencies: [
                 "LeaseholdDaemon", "Leasehold", "RedisClient", "LeaseholdTesting",
-                .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The operator CLI against a real Redis and in-process members.
-        .testTarget(name: "LeaseholdCLITests", dependencies: ["LeaseholdCLI", "Leasehold", "RedisClient", "LeaseholdTesting"]),
+        .testTarget(
+            name: "LeaseholdCLITests", dependencies: ["LeaseholdCLI", "Leasehold", "RedisClient", "LeaseholdTesting"]),
         // The multi-process fault suite and the regressions it found (`make test` runs the
         // seeded schedules on their own).
         .testTarget(name: "LeaseholdFaultTests", dependencies: ["Leasehold", "RedisClient", "LeaseholdTesting"]),

@@ -18,7 +18,8 @@ struct FencedCounterHandler: JobHandler {
 
     /// The store: any system that can compare-and-set atomically can do this check; here it
     /// is a Redis hash `{value, fence}` updated by one Lua script (atomic on the server).
-    static let increment = RedisScript("""
+    static let increment = RedisScript(
+        """
         local seen = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
         if tonumber(ARGV[1]) < seen then return -1 end
         redis.call('HSET', KEYS[1], 'fence', ARGV[1])
@@ -38,7 +39,8 @@ struct FencedCounterHandler: JobHandler {
         do {
             endpoint = try RedisEndpoint(url: url)
         } catch {
-            let location = config.node?.value(for: "store")?.location ?? config.jobLocation
+            let location =
+                config.node?.value(for: "store")?.location ?? config.jobLocation
                 ?? SourceLocation(file: "jobs.yaml", line: 0, column: 0)
             throw ConfigError(location: location, message: "invalid 'store' URL: \(error.message)")
         }

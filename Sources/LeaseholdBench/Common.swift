@@ -5,7 +5,7 @@ import Logging
 import RedisClient
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Options shared by every scenario.
@@ -30,10 +30,13 @@ struct MachineInfo: Codable, Sendable {
 
     static func current() -> MachineInfo {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "?" } ?? "?"
+        let model =
+            cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "?" }
+            ?? "?"
         return MachineInfo(
-            nproc: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), cpuModel: model, loadAverage: LeaseholdBench.loadAverage(),
+            nproc: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), cpuModel: model,
+            loadAverage: LeaseholdBench.loadAverage(),
             date: ISO8601DateFormatter().string(from: Date()))
     }
 }
@@ -57,7 +60,8 @@ func processCPUSeconds() -> Double {
 /// utime + stime of another process, in seconds, from /proc/<pid>/stat.
 func procCPUSeconds(pid: Int32) -> Double? {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = text.lastIndex(of: ")") else { return nil }
+        let close = text.lastIndex(of: ")")
+    else { return nil }
     // Fields after the command name start at field 3 (state); utime = 14, stime = 15.
     let fields = text[text.index(after: close)...].split(separator: " ")
     guard fields.count > 13, let utime = Double(fields[11]), let stime = Double(fields[12]) else { return nil }
@@ -203,7 +207,8 @@ func startRedis() async throws -> RedisServerProcess {
 
 /// The directory of this executable (leaseholdd is built next to it).
 func executableDirectory() -> String {
-    let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let path =
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     return (path as NSString).deletingLastPathComponent
 }
 

@@ -43,7 +43,12 @@ struct CostReport: Codable, Sendable {
 }
 
 enum CostScenario {
-    struct Config { var members: Int; var jobs: Int; var ttl: Duration; var window: Duration }
+    struct Config {
+        var members: Int
+        var jobs: Int
+        var ttl: Duration
+        var window: Duration
+    }
 
     static func matrix(quick: Bool) -> [Config] {
         if quick {
@@ -52,7 +57,8 @@ enum CostScenario {
         var configs: [Config] = []
         for jobs in [10, 1000, 10_000] {
             for members in [3, 10] {
-                configs.append(Config(members: members, jobs: jobs, ttl: .seconds(2), window: .seconds(jobs == 10 ? 5 : 7)))
+                configs.append(
+                    Config(members: members, jobs: jobs, ttl: .seconds(2), window: .seconds(jobs == 10 ? 5 : 7)))
             }
         }
         // 10 s leases renew every 3.3 s: a 10 s window holds 3 ticks. One cell only (time
@@ -64,9 +70,10 @@ enum CostScenario {
     static func run(options: BenchOptions) async throws {
         let machine = MachineInfo.current()
         let pollCosts = [10, 1000, 10_000].map { EnginePollBench.measure(jobs: $0, polls: options.quick ? 20 : 200) }
-        printTable("LeaseEngine.poll with nothing due (10 members, this member leads its rendezvous share)",
-                   header: ["jobs", "led", "µs per poll"],
-                   rows: pollCosts.map { ["\($0.jobs)", "\($0.led)", fmt($0.microsecondsPerPoll)] })
+        printTable(
+            "LeaseEngine.poll with nothing due (10 members, this member leads its rendezvous share)",
+            header: ["jobs", "led", "µs per poll"],
+            rows: pollCosts.map { ["\($0.jobs)", "\($0.led)", fmt($0.microsecondsPerPoll)] })
         var cells: [CostCell] = []
         for config in matrix(quick: options.quick) where options.onlyJobs == nil || options.onlyJobs == config.jobs {
             for mode in ["leasehold", "per-lease"] {
@@ -86,7 +93,8 @@ enum CostScenario {
         var ratioRows: [[String]] = []
         var notes: [String] = []
         for pair in stride(from: 0, to: cells.count - 1, by: 2) {
-            let a = cells[pair], b = cells[pair + 1]
+            let a = cells[pair]
+            let b = cells[pair + 1]
             ratioRows.append([
                 "M=\(a.members) J=\(a.jobs) ttl=\(fmt(a.ttlSeconds, 0))s",
                 fmt(b.clientCommandsPerSecond / max(a.clientCommandsPerSecond, 0.001), 1) + "x",
@@ -95,21 +103,30 @@ enum CostScenario {
                 fmt(b.memberCPUPercent / max(a.memberCPUPercent, 0.001), 1) + "x",
             ])
         }
-        printTable("per-lease / leasehold ratios (same run)", header: ["cell", "client cmds", "total cmds", "redis cpu", "member cpu"], rows: ratioRows)
+        printTable(
+            "per-lease / leasehold ratios (same run)",
+            header: ["cell", "client cmds", "total cmds", "redis cpu", "member cpu"], rows: ratioRows)
         notes.append("per-lease mode pipelines in batches of \(PerLeaseMember.pipelineBatch); no fencing counter")
-        writeJSON(CostReport(machine: machine, cells: cells, enginePoll: pollCosts, notes: notes), name: "cost", options: options)
+        writeJSON(
+            CostReport(machine: machine, cells: cells, enginePoll: pollCosts, notes: notes), name: "cost",
+            options: options)
     }
 
-    static let header = ["mode", "M", "J", "ttl", "conv s", "acq in win", "client/s", "evalsha/s", "rtt/s", "total cmd/s", "cmd/member/tick", "redis cpu%", "member cpu%", "load"]
+    static let header = [
+        "mode", "M", "J", "ttl", "conv s", "acq in win", "client/s", "evalsha/s", "rtt/s", "total cmd/s",
+        "cmd/member/tick", "redis cpu%", "member cpu%", "load",
+    ]
 
     static func row(_ cell: CostCell) -> [String] {
-        [cell.mode, "\(cell.members)", "\(cell.jobs)", fmt(cell.ttlSeconds, 0) + "s",
-         cell.converged ? fmt(cell.convergeSeconds) : "no(\(cell.misplacedAtStart ?? -1) off)",
-         cell.acquisitionsInWindow.map { "\($0)" } ?? "-",
-         fmt(cell.clientCommandsPerSecond), fmt(cell.scriptCallsPerSecond),
-         cell.roundTripsPerSecond.map { fmt($0) } ?? fmt(cell.clientCommandsPerSecond),
-         fmt(cell.totalCommandsPerSecond), fmt(cell.clientCommandsPerMemberTick, 2),
-         fmt(cell.redisCPUPercent), fmt(cell.memberCPUPercent, 2), cell.loadAverage]
+        [
+            cell.mode, "\(cell.members)", "\(cell.jobs)", fmt(cell.ttlSeconds, 0) + "s",
+            cell.converged ? fmt(cell.convergeSeconds) : "no(\(cell.misplacedAtStart ?? -1) off)",
+            cell.acquisitionsInWindow.map { "\($0)" } ?? "-",
+            fmt(cell.clientCommandsPerSecond), fmt(cell.scriptCallsPerSecond),
+            cell.roundTripsPerSecond.map { fmt($0) } ?? fmt(cell.clientCommandsPerSecond),
+            fmt(cell.totalCommandsPerSecond), fmt(cell.clientCommandsPerMemberTick, 2),
+            fmt(cell.redisCPUPercent), fmt(cell.memberCPUPercent, 2), cell.loadAverage,
+        ]
     }
 
     static func printRow(_ cell: CostCell) {
@@ -152,7 +169,8 @@ enum CostScenario {
             return Window(
                 converged: converged, convergeSeconds: convergeSeconds, before: before, after: after,
                 cpuBefore: cpuBefore, cpuAfter: cpuAfter, roundTrips: roundTrips.map { $0() - tripsBefore },
-                misplacedAtStart: misplacedAtStart, acquisitionsInWindow: acquisitions.map { $0() - acquisitionsBefore },
+                misplacedAtStart: misplacedAtStart,
+                acquisitionsInWindow: acquisitions.map { $0() - acquisitionsBefore },
                 wall: (benchClock.now - windowStart).secondsValue, load: loadAverage())
         }
 
@@ -163,21 +181,29 @@ enum CostScenario {
             let jobs = benchJobs(count: config.jobs, ttl: config.ttl, stability: min(config.ttl, .seconds(2)))
             let names = (0..<config.members).map { "m\($0)" }
             let acquired = Atomic<Int>(0)
-            measured = try await withMembers(names, redis: redisConfig, jobs: jobs, options: { name in
-                TestMember.Options(
-                    keys: LeaseKeys(namespace: "leasehold"), seed: (UInt64(name.dropFirst()) ?? 0) + 1,
-                    logger: quietLogger("bench.\(name)"),
-                    onEvent: { _, event in if case .acquired = event { acquired.add(1, ordering: .relaxed) } })
-            }) { members in
+            measured = try await withMembers(
+                names, redis: redisConfig, jobs: jobs,
+                options: { name in
+                    TestMember.Options(
+                        keys: LeaseKeys(namespace: "leasehold"), seed: (UInt64(name.dropFirst()) ?? 0) + 1,
+                        logger: quietLogger("bench.\(name)"),
+                        onEvent: { _, event in if case .acquired = event { acquired.add(1, ordering: .relaxed) } })
+                }
+            ) { members in
                 var lastReport = benchClock.now
-                let converged = (try? await eventually("convergence", within: config.ttl * 4 + .seconds(8), every: .milliseconds(250)) {
-                    let off = misplaced(jobs: jobs, holders: holders(members), members: names)
-                    if benchClock.now - lastReport > .seconds(5) {
-                        lastReport = benchClock.now
-                        log("  converging: \(off) jobs off their preferred member, \(acquired.load(ordering: .relaxed)) acquisitions so far")
-                    }
-                    return off == 0
-                }) != nil
+                let converged =
+                    (try? await eventually(
+                        "convergence", within: config.ttl * 4 + .seconds(8), every: .milliseconds(250)
+                    ) {
+                        let off = misplaced(jobs: jobs, holders: holders(members), members: names)
+                        if benchClock.now - lastReport > .seconds(5) {
+                            lastReport = benchClock.now
+                            log(
+                                "  converging: \(off) jobs off their preferred member, \(acquired.load(ordering: .relaxed)) acquisitions so far"
+                            )
+                        }
+                        return off == 0
+                    }) != nil
                 return try await window(
                     converged: converged, roundTrips: nil,
                     misplacedNow: { misplaced(jobs: jobs, holders: holders(members), members: names) },
@@ -186,15 +212,19 @@ enum CostScenario {
         } else {
             let jobNames = (0..<config.jobs).map { "job-\($0)" }
             let members = (0..<config.members).map {
-                PerLeaseMember(name: "m\($0)", jobs: jobNames, ttl: config.ttl, renewEvery: timing.renewEvery, redis: redisConfig, namespace: "perlease")
+                PerLeaseMember(
+                    name: "m\($0)", jobs: jobNames, ttl: config.ttl, renewEvery: timing.renewEvery, redis: redisConfig,
+                    namespace: "perlease")
             }
             for (i, member) in members.enumerated() {
                 // Spread the members' attempt phases over one TTL, as independent processes would be.
                 member.start(attemptPhase: config.ttl * (Double(i) / Double(config.members)))
             }
-            let converged = (try? await eventually("convergence", within: config.ttl * 3 + .seconds(10), every: .milliseconds(250)) {
-                members.reduce(0) { $0 + $1.heldCount.load(ordering: .relaxed) } == config.jobs
-            }) != nil
+            let converged =
+                (try? await eventually("convergence", within: config.ttl * 3 + .seconds(10), every: .milliseconds(250))
+                {
+                    members.reduce(0) { $0 + $1.heldCount.load(ordering: .relaxed) } == config.jobs
+                }) != nil
             // Let a full TTL pass so every member's standby cycle is in steady state.
             try? await Task.sleep(for: config.ttl)
             measured = try await window(

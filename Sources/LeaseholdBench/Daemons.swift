@@ -3,7 +3,7 @@ import LeaseholdTesting
 import RedisClient
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The release `leaseholdd` next to this executable: the bench measures the release build.

@@ -38,6 +38,7 @@ enum EnginePollBench {
             precondition(step.commands.isEmpty)
         }
         let elapsed = benchClock.now - start
-        return EnginePollCost(jobs: count, members: members, led: led, microsecondsPerPoll: elapsed.secondsValue * 1e6 / Double(polls))
+        return EnginePollCost(
+            jobs: count, members: members, led: led, microsecondsPerPoll: elapsed.secondsValue * 1e6 / Double(polls))
     }
 }

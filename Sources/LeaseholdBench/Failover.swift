@@ -4,7 +4,7 @@ import LeaseholdTesting
 import RedisClient
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct FailoverSeries: Codable, Sendable {
@@ -37,7 +37,9 @@ enum FailoverScenario {
 
     static func run(options: BenchOptions) async throws {
         guard benchDaemonAvailable() else {
-            print("failover: \(benchDaemonBinary) not found: build it first (swift build -c release --product leaseholdd)")
+            print(
+                "failover: \(benchDaemonBinary) not found: build it first (swift build -c release --product leaseholdd)"
+            )
             return
         }
         let redis = try await startRedis()
@@ -55,33 +57,46 @@ enum FailoverScenario {
         await redis.stop()
         printTable(
             "Failover with leaseholdd processes (ms; PING round trip \(fmt(rtt, 3)) ms)",
-            header: ["kind", "ttl", "n", "p50", "p90", "p99", "max", "remaining TTL p50", "excess p50", "excess p99", "excess max", "load"],
+            header: [
+                "kind", "ttl", "n", "p50", "p90", "p99", "max", "remaining TTL p50", "excess p50", "excess p99",
+                "excess max", "load",
+            ],
             rows: series.map { s in
-                [s.kind, fmt(s.ttlSeconds, 0) + "s", "\(s.trials)", fmt(s.latency.p50), fmt(s.latency.p90), fmt(s.latency.p99), fmt(s.latency.max),
-                 s.excessOverTTL == nil ? "-" : fmt(s.remainingTTL.p50),
-                 s.excessOverTTL.map { fmt($0.p50) } ?? "-", s.excessOverTTL.map { fmt($0.p99) } ?? "-",
-                 s.excessOverTTL.map { fmt($0.max) } ?? "-", s.loadAverage]
+                [
+                    s.kind, fmt(s.ttlSeconds, 0) + "s", "\(s.trials)", fmt(s.latency.p50), fmt(s.latency.p90),
+                    fmt(s.latency.p99), fmt(s.latency.max),
+                    s.excessOverTTL == nil ? "-" : fmt(s.remainingTTL.p50),
+                    s.excessOverTTL.map { fmt($0.p50) } ?? "-", s.excessOverTTL.map { fmt($0.p99) } ?? "-",
+                    s.excessOverTTL.map { fmt($0.max) } ?? "-", s.loadAverage,
+                ]
             })
-        writeJSON(FailoverReport(
-            machine: MachineInfo.current(), pingRoundTripMs: rtt,
-            method: "2 leaseholdd processes, 1 job, placement any; kill -9 or SIGTERM of the leader; latency = signal sent → acquisition event by the other member read via XREAD BLOCK; the killed member is restarted and the next trial kills whichever member leads, after a random delay in [0, renew interval)",
-            series: series), name: "failover", options: options)
+        writeJSON(
+            FailoverReport(
+                machine: MachineInfo.current(), pingRoundTripMs: rtt,
+                method:
+                    "2 leaseholdd processes, 1 job, placement any; kill -9 or SIGTERM of the leader; latency = signal sent → acquisition event by the other member read via XREAD BLOCK; the killed member is restarted and the next trial kills whichever member leads, after a random delay in [0, renew interval)",
+                series: series), name: "failover", options: options)
     }
 
-    static func runSeries(redis: RedisServerProcess, crash: Bool, ttlSeconds: Int, trials: Int) async throws -> FailoverSeries {
+    static func runSeries(redis: RedisServerProcess, crash: Bool, ttlSeconds: Int, trials: Int) async throws
+        -> FailoverSeries
+    {
         let directory = try TempDirectory()
         let namespace = "leasehold"
         let config = try writeCatalog(directory: directory.path, jobs: 1, lease: "\(ttlSeconds)s", placement: "any")
         let keys = LeaseKeys(namespace: namespace)
         // Fresh keys per series.
         _ = try await redis.command("FLUSHALL")
-        let connection = RedisConnection(configuration: redis.configuration(commandTimeout: .seconds(Int64(ttlSeconds) * 3 + 10)))
+        let connection = RedisConnection(
+            configuration: redis.configuration(commandTimeout: .seconds(Int64(ttlSeconds) * 3 + 10)))
         var daemons: [String: DaemonProcess] = [:]
         for name in ["a", "b"] {
             daemons[name] = try startDaemon(name, config: config, redisURL: redis.url)
         }
         let renewEvery = Double(ttlSeconds) / 3
-        var latencies: [Double] = [], remaining: [Double] = [], excess: [Double] = []
+        var latencies: [Double] = []
+        var remaining: [Double] = []
+        var excess: [Double] = []
 
         func leader() async -> String? {
             guard let value = try? await connection.send(["GET", keys.lease(job)]).string else { return nil }
@@ -105,21 +120,29 @@ enum FailoverScenario {
                 break
             }
             let oldIncarnation = await incarnation(victim)
-            let last = try await connection.send(["XREVRANGE", keys.events(job), "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string ?? "0-0"
+            let last =
+                try await connection.send(["XREVRANGE", keys.events(job), "+", "-", "COUNT", "1"]).array?.first?.array?
+                .first?.string ?? "0-0"
             let pttl = try await connection.send(["PTTL", keys.lease(job)]).integer ?? -1
             process.signal(crash ? SIGKILL : SIGTERM)
             let t0 = benchClock.now
             var cursor = last
             var t1: ContinuousClock.Instant?
             reading: while benchClock.now - t0 < .seconds(Int64(ttlSeconds) * 3 + 5) {
-                let reply = try await connection.send(["XREAD", "BLOCK", String(ttlSeconds * 3000 + 5000), "STREAMS", keys.events(job), cursor])
+                let reply = try await connection.send([
+                    "XREAD", "BLOCK", String(ttlSeconds * 3000 + 5000), "STREAMS", keys.events(job), cursor,
+                ])
                 let now = benchClock.now
                 guard let entries = reply.array?.first?.array?.last?.array else { continue }
                 for entry in entries {
-                    guard let parts = entry.array, parts.count == 2, let id = parts[0].string, let fields = parts[1].array else { continue }
+                    guard let parts = entry.array, parts.count == 2, let id = parts[0].string,
+                        let fields = parts[1].array
+                    else { continue }
                     cursor = id
                     var map: [String: String] = [:]
-                    for i in stride(from: 0, to: fields.count - 1, by: 2) { map[fields[i].string ?? ""] = fields[i + 1].string ?? "" }
+                    for i in stride(from: 0, to: fields.count - 1, by: 2) {
+                        map[fields[i].string ?? ""] = fields[i + 1].string ?? ""
+                    }
                     if map["type"] == "acquired" || map["type"] == "expired_takeover", map["member"] != victim {
                         t1 = now
                         break reading
@@ -137,7 +160,9 @@ enum FailoverScenario {
             // Restart the victim as a standby (new incarnation) and wait for its heartbeat.
             _ = try? await process.waitForExit(within: .seconds(15))
             daemons[victim] = try startDaemon(victim, config: config, redisURL: redis.url)
-            _ = try? await eventually("the restarted member's heartbeat", within: .seconds(20), every: .milliseconds(10)) {
+            _ = try? await eventually(
+                "the restarted member's heartbeat", within: .seconds(20), every: .milliseconds(10)
+            ) {
                 let current = await incarnation(victim)
                 return current != nil && current != oldIncarnation
             }
@@ -147,7 +172,8 @@ enum FailoverScenario {
         for daemon in daemons.values { await daemon.stop(within: .seconds(12)) }
         await connection.close()
         return FailoverSeries(
-            kind: crash ? "crash (kill -9)" : "graceful (SIGTERM)", ttlSeconds: Double(ttlSeconds), trials: latencies.count,
+            kind: crash ? "crash (kill -9)" : "graceful (SIGTERM)", ttlSeconds: Double(ttlSeconds),
+            trials: latencies.count,
             latency: Distribution(latencies), remainingTTL: Distribution(remaining),
             excessOverTTL: crash ? Distribution(excess) : nil, samples: latencies, loadAverage: loadAverage())
     }

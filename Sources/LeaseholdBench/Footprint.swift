@@ -3,7 +3,7 @@ import LeaseholdTesting
 import RedisClient
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct FootprintReport: Codable, Sendable {
@@ -29,7 +29,9 @@ struct FootprintReport: Codable, Sendable {
 enum FootprintScenario {
     static func run(options: BenchOptions) async throws {
         guard benchDaemonAvailable() else {
-            print("footprint: \(benchDaemonBinary) not found: build it first (swift build -c release --product leaseholdd)")
+            print(
+                "footprint: \(benchDaemonBinary) not found: build it first (swift build -c release --product leaseholdd)"
+            )
             return
         }
         let jobs = options.quick ? 100 : 1000
@@ -46,12 +48,16 @@ enum FootprintScenario {
         var rows: [[String]] = []
         for report in reports {
             for member in report.perMember {
-                rows.append(["\(report.members)", member.name, "\(member.leases)", fmt(member.rssMB), fmt(member.cpuPercent, 2),
-                             fmt(report.redisCPUPercent, 2), report.loadAverage])
+                rows.append([
+                    "\(report.members)", member.name, "\(member.leases)", fmt(member.rssMB), fmt(member.cpuPercent, 2),
+                    fmt(report.redisCPUPercent, 2), report.loadAverage,
+                ])
             }
         }
-        printTable("leaseholdd footprint (\(jobs) log jobs every 1h, lease \(reports.first?.lease ?? "?"), steady-state window)",
-                   header: ["members", "member", "leases held", "RSS MB", "CPU % of a core", "redis CPU %", "load"], rows: rows)
+        printTable(
+            "leaseholdd footprint (\(jobs) log jobs every 1h, lease \(reports.first?.lease ?? "?"), steady-state window)",
+            header: ["members", "member", "leases held", "RSS MB", "CPU % of a core", "redis CPU %", "load"], rows: rows
+        )
         writeJSON(reports, name: "footprint", options: options)
     }
 
@@ -81,10 +87,16 @@ enum FootprintScenario {
         for (i, daemon) in daemons.enumerated() {
             var held = 0
             for j in 0..<jobs {
-                if let value = try? await probe.send(["GET", "leasehold:{job-\(j)}:lease"]).string, value.hasPrefix("\(daemon.name)@") { held += 1 }
+                if let value = try? await probe.send(["GET", "leasehold:{job-\(j)}:lease"]).string,
+                    value.hasPrefix("\(daemon.name)@")
+                {
+                    held += 1
+                }
             }
-            perMember.append(.init(name: daemon.name, leases: held, rssMB: procRSSMegabytes(pid: daemon.pid) ?? .nan,
-                                   cpuPercent: (cpuAfter[i] - cpuBefore[i]) / wall * 100))
+            perMember.append(
+                .init(
+                    name: daemon.name, leases: held, rssMB: procRSSMegabytes(pid: daemon.pid) ?? .nan,
+                    cpuPercent: (cpuAfter[i] - cpuBefore[i]) / wall * 100))
         }
         let load = loadAverage()
         await withDiscardingTaskGroup { group in
@@ -93,8 +105,10 @@ enum FootprintScenario {
         await probe.close()
         await redis.stop()
         return FootprintReport(
-            machine: MachineInfo.current(), jobs: jobs, members: members, lease: lease, warmupSeconds: warmup.secondsValue,
-            windowSeconds: wall, perMember: perMember, redisCPUPercent: (redisAfter.cpuSeconds - redisBefore.cpuSeconds) / wall * 100,
+            machine: MachineInfo.current(), jobs: jobs, members: members, lease: lease,
+            warmupSeconds: warmup.secondsValue,
+            windowSeconds: wall, perMember: perMember,
+            redisCPUPercent: (redisAfter.cpuSeconds - redisBefore.cpuSeconds) / wall * 100,
             loadAverage: load)
     }
 }

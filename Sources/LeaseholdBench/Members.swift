@@ -1,14 +1,18 @@
 import Leasehold
+import LeaseholdTesting
 import Logging
 import RedisClient
-import LeaseholdTesting
 
 /// The lease rules the daemon derives from a catalog job (`JobSpec.leaseJob`): spread
 /// placement, standby delay = renew interval, stability window = TTL (unless given).
 func benchJobs(count: Int, ttl: Duration, spread: Bool = true, stability: Duration? = nil) -> [LeaseJob] {
     (0..<count).map { index in
-        var job = JobSpec(name: "job-\(index)", handler: "log", schedule: .continuous, lease: ttl, placement: spread ? .spread : .any).leaseJob
-        if let stability, case .spread(let delay, _) = job.placement { job.placement = .spread(standbyDelay: delay, stability: stability) }
+        var job = JobSpec(
+            name: "job-\(index)", handler: "log", schedule: .continuous, lease: ttl, placement: spread ? .spread : .any
+        ).leaseJob
+        if let stability, case .spread(let delay, _) = job.placement {
+            job.placement = .spread(standbyDelay: delay, stability: stability)
+        }
         return job
     }
 }
@@ -36,7 +40,9 @@ func misplaced(jobs: [LeaseJob], holders: [String: String], members: [String]) -
     let candidates = members.map { RendezvousMember(name: $0) }
     var count = 0
     for job in jobs {
-        if holders[job.name] == nil || holders[job.name] != Rendezvous.preferred(job: job.name, among: candidates) { count += 1 }
+        if holders[job.name] == nil || holders[job.name] != Rendezvous.preferred(job: job.name, among: candidates) {
+            count += 1
+        }
     }
     return count
 }

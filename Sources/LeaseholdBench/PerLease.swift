@@ -9,7 +9,8 @@ import Synchronization
 /// one kind are pipelined in batches of 1,000 (more favourable to the baseline than one
 /// round trip per command); no fencing counter is kept (also favourable).
 final class PerLeaseMember: Sendable {
-    static let renewScript = RedisScript("""
+    static let renewScript = RedisScript(
+        """
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
         return 0
         """)
@@ -27,7 +28,9 @@ final class PerLeaseMember: Sendable {
     let roundTrips = Atomic<Int>(0)
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(name: String, jobs: [String], ttl: Duration, renewEvery: Duration, redis: RedisConfiguration, namespace: String) {
+    init(
+        name: String, jobs: [String], ttl: Duration, renewEvery: Duration, redis: RedisConfiguration, namespace: String
+    ) {
         self.name = name
         self.jobs = jobs
         self.ttl = ttl

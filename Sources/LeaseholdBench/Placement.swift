@@ -42,15 +42,18 @@ enum PlacementScenario {
     }
 
     static func run(options: BenchOptions) async throws {
-        let jobCount = 1000, memberCount = 10
+        let jobCount = 1000
+        let memberCount = 10
         let jobNames = (0..<jobCount).map { "job-\($0)" }
         let names = (0..<memberCount).map { "m\($0)" }
         let base = Rendezvous.assignment(jobs: jobNames, members: names.map { RendezvousMember(name: $0) })
-        let joined = Rendezvous.assignment(jobs: jobNames, members: (names + ["m\(memberCount)"]).map { RendezvousMember(name: $0) })
+        let joined = Rendezvous.assignment(
+            jobs: jobNames, members: (names + ["m\(memberCount)"]).map { RendezvousMember(name: $0) })
         // Leave: average over every member leaving in turn.
         var leaveMoves = 0
         for leaving in names {
-            let left = Rendezvous.assignment(jobs: jobNames, members: names.filter { $0 != leaving }.map { RendezvousMember(name: $0) })
+            let left = Rendezvous.assignment(
+                jobs: jobNames, members: names.filter { $0 != leaving }.map { RendezvousMember(name: $0) })
             leaveMoves += moves(base, left)
         }
         let b = balance(base, members: names)
@@ -58,19 +61,39 @@ enum PlacementScenario {
             jobs: jobCount, members: memberCount, maxOverMean: b.max, minOverMean: b.min,
             movesOnJoin: moves(base, joined), movesOnLeave: leaveMoves / memberCount,
             idealMoves: Double(jobCount) / Double(memberCount + 1))
-        printTable("Placement (pure rendezvous, 1,000 jobs, 10 members)",
-                   header: ["max/mean", "min/mean", "moves on join (11th)", "moves on leave (avg of 10)", "ideal join J/(N+1)", "ideal leave J/N"],
-                   rows: [[fmt(pure.maxOverMean, 3), fmt(pure.minOverMean, 3), "\(pure.movesOnJoin)", "\(pure.movesOnLeave)",
-                           fmt(pure.idealMoves), fmt(Double(jobCount) / Double(memberCount))]])
+        printTable(
+            "Placement (pure rendezvous, 1,000 jobs, 10 members)",
+            header: [
+                "max/mean", "min/mean", "moves on join (11th)", "moves on leave (avg of 10)", "ideal join J/(N+1)",
+                "ideal leave J/N",
+            ],
+            rows: [
+                [
+                    fmt(pure.maxOverMean, 3), fmt(pure.minOverMean, 3), "\(pure.movesOnJoin)", "\(pure.movesOnLeave)",
+                    fmt(pure.idealMoves), fmt(Double(jobCount) / Double(memberCount)),
+                ]
+            ])
 
         let live = try await liveRun(jobs: options.quick ? 100 : jobCount, members: options.quick ? 3 : memberCount)
         if let live {
-            printTable("Placement (live, in-process members, TTL \(fmt(live.ttlSeconds, 0)) s, stability window = TTL)",
-                       header: ["jobs", "members", "initial converge s", "join: converge s", "join: moves", "leave: converge s", "leave: moves", "max/mean"],
-                       rows: [["\(live.jobs)", "\(live.members)", fmt(live.initialConvergeSeconds), live.joinConvergeSeconds.map { fmt($0) } ?? "timeout",
-                               "\(live.joinMoves)", live.leaveConvergeSeconds.map { fmt($0) } ?? "timeout", "\(live.leaveMoves)", fmt(live.maxOverMean, 3)]])
+            printTable(
+                "Placement (live, in-process members, TTL \(fmt(live.ttlSeconds, 0)) s, stability window = TTL)",
+                header: [
+                    "jobs", "members", "initial converge s", "join: converge s", "join: moves", "leave: converge s",
+                    "leave: moves", "max/mean",
+                ],
+                rows: [
+                    [
+                        "\(live.jobs)", "\(live.members)", fmt(live.initialConvergeSeconds),
+                        live.joinConvergeSeconds.map { fmt($0) } ?? "timeout",
+                        "\(live.joinMoves)", live.leaveConvergeSeconds.map { fmt($0) } ?? "timeout",
+                        "\(live.leaveMoves)", fmt(live.maxOverMean, 3),
+                    ]
+                ])
         }
-        writeJSON(PlacementReport(machine: MachineInfo.current(), pure: pure, live: live), name: "placement", options: options)
+        writeJSON(
+            PlacementReport(machine: MachineInfo.current(), pure: pure, live: live), name: "placement", options: options
+        )
     }
 
     static func liveRun(jobs jobCount: Int, members memberCount: Int) async throws -> PlacementReport.Live? {
@@ -80,17 +103,25 @@ enum PlacementScenario {
         let jobs = benchJobs(count: jobCount, ttl: ttl)
         let config = daemonRedisConfiguration(redis.configuration(), jobs: jobs)
         func options(_ name: String, seed: UInt64) -> TestMember.Options {
-            TestMember.Options(keys: LeaseKeys(namespace: "leasehold"), seed: seed, logger: quietLogger("bench.\(name)"))
+            TestMember.Options(
+                keys: LeaseKeys(namespace: "leasehold"), seed: seed, logger: quietLogger("bench.\(name)"))
         }
         func settled(_ list: [TestMember]) -> Bool {
             misplaced(jobs: jobs, holders: holders(list), members: list.map(\.name)) == 0
         }
         func converges(_ list: [TestMember]) async -> Bool {
-            (try? await eventually("placement to settle", within: .seconds(30), every: .milliseconds(50)) { settled(list) }) != nil
+            (try? await eventually("placement to settle", within: .seconds(30), every: .milliseconds(50)) {
+                settled(list)
+            }) != nil
         }
         let names = (0..<memberCount).map { "m\($0)" }
-        let result = try await withMembers(names, redis: config, jobs: jobs, options: { options($0, seed: (UInt64($0.dropFirst()) ?? 0) + 1) }) {
-            initialMembers -> (initial: Double, joinSeconds: Double?, joinMoves: Int, leaveSeconds: Double?, leaveMoves: Int, balance: Double)? in
+        let result = try await withMembers(
+            names, redis: config, jobs: jobs, options: { options($0, seed: (UInt64($0.dropFirst()) ?? 0) + 1) }
+        ) {
+            initialMembers -> (
+                initial: Double, joinSeconds: Double?, joinMoves: Int, leaveSeconds: Double?, leaveMoves: Int,
+                balance: Double
+            )? in
             var start = benchClock.now
             guard await converges(initialMembers) else {
                 log("placement: initial placement did not converge")
@@ -100,7 +131,9 @@ enum PlacementScenario {
             // Join.
             let before = holders(initialMembers)
             start = benchClock.now
-            return try await withMember("m\(memberCount)", redis: config, jobs: jobs, options: options("m\(memberCount)", seed: 99)) { newcomer in
+            return try await withMember(
+                "m\(memberCount)", redis: config, jobs: jobs, options: options("m\(memberCount)", seed: 99)
+            ) { newcomer in
                 var members = initialMembers + [newcomer]
                 let joinOK = await converges(members)
                 let joinSeconds = (benchClock.now - start).secondsValue
@@ -113,7 +146,10 @@ enum PlacementScenario {
                 let leaveOK = await converges(members)
                 let leaveSeconds = (benchClock.now - start).secondsValue
                 let afterLeave = holders(members)
-                return (initial, joinOK ? joinSeconds : nil, moves(before, afterJoin), leaveOK ? leaveSeconds : nil, moves(afterJoin, afterLeave), b.max)
+                return (
+                    initial, joinOK ? joinSeconds : nil, moves(before, afterJoin), leaveOK ? leaveSeconds : nil,
+                    moves(afterJoin, afterLeave), b.max
+                )
             }
         }
         await redis.stop()

@@ -8,7 +8,10 @@ var arguments = Array(CommandLine.arguments.dropFirst())
 while !arguments.isEmpty {
     let argument = arguments.removeFirst()
     func value() -> String {
-        guard !arguments.isEmpty else { print("missing value for \(argument)"); exit(2) }
+        guard !arguments.isEmpty else {
+            print("missing value for \(argument)")
+            exit(2)
+        }
         return arguments.removeFirst()
     }
     switch argument {
@@ -20,7 +23,9 @@ while !arguments.isEmpty {
     case "--only-jobs": options.onlyJobs = Int(value())
     case "all", "cost", "failover", "placement", "footprint": scenario = argument
     case "-h", "--help":
-        print("usage: LeaseholdBench [all|cost|failover|placement|footprint] [--quick] [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]")
+        print(
+            "usage: LeaseholdBench [all|cost|failover|placement|footprint] [--quick] [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]"
+        )
         exit(0)
     default:
         print("unknown argument '\(argument)'")
@@ -34,7 +39,9 @@ if options.quick {
 }
 
 let machine = MachineInfo.current()
-print("LeaseholdBench \(scenario)\(options.quick ? " --quick" : "") on \(machine.nproc) cores, \(machine.cpuModel), load \(machine.loadAverage)")
+print(
+    "LeaseholdBench \(scenario)\(options.quick ? " --quick" : "") on \(machine.nproc) cores, \(machine.cpuModel), load \(machine.loadAverage)"
+)
 let started = benchClock.now
 do {
     if scenario == "all" || scenario == "placement" { try await PlacementScenario.run(options: options) }

@@ -48,7 +48,8 @@ package struct CLISettings: Sendable {
             }
         } else if redis == nil && envURL == nil {
             throw CLIFailure.usage(
-                "no catalog at \(path): pass --config PATH, or give Redis with --redis URL or \(RedisURLSetting.environmentVariable)")
+                "no catalog at \(path): pass --config PATH, or give Redis with --redis URL or \(RedisURLSetting.environmentVariable)"
+            )
         }
         let url = RedisURLSetting.resolve(flag: redis, environment: environment, catalog: catalog).url
         let endpoint: RedisEndpoint

@@ -52,13 +52,24 @@ protocol CLIRunnable {
 
 /// The flags every subcommand takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The catalog, for the Redis URL, the namespace and the job list (default ./jobs.yaml; a missing default is fine with --redis or LEASEHOLD_REDIS_URL).", valueName: "path"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The catalog, for the Redis URL, the namespace and the job list (default ./jobs.yaml; a missing default is fine with --redis or LEASEHOLD_REDIS_URL).",
+            valueName: "path"))
     var config: String?
 
-    @Option(name: .long, help: ArgumentHelp("The Redis URL; beats LEASEHOLD_REDIS_URL, which beats the catalog's redis.url (default redis://127.0.0.1:6379/0).", valueName: "url"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The Redis URL; beats LEASEHOLD_REDIS_URL, which beats the catalog's redis.url (default redis://127.0.0.1:6379/0).",
+            valueName: "url"))
     var redis: String?
 
-    @Option(name: .long, help: ArgumentHelp("The key namespace; beats the catalog's redis.namespace (default leasehold).", valueName: "ns"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The key namespace; beats the catalog's redis.namespace (default leasehold).", valueName: "ns"))
     var namespace: String?
 
     @Flag(name: .long, help: "Print one JSON object instead of a table.")
@@ -73,12 +84,15 @@ struct LeaseholdCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leasehold",
         abstract: "Inspect and steer a Leasehold fleet: who leads which job, members, history, handoffs.",
-        discussion: "Exit codes: 0 ok, 1 runtime failure (Redis unreachable, no leader, ...), 2 usage or configuration error.",
+        discussion:
+            "Exit codes: 0 ok, 1 runtime failure (Redis unreachable, no leader, ...), 2 usage or configuration error.",
         subcommands: [Status.self, Members.self, History.self, Release.self, Validate.self, Watch.self])
 }
 
 /// Opens a connection, runs `body`, closes it.
-func withReader<T>(_ settings: CLISettings, _ body: (SnapshotReader) async throws(CLIFailure) -> T) async throws(CLIFailure) -> T {
+func withReader<T>(_ settings: CLISettings, _ body: (SnapshotReader) async throws(CLIFailure) -> T)
+    async throws(CLIFailure) -> T
+{
     let connection = RedisConnection(configuration: settings.redisConfiguration)
     let reader = SnapshotReader(connection: connection, keys: settings.keys)
     do {
@@ -125,7 +139,8 @@ struct Members: ParsableCommand, CLIRunnable {
 
 struct History: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
-        abstract: "A job's leadership audit trail, oldest first: acquired, released, handed off, expired takeover, lost.")
+        abstract:
+            "A job's leadership audit trail, oldest first: acquired, released, handed off, expired takeover, lost.")
 
     @OptionGroup var global: GlobalOptions
 
@@ -148,7 +163,8 @@ struct History: ParsableCommand, CLIRunnable {
         }
         let inCatalog = settings.catalog?.jobs.contains { $0.name == job } ?? false
         if !known && !inCatalog {
-            throw CLIFailure.runtime("unknown job '\(job)': not in the catalog and never seen in namespace \(settings.namespace)")
+            throw CLIFailure.runtime(
+                "unknown job '\(job)': not in the catalog and never seen in namespace \(settings.namespace)")
         }
         io.out(global.json ? Render.historyJSON(history) : Render.historyTable(history))
         return CLIExitCode.ok
@@ -181,26 +197,36 @@ struct Release: ParsableCommand, CLIRunnable {
         if force && !yes && !io.stdinIsTerminal {
             throw CLIFailure.usage("refusing --force without a terminal to confirm on: add --yes")
         }
-        let job = self.job, force = self.force, yes = self.yes, json = global.json
+        let job = self.job
+        let force = self.force
+        let yes = self.yes
+        let json = global.json
         return try await withReader(settings) { reader throws(CLIFailure) in
             let replies = try await reader.pipeline([["GET", settings.keys.lease(job)]])
             guard let text = replies[0].string, let value = LeaseValue(parsing: text) else {
                 throw CLIFailure.runtime("job '\(job)' has no leader in namespace \(settings.namespace)")
             }
             let leader = JSONValue.object([
-                ("member", .string(value.owner.member)), ("instance", .string(value.owner.incarnation)), ("token", .uint(value.token)),
+                ("member", .string(value.owner.member)), ("instance", .string(value.owner.incarnation)),
+                ("token", .uint(value.token)),
             ])
             if !force {
                 _ = try await reader.pipeline([["SADD", settings.keys.handoffRequests(value.owner.member), job]])
                 if json {
-                    io.out(JSONValue.object([("job", .string(job)), ("action", .string("handoff_requested")), ("leader", leader)]).serialized + "\n")
+                    io.out(
+                        JSONValue.object([
+                            ("job", .string(job)), ("action", .string("handoff_requested")), ("leader", leader),
+                        ]).serialized + "\n")
                 } else {
-                    io.out("asked \(value.owner.member) (instance \(value.owner.incarnation), token \(value.token)) to hand over \(job); it releases at its next safe point\n")
+                    io.out(
+                        "asked \(value.owner.member) (instance \(value.owner.incarnation), token \(value.token)) to hand over \(job); it releases at its next safe point\n"
+                    )
                 }
                 return CLIExitCode.ok
             }
             if !yes {
-                io.err("""
+                io.err(
+                    """
                     Force-releasing \(job) deletes the lease held by \(value.owner.member) (token \(value.token)) now.
                     That member may keep running the job until its validity ends: only fenced writes are safe.
                     Type the job name to confirm: 
@@ -212,16 +238,23 @@ struct Release: ParsableCommand, CLIRunnable {
             let reply = try await reader.evaluate(
                 ForceRelease.script,
                 keys: [settings.keys.lease(job), settings.keys.state(job), settings.keys.events(job)],
-                arguments: [text, value.owner.member, value.owner.description, String(value.token), ForceRelease.by,
-                            settings.keys.releasedChannel, job])
+                arguments: [
+                    text, value.owner.member, value.owner.description, String(value.token), ForceRelease.by,
+                    settings.keys.releasedChannel, job,
+                ])
             if let message = reply.errorMessage { throw CLIFailure.runtime("force release failed: \(message)") }
             guard reply.integer == 1 else {
-                throw CLIFailure.runtime("the lease of '\(job)' changed while confirming (no longer \(text)); nothing deleted — run again")
+                throw CLIFailure.runtime(
+                    "the lease of '\(job)' changed while confirming (no longer \(text)); nothing deleted — run again")
             }
             if json {
-                io.out(JSONValue.object([("job", .string(job)), ("action", .string("forced_release")), ("leader", leader)]).serialized + "\n")
+                io.out(
+                    JSONValue.object([("job", .string(job)), ("action", .string("forced_release")), ("leader", leader)])
+                        .serialized + "\n")
             } else {
-                io.out("deleted the lease of \(job) held by \(value.owner.member) (token \(value.token)); members may take it over now\n")
+                io.out(
+                    "deleted the lease of \(job) held by \(value.owner.member) (token \(value.token)); members may take it over now\n"
+                )
             }
             return CLIExitCode.ok
         }
@@ -232,14 +265,16 @@ struct Release: ParsableCommand, CLIRunnable {
 enum ForceRelease {
     static var by: String {
         var buffer = [CChar](repeating: 0, count: 256)
-        let host = gethostname(&buffer, buffer.count) == 0
+        let host =
+            gethostname(&buffer, buffer.count) == 0
             ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
         return "leasehold-cli@\(host)"
     }
 
     /// KEYS: lease, state, events. ARGV: expected value, member, owner, token, by, channel, job.
     /// Reply: 1 deleted, 0 the lease is gone or changed.
-    static let script = RedisScript(#"""
+    static let script = RedisScript(
+        #"""
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         local t = redis.call('TIME')
         local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -266,25 +301,31 @@ struct Validate: ParsableCommand, CLIRunnable {
         do {
             let catalog = try HandlerRegistry.builtIn.loadCatalog(path: path)
             if global.json {
-                io.out(JSONValue.object([
-                    ("path", .string(path)), ("valid", .bool(true)), ("namespace", .string(catalog.namespace)),
-                    ("jobs", .array(catalog.jobs.map { .string($0.name) })), ("errors", .array([])),
-                ]).serialized + "\n")
+                io.out(
+                    JSONValue.object([
+                        ("path", .string(path)), ("valid", .bool(true)), ("namespace", .string(catalog.namespace)),
+                        ("jobs", .array(catalog.jobs.map { .string($0.name) })), ("errors", .array([])),
+                    ]).serialized + "\n")
             } else {
                 io.out(Self.summary(catalog, path: path) + "\n")
             }
             return CLIExitCode.ok
         } catch {
             if global.json {
-                io.out(JSONValue.object([
-                    ("path", .string(path)), ("valid", .bool(false)),
-                    ("errors", .array(error.errors.map { e in
-                        .object([
-                            ("file", .string(e.location.file)), ("line", .int(Int64(e.location.line))),
-                            ("column", .int(Int64(e.location.column))), ("message", .string(e.message)),
-                        ])
-                    })),
-                ]).serialized + "\n")
+                io.out(
+                    JSONValue.object([
+                        ("path", .string(path)), ("valid", .bool(false)),
+                        (
+                            "errors",
+                            .array(
+                                error.errors.map { e in
+                                    .object([
+                                        ("file", .string(e.location.file)), ("line", .int(Int64(e.location.line))),
+                                        ("column", .int(Int64(e.location.column))), ("message", .string(e.message)),
+                                    ])
+                                })
+                        ),
+                    ]).serialized + "\n")
             }
             throw CLIFailure(code: CLIExitCode.usage, lines: error.errors.map(\.description))
         }
@@ -292,7 +333,9 @@ struct Validate: ParsableCommand, CLIRunnable {
 
     /// `jobs.yaml: ok — 4 jobs (2 every, 1 cron, 1 continuous), namespace leasehold`.
     static func summary(_ catalog: Catalog, path: String) -> String {
-        var every = 0, cron = 0, continuous = 0
+        var every = 0
+        var cron = 0
+        var continuous = 0
         for job in catalog.jobs {
             switch job.schedule {
             case .every: every += 1
@@ -301,13 +344,15 @@ struct Validate: ParsableCommand, CLIRunnable {
             }
         }
         let count = catalog.jobs.count
-        return "\(path): ok — \(count) \(count == 1 ? "job" : "jobs") (\(every) every, \(cron) cron, \(continuous) continuous), namespace \(catalog.namespace)"
+        return
+            "\(path): ok — \(count) \(count == 1 ? "job" : "jobs") (\(every) every, \(cron) cron, \(continuous) continuous), namespace \(catalog.namespace)"
     }
 }
 
 struct Watch: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
-        abstract: "`status`, redrawn in the terminal every interval until Ctrl-C (with --json: one JSON line per refresh).")
+        abstract:
+            "`status`, redrawn in the terminal every interval until Ctrl-C (with --json: one JSON line per refresh).")
 
     @OptionGroup var global: GlobalOptions
 
@@ -344,7 +389,9 @@ struct Watch: ParsableCommand, CLIRunnable {
             if global.json {
                 if !body.hasPrefix("leasehold:") { io.out(body) }
             } else {
-                io.out("\u{1B}[H\u{1B}[2J" + "leasehold watch — every \(CatalogValue.text(pause)), Ctrl-C to stop\n\n" + body)
+                io.out(
+                    "\u{1B}[H\u{1B}[2J" + "leasehold watch — every \(CatalogValue.text(pause)), Ctrl-C to stop\n\n"
+                        + body)
             }
             refreshes += 1
             if let count, refreshes >= count { break }

@@ -7,7 +7,9 @@ package enum Render {
 
     /// The `status` table (ends with a newline).
     package static func statusTable(_ snapshot: ClusterSnapshot) -> String {
-        var rows: [[String]] = [["JOB", "LEADER", "TOKEN", "EXPIRES IN", "PREFERRED", "LAST RUN", "RESULT", "LEADERLESS"]]
+        var rows: [[String]] = [
+            ["JOB", "LEADER", "TOKEN", "EXPIRES IN", "PREFERRED", "LAST RUN", "RESULT", "LEADERLESS"]
+        ]
         for job in snapshot.jobs {
             var lastRun = "-"
             var result = "-"
@@ -16,7 +18,8 @@ package enum Render {
                     lastRun = "started \(age(snapshot.nowMs - run.startedAtMs)) ago"
                     result = "running"
                 } else if let finished = run.finishedAtMs {
-                    lastRun = "\(age(snapshot.nowMs - finished)) ago" + (run.durationMs.map { " (\(duration($0)))" } ?? "")
+                    lastRun =
+                        "\(age(snapshot.nowMs - finished)) ago" + (run.durationMs.map { " (\(duration($0)))" } ?? "")
                     result = run.result ?? "-"
                 } else {
                     lastRun = "started \(age(snapshot.nowMs - run.startedAtMs)) ago"
@@ -41,7 +44,8 @@ package enum Render {
         let led = snapshot.jobs.filter { $0.leader != nil }.count
         let live = snapshot.members.filter(\.live).count
         var text = table(rows)
-        text += "\(snapshot.jobs.count) \(plural(snapshot.jobs.count, "job")), \(led) led, "
+        text +=
+            "\(snapshot.jobs.count) \(plural(snapshot.jobs.count, "job")), \(led) led, "
             + "\(snapshot.jobs.count - led) without a leader; \(live) live \(plural(live, "member"))"
             + " (namespace \(snapshot.namespace))\n"
         return text
@@ -58,23 +62,25 @@ package enum Render {
     }
 
     static func jobJSON(_ job: JobStatus, nowMs: Int64) -> JSONValue {
-        let leader: JSONValue = job.leader.map { leader in
-            .object([
-                ("member", .string(leader.member)), ("instance", .string(leader.instance)),
-                ("token", .uint(leader.token)), ("expires_in_ms", .int(leader.expiresInMs)),
-            ])
-        } ?? .null
-        let lastRun: JSONValue = job.lastRun.map { run in
-            .object([
-                ("started_at_ms", .int(run.startedAtMs)),
-                ("finished_at_ms", run.finishedAtMs.map(JSONValue.int) ?? .null),
-                ("age_ms", .int(max(0, nowMs - (run.finishedAtMs ?? run.startedAtMs)))),
-                ("duration_ms", run.durationMs.map(JSONValue.int) ?? .null),
-                ("result", run.result.map(JSONValue.string) ?? .null),
-                ("running", .bool(run.running && run.finishedAtMs == nil)),
-                ("token", run.token.map(JSONValue.uint) ?? .null),
-            ])
-        } ?? .null
+        let leader: JSONValue =
+            job.leader.map { leader in
+                .object([
+                    ("member", .string(leader.member)), ("instance", .string(leader.instance)),
+                    ("token", .uint(leader.token)), ("expires_in_ms", .int(leader.expiresInMs)),
+                ])
+            } ?? .null
+        let lastRun: JSONValue =
+            job.lastRun.map { run in
+                .object([
+                    ("started_at_ms", .int(run.startedAtMs)),
+                    ("finished_at_ms", run.finishedAtMs.map(JSONValue.int) ?? .null),
+                    ("age_ms", .int(max(0, nowMs - (run.finishedAtMs ?? run.startedAtMs)))),
+                    ("duration_ms", run.durationMs.map(JSONValue.int) ?? .null),
+                    ("result", run.result.map(JSONValue.string) ?? .null),
+                    ("running", .bool(run.running && run.finishedAtMs == nil)),
+                    ("token", run.token.map(JSONValue.uint) ?? .null),
+                ])
+            } ?? .null
         return .object([
             ("name", .string(job.name)),
             ("in_catalog", .bool(job.inCatalog)),
@@ -108,7 +114,9 @@ package enum Render {
 
     /// The `members` table (ends with a newline).
     package static func membersTable(_ snapshot: ClusterSnapshot) -> String {
-        var rows: [[String]] = [["MEMBER", "HOST", "PID", "WEIGHT", "VERSION", "UP SINCE", "HEARTBEAT", "JOBS LED", "STATE"]]
+        var rows: [[String]] = [
+            ["MEMBER", "HOST", "PID", "WEIGHT", "VERSION", "UP SINCE", "HEARTBEAT", "JOBS LED", "STATE"]
+        ]
         for member in snapshot.members {
             rows.append([
                 member.name, member.host ?? "-", member.pid.map(String.init) ?? "-", weight(member.weight),
@@ -116,8 +124,10 @@ package enum Render {
                 member.startedAtMs.map { "\(timestamp($0, millis: false)) (\(age(snapshot.nowMs - $0)))" } ?? "-",
                 member.lastTickMs.map { "\(age(snapshot.nowMs - $0)) ago" } ?? "-",
                 String(member.jobsLed),
-                member.live ? "live" : member.leftAtMs.map { "left \(age(snapshot.nowMs - $0)) ago" }
-                    ?? "expired \(age(snapshot.nowMs - member.heartbeatExpiresAtMs)) ago",
+                member.live
+                    ? "live"
+                    : member.leftAtMs.map { "left \(age(snapshot.nowMs - $0)) ago" }
+                        ?? "expired \(age(snapshot.nowMs - member.heartbeatExpiresAtMs)) ago",
             ])
         }
         let live = snapshot.members.filter(\.live).count
@@ -186,19 +196,23 @@ package enum Render {
         JSONValue.object([
             ("job", .string(history.job)),
             ("now_ms", .int(history.nowMs)),
-            ("events", .array(history.events.map { event in
-                .object([
-                    ("id", .string(event.id)), ("type", .string(event.type)),
-                    ("member", event.member.map(JSONValue.string) ?? .null),
-                    ("owner", event.owner.map(JSONValue.string) ?? .null),
-                    ("token", event.token.map(JSONValue.uint) ?? .null),
-                    ("at_ms", .int(event.atMs)),
-                    ("gap_ms", event.gapMs.map(JSONValue.int) ?? .null),
-                    ("previous", event.previous.map(JSONValue.string) ?? .null),
-                    ("holder", event.holder.map(JSONValue.string) ?? .null),
-                    ("by", event.by.map(JSONValue.string) ?? .null),
-                ])
-            })),
+            (
+                "events",
+                .array(
+                    history.events.map { event in
+                        .object([
+                            ("id", .string(event.id)), ("type", .string(event.type)),
+                            ("member", event.member.map(JSONValue.string) ?? .null),
+                            ("owner", event.owner.map(JSONValue.string) ?? .null),
+                            ("token", event.token.map(JSONValue.uint) ?? .null),
+                            ("at_ms", .int(event.atMs)),
+                            ("gap_ms", event.gapMs.map(JSONValue.int) ?? .null),
+                            ("previous", event.previous.map(JSONValue.string) ?? .null),
+                            ("holder", event.holder.map(JSONValue.string) ?? .null),
+                            ("by", event.by.map(JSONValue.string) ?? .null),
+                        ])
+                    })
+            ),
         ]).serialized + "\n"
     }
 
@@ -255,7 +269,10 @@ package enum Render {
         let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
         let msOfDay = ms - days * 86_400_000
         let (year, month, day) = civilDate(fromDays: days)
-        let h = msOfDay / 3_600_000, m = (msOfDay / 60_000) % 60, s = (msOfDay / 1000) % 60, frac = msOfDay % 1000
+        let h = msOfDay / 3_600_000
+        let m = (msOfDay / 60_000) % 60
+        let s = (msOfDay / 1000) % 60
+        let frac = msOfDay % 1000
         var text = "\(year)-\(pad(Int64(month)))-\(pad(Int64(day))) \(pad(h)):\(pad(m)):\(pad(s))"
         if millis { text += "." + (frac < 10 ? "00" : frac < 100 ? "0" : "") + String(frac) }
         return text

@@ -35,7 +35,9 @@ package struct SnapshotReader: Sendable {
             throw CLIFailure.redis(error, endpoint: endpoint)
         }
         if let index = replies.firstIndex(where: \.isError) {
-            throw CLIFailure.runtime("Redis error for \(commands[index].first ?? "?") \(commands[index].dropFirst().first ?? ""): \(replies[index].errorMessage ?? "")")
+            throw CLIFailure.runtime(
+                "Redis error for \(commands[index].first ?? "?") \(commands[index].dropFirst().first ?? ""): \(replies[index].errorMessage ?? "")"
+            )
         }
         return replies
     }
@@ -50,7 +52,9 @@ package struct SnapshotReader: Sendable {
 
     /// Redis `TIME` in ms from a TIME reply.
     static func timeMs(_ reply: RedisReply) -> Int64? {
-        guard let parts = reply.array, parts.count == 2, let s = parts[0].integer, let us = parts[1].integer else { return nil }
+        guard let parts = reply.array, parts.count == 2, let s = parts[0].integer, let us = parts[1].integer else {
+            return nil
+        }
         return s * 1000 + us / 1000
     }
 
@@ -60,7 +64,9 @@ package struct SnapshotReader: Sendable {
         let first = try await pipeline([
             ["TIME"], ["SMEMBERS", keys.jobs], ["ZRANGE", keys.members, "0", "-1", "WITHSCORES"],
         ])
-        guard let nowMs = Self.timeMs(first[0]) else { throw CLIFailure.runtime("unexpected TIME reply from \(endpoint)") }
+        guard let nowMs = Self.timeMs(first[0]) else {
+            throw CLIFailure.runtime("unexpected TIME reply from \(endpoint)")
+        }
         let redisJobs = Set((first[1].array ?? []).compactMap(\.string))
         let catalogSet = Set(catalogJobs)
         let names = catalogSet.union(redisJobs).sorted()
@@ -116,11 +122,14 @@ package struct SnapshotReader: Sendable {
         for (offset, entry) in memberScores.enumerated() {
             let hash = memberHashes[offset]
             let leftAt = hash["left_at"].flatMap { Int64($0) }
-            members.append(MemberStatus(
-                name: entry.name, instance: hash["incarnation"], host: hash["host"], pid: hash["pid"].flatMap { Int64($0) },
-                weight: hash["weight"].flatMap { Double($0) } ?? 1, version: hash["version"],
-                startedAtMs: hash["started_at"].flatMap(Self.parseMillis), lastTickMs: hash["tick_at"].flatMap { Int64($0) },
-                heartbeatExpiresAtMs: entry.expiry, live: entry.expiry >= nowMs && leftAt == nil, leftAtMs: leftAt))
+            members.append(
+                MemberStatus(
+                    name: entry.name, instance: hash["incarnation"], host: hash["host"],
+                    pid: hash["pid"].flatMap { Int64($0) },
+                    weight: hash["weight"].flatMap { Double($0) } ?? 1, version: hash["version"],
+                    startedAtMs: hash["started_at"].flatMap(Self.parseMillis),
+                    lastTickMs: hash["tick_at"].flatMap { Int64($0) },
+                    heartbeatExpiresAtMs: entry.expiry, live: entry.expiry >= nowMs && leftAt == nil, leftAtMs: leftAt))
         }
         let live = members.filter(\.live).map { RendezvousMember(name: $0.name, weight: $0.weight) }
         let memberByName = Dictionary(members.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -141,7 +150,8 @@ package struct SnapshotReader: Sendable {
             } else {
                 status.leaderless = Self.leaderless(
                     holder: field("holder"), releasedAt: field("released_at").flatMap { Int64($0) },
-                    acquiredAt: field("acquired_at").flatMap { Int64($0) }, leaseMs: field("lease_ms").flatMap { Int64($0) },
+                    acquiredAt: field("acquired_at").flatMap { Int64($0) },
+                    leaseMs: field("lease_ms").flatMap { Int64($0) },
                     holderMember: field("holder_member").flatMap { memberByName[$0] }, nowMs: nowMs)
             }
             if let started = field("last_run_started").flatMap({ Int64($0) }) {
@@ -159,7 +169,8 @@ package struct SnapshotReader: Sendable {
             jobs.append(status)
         }
         for index in members.indices { members[index].jobsLed = led[members[index].name] ?? 0 }
-        return ClusterSnapshot(nowMs: nowMs, namespace: keys.namespace, jobs: jobs, members: members.sorted { $0.name < $1.name })
+        return ClusterSnapshot(
+            nowMs: nowMs, namespace: keys.namespace, jobs: jobs, members: members.sorted { $0.name < $1.name })
     }
 
     /// The leaderless estimate for a job whose lease key does not exist.
@@ -171,7 +182,8 @@ package struct SnapshotReader: Sendable {
     ///   Otherwise `acquired_at + lease_ms`, the earliest possible expiry.
     /// The estimate is clamped to `now`; nil for a job that never had a leader.
     static func leaderless(
-        holder: String?, releasedAt: Int64?, acquiredAt: Int64?, leaseMs: Int64?, holderMember: MemberStatus?, nowMs: Int64
+        holder: String?, releasedAt: Int64?, acquiredAt: Int64?, leaseMs: Int64?, holderMember: MemberStatus?,
+        nowMs: Int64
     ) -> Leaderless? {
         if holder == nil {
             guard let releasedAt else { return nil }
@@ -179,8 +191,9 @@ package struct SnapshotReader: Sendable {
         }
         let value = holder.flatMap { LeaseValue(parsing: $0) }
         let ttl = leaseMs ?? 0
-        if let value, let member = holderMember, member.instance == value.owner.incarnation, let tick = member.lastTickMs,
-           let acquiredAt, tick >= acquiredAt
+        if let value, let member = holderMember, member.instance == value.owner.incarnation,
+            let tick = member.lastTickMs,
+            let acquiredAt, tick >= acquiredAt
         {
             return Leaderless(sinceMs: min(tick + ttl, nowMs), source: .expiredEstimate)
         }
@@ -210,18 +223,22 @@ package struct SnapshotReader: Sendable {
         let replies = try await pipeline([
             ["TIME"], ["XREVRANGE", keys.events(job), "+", "-", "COUNT", String(limit)], ["SISMEMBER", keys.jobs, job],
         ])
-        guard let nowMs = Self.timeMs(replies[0]) else { throw CLIFailure.runtime("unexpected TIME reply from \(endpoint)") }
+        guard let nowMs = Self.timeMs(replies[0]) else {
+            throw CLIFailure.runtime("unexpected TIME reply from \(endpoint)")
+        }
         var events: [HistoryEvent] = []
         for entry in replies[1].array ?? [] {
             guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
             let fields = Self.hash(parts[1])
             let idMs = Int64(id.split(separator: "-").first ?? "") ?? 0
             let nonEmpty = { (key: String) -> String? in fields[key].flatMap { $0.isEmpty ? nil : $0 } }
-            events.append(HistoryEvent(
-                id: id, type: fields["type"] ?? "?", member: nonEmpty("member"), owner: nonEmpty("owner"),
-                token: nonEmpty("token").flatMap { UInt64($0) }, atMs: nonEmpty("at").flatMap { Int64($0) } ?? idMs,
-                gapMs: nonEmpty("gap_ms").flatMap { Int64($0) }, previous: nonEmpty("previous"), holder: fields["holder"],
-                by: nonEmpty("by")))
+            events.append(
+                HistoryEvent(
+                    id: id, type: fields["type"] ?? "?", member: nonEmpty("member"), owner: nonEmpty("owner"),
+                    token: nonEmpty("token").flatMap { UInt64($0) }, atMs: nonEmpty("at").flatMap { Int64($0) } ?? idMs,
+                    gapMs: nonEmpty("gap_ms").flatMap { Int64($0) }, previous: nonEmpty("previous"),
+                    holder: fields["holder"],
+                    by: nonEmpty("by")))
         }
         let known = replies[2].integer == 1 || !events.isEmpty
         return (JobHistory(job: job, nowMs: nowMs, events: events.reversed()), known)

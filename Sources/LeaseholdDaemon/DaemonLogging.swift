@@ -58,7 +58,10 @@ public struct DaemonLogHandler: LogHandler {
         case .json:
             var object: [String: Any] = ["time": time, "level": level.rawValue, "message": message, "logger": label]
             for (key, value) in metadata where object[key] == nil { object[key] = jsonValue(value) }
-            guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+            guard
+                let data = try? JSONSerialization.data(
+                    withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+            else {
                 return #"{"level":"error","message":"unencodable log line"}"#
             }
             return String(decoding: data, as: UTF8.self)

@@ -14,7 +14,10 @@ public struct DaemonOptions: ParsableArguments {
     public var config: String = "jobs.yaml"
 
     /// Redis URL override.
-    @Option(help: "Redis URL (redis://[[user]:password@]host[:port][/db] or unix:///path?db=N); beats LEASEHOLD_REDIS_URL and the catalog.")
+    @Option(
+        help:
+            "Redis URL (redis://[[user]:password@]host[:port][/db] or unix:///path?db=N); beats LEASEHOLD_REDIS_URL and the catalog."
+    )
     public var redis: String?
 
     /// Member name.
@@ -61,7 +64,8 @@ public enum LeaseholdDaemon {
     /// Runs a daemon with `options` until SIGTERM/SIGINT; returns the process exit code.
     public static func run(options: DaemonOptions, registry: HandlerRegistry) async -> Int32 {
         guard let level = Logger.Level(rawValue: options.logLevel.lowercased()) else {
-            return fail("invalid --log-level '\(options.logLevel)': use trace, debug, info, notice, warning, error or critical")
+            return fail(
+                "invalid --log-level '\(options.logLevel)': use trace, debug, info, notice, warning, error or critical")
         }
         guard let format = LogFormat(rawValue: options.logFormat.lowercased()) else {
             return fail("invalid --log-format '\(options.logFormat)': use text or json")
@@ -85,7 +89,8 @@ public enum LeaseholdDaemon {
         } catch {
             return fail("invalid Redis URL from \(source): \(error.message)")
         }
-        let name = options.name ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "member"
+        let name =
+            options.name ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "member"
         guard OwnerID.isValidMemberName(name) else {
             return fail("invalid member name '\(name)': use letters, digits, '.', '_' or '-' (set --name)")
         }
@@ -110,20 +115,28 @@ public enum LeaseholdDaemon {
         } catch {
             return fail("\(error)")
         }
-        logger.info("leaseholdd starting", metadata: [
-            "config": "\(options.config)", "redis": "\(endpoint)", "member": "\(name)", "version": "\(LeaseholdVersion.current)",
-        ])
+        logger.info(
+            "leaseholdd starting",
+            metadata: [
+                "config": "\(options.config)", "redis": "\(endpoint)", "member": "\(name)",
+                "version": "\(LeaseholdVersion.current)",
+            ])
         // The member returns on its own only after `on_lost_leadership: exit` asked it to stop;
         // that must shut the rest down gracefully (and exit 3 below), not count as a failure.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)
         ]
         if let httpAddress {
-            services.append(.init(service: StatusHTTPServer(
-                host: httpAddress.host, port: httpAddress.port, member: service, metrics: registryForMetrics, logger: logger)))
+            services.append(
+                .init(
+                    service: StatusHTTPServer(
+                        host: httpAddress.host, port: httpAddress.port, member: service, metrics: registryForMetrics,
+                        logger: logger)))
         }
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+                logger: logger))
         do {
             try await group.run()
         } catch {
@@ -149,7 +162,8 @@ public enum LeaseholdDaemon {
     /// Parses `HOST:PORT` (or `[v6]:PORT`).
     static func parseHostPort(_ text: String) -> (host: String, port: Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (0...65535).contains(port) else { return nil }
+            (0...65535).contains(port)
+        else { return nil }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return host.isEmpty ? nil : (host, port)

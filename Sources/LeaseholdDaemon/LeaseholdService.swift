@@ -23,7 +23,10 @@ public final class LeaseholdService: Service, Sendable {
         public var shutdownTimeout: Duration
 
         /// Creates a configuration.
-        public init(catalog: Catalog, redis: RedisEndpoint, memberName: String, weight: Double = 1, shutdownTimeout: Duration = .seconds(10)) {
+        public init(
+            catalog: Catalog, redis: RedisEndpoint, memberName: String, weight: Double = 1,
+            shutdownTimeout: Duration = .seconds(10)
+        ) {
             self.catalog = catalog
             self.redis = redis
             self.memberName = memberName
@@ -45,14 +48,18 @@ public final class LeaseholdService: Service, Sendable {
 
     /// Builds the member: handlers are created here, so config errors surface before any
     /// Redis traffic.
-    public init(configuration: Configuration, registry: HandlerRegistry, logger: Logger, metrics: LeaseholdMetrics = LeaseholdMetrics()) throws {
+    public init(
+        configuration: Configuration, registry: HandlerRegistry, logger: Logger,
+        metrics: LeaseholdMetrics = LeaseholdMetrics()
+    ) throws {
         let catalog = configuration.catalog
         self.catalog = catalog
         self.logger = logger
         self.metrics = metrics
         let jobs = catalog.jobs.map(\.leaseJob)
         let callTimeout = LeaseTiming.callTimeout(for: jobs)
-        let redis = RedisConfiguration(endpoint: configuration.redis, connectTimeout: callTimeout, commandTimeout: callTimeout)
+        let redis = RedisConfiguration(
+            endpoint: configuration.redis, connectTimeout: callTimeout, commandTimeout: callTimeout)
         let owner = OwnerID(member: configuration.memberName)
         let metadata = [
             "host": ProcessInfo.processInfo.hostName,
@@ -64,18 +71,22 @@ public final class LeaseholdService: Service, Sendable {
         self.manager = LeaseManager(
             configuration: .init(
                 redis: redis, keys: LeaseKeys(namespace: catalog.namespace),
-                member: .init(owner: owner, weight: configuration.weight, metadata: metadata, seed: UInt64.random(in: .min ... .max)),
+                member: .init(
+                    owner: owner, weight: configuration.weight, metadata: metadata,
+                    seed: UInt64.random(in: .min ... .max)),
                 shutdownTimeout: configuration.shutdownTimeout, metrics: metrics),
             jobs: jobs, logger: logger)
         self.jobTimings = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0.timing) })
         let exitRequest = self.exitRequest
         let environment = JobRunnerEnvironment(
-            manager: manager, redis: RedisConnection(configuration: redis), keys: LeaseKeys(namespace: catalog.namespace),
+            manager: manager, redis: RedisConnection(configuration: redis),
+            keys: LeaseKeys(namespace: catalog.namespace),
             logger: logger, metrics: metrics,
             requestExit: { _, reason in exitRequest.set(reason) })
         var runners: [String: JobRunner] = [:]
         for spec in catalog.jobs {
-            runners[spec.name] = JobRunner(spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
+            runners[spec.name] = JobRunner(
+                spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
         }
         self.runners = runners
     }
@@ -90,10 +101,12 @@ public final class LeaseholdService: Service, Sendable {
     /// lease driver, every job runner and the shutdown itself run as children of this call.
     /// Cancelling it abandons everything: handlers are cancelled, no lease is released.
     public func run() async throws {
-        logger.info("member starting", metadata: [
-            "member": "\(manager.owner.member)", "instance": "\(manager.owner)", "jobs": "\(catalog.jobs.count)",
-            "namespace": "\(catalog.namespace)",
-        ])
+        logger.info(
+            "member starting",
+            metadata: [
+                "member": "\(manager.owner.member)", "instance": "\(manager.owner)", "jobs": "\(catalog.jobs.count)",
+                "namespace": "\(catalog.namespace)",
+            ])
         let (stopRequests, requestStop) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await self.manager.run() }
@@ -161,9 +174,12 @@ public final class LeaseholdService: Service, Sendable {
                 await runners[grant.job]?.acquired(grant)
             }
         case .lost(let job, let token, let reason):
-            logger.warning("lost leadership", metadata: [
-                "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)", "reason": "\(reason.rawValue)",
-            ])
+            logger.warning(
+                "lost leadership",
+                metadata: [
+                    "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)",
+                    "reason": "\(reason.rawValue)",
+                ])
             metrics.leader(job: job).record(0)
             metrics.leaseLost(job: job, reason: reason.rawValue).increment()
             // A step-down comes `grace` before validity ends; a renewal that found the lease
@@ -171,28 +187,37 @@ public final class LeaseholdService: Service, Sendable {
             let grace = jobTimings[job]?.grace ?? .seconds(1)
             await runners[job]?.lost(token: token, validUntil: .now + grace)
         case .released(let job, let token, let reason, let confirmed):
-            logger.info(reason == .handedOff ? "handed off leadership" : "released leadership", metadata: [
-                "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)", "reason": "\(reason.rawValue)",
-                "confirmed": "\(confirmed)",
-            ])
+            logger.info(
+                reason == .handedOff ? "handed off leadership" : "released leadership",
+                metadata: [
+                    "job": "\(job)", "member": "\(manager.owner.member)", "token": "\(token)",
+                    "reason": "\(reason.rawValue)",
+                    "confirmed": "\(confirmed)",
+                ])
             metrics.leader(job: job).record(0)
             metrics.leaseLost(job: job, reason: reason.rawValue).increment()
         case .handoffSuggested(let job, let to):
-            logger.info("handing off at the next safe point", metadata: ["job": "\(job)", "to": "\(to ?? "any member (operator request)")"])
+            logger.info(
+                "handing off at the next safe point",
+                metadata: ["job": "\(job)", "to": "\(to ?? "any member (operator request)")"])
             await runners[job]?.handoff()
         case .duplicateMember(let incarnation):
-            logger.error("another live process uses this member name: give every member a unique --name", metadata: [
-                "member": "\(manager.owner.member)", "other_instance": "\(manager.owner.member)@\(incarnation)",
-            ])
+            logger.error(
+                "another live process uses this member name: give every member a unique --name",
+                metadata: [
+                    "member": "\(manager.owner.member)", "other_instance": "\(manager.owner.member)@\(incarnation)",
+                ])
         case .redisAvailability(let up, let detail):
             redisUp.withLock { $0 = up }
             metrics.redisUp.record(up ? 1 : 0)
             if up {
                 logger.info("redis reachable")
             } else {
-                logger.error("redis unreachable: leaders step down at validity − grace, everyone retries with backoff", metadata: [
-                    "error": "\(detail ?? "unknown")",
-                ])
+                logger.error(
+                    "redis unreachable: leaders step down at validity − grace, everyone retries with backoff",
+                    metadata: [
+                        "error": "\(detail ?? "unknown")"
+                    ])
             }
         case .membersChanged(let members):
             metrics.members.record(members.count)

@@ -17,7 +17,8 @@ public final class StatusHTTPServer: Service, Sendable {
     private let logger: Logger
 
     /// Creates the endpoint; it listens once `run()` is called.
-    public init(host: String, port: Int, member: LeaseholdService, metrics: PrometheusCollectorRegistry, logger: Logger) {
+    public init(host: String, port: Int, member: LeaseholdService, metrics: PrometheusCollectorRegistry, logger: Logger)
+    {
         self.host = host
         self.port = port
         self.member = member
@@ -43,13 +44,17 @@ public final class StatusHTTPServer: Service, Sendable {
         case "/readyz":
             return member.isRedisUp
                 ? Response(status: .ok, contentType: "text/plain; charset=utf-8", body: "ready\n")
-                : Response(status: .serviceUnavailable, contentType: "text/plain; charset=utf-8", body: "redis unreachable\n")
+                : Response(
+                    status: .serviceUnavailable, contentType: "text/plain; charset=utf-8", body: "redis unreachable\n")
         case "/metrics":
-            return Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.emitToString())
+            return Response(
+                status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.emitToString())
         case "/status":
             return Response(status: .ok, contentType: "application/json", body: statusJSON())
         default:
-            return Response(status: .notFound, contentType: "text/plain; charset=utf-8", body: "not found: try /metrics, /healthz, /readyz or /status\n")
+            return Response(
+                status: .notFound, contentType: "text/plain; charset=utf-8",
+                body: "not found: try /metrics, /healthz, /readyz or /status\n")
         }
     }
 
@@ -115,7 +120,9 @@ private final class HTTPRequestHandler: ChannelInboundHandler {
             headers.add(name: "Content-Type", value: response.contentType)
             headers.add(name: "Content-Length", value: String(response.body.utf8.count))
             if !keepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))),
+                promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
             let keepAlive = self.keepAlive
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)

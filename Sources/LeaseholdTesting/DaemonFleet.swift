@@ -3,7 +3,7 @@ import LeaseholdElection
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One private `redis-server`, one catalog, and the `leaseholdd` members started on them;
@@ -25,7 +25,9 @@ public final class DaemonFleet: Sendable {
 
     /// Starts a private Redis (`redis` options) and writes `catalog` (YAML; `NAMESPACE` is
     /// replaced by a fresh namespace, `DIR` by the temp directory).
-    public init(catalog: String, redis options: RedisServerProcess.Options = .init(), proxied: Bool = false) async throws {
+    public init(catalog: String, redis options: RedisServerProcess.Options = .init(), proxied: Bool = false)
+        async throws
+    {
         if proxied {
             // The proxy resets connections: hiredis's write() to a reset socket must fail
             // with EPIPE, not kill the test runner.
@@ -59,7 +61,8 @@ public final class DaemonFleet: Sendable {
     public func start(_ name: String, extra: [String] = []) throws -> DaemonProcess {
         let url = try proxy(name)?.url() ?? redis.url
         return try DaemonProcess(
-            name: name, arguments: ["--config", catalogPath, "--redis", url, "--name", name, "--log-format", "json"] + extra)
+            name: name,
+            arguments: ["--config", catalogPath, "--redis", url, "--name", name, "--log-format", "json"] + extra)
     }
 
     /// The current holder of `job`'s lease.
@@ -96,6 +99,7 @@ public struct RunRecord: Sendable, CustomStringConvertible {
     /// When it started (ms since the epoch).
     public var started: Int64? { fields["started"].flatMap { Int64($0) } }
     /// One line for failure messages.
-    public var description: String { "slot=\(fields["slot"] ?? "-") token=\(fields["token"] ?? "-") member=\(member ?? "-") started=\(fields["started"] ?? "-")" }
+    public var description: String {
+        "slot=\(fields["slot"] ?? "-") token=\(fields["token"] ?? "-") member=\(member ?? "-") started=\(fields["started"] ?? "-")"
+    }
 }
-

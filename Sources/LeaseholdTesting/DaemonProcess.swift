@@ -3,7 +3,7 @@ import LeaseholdElection
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where the `leaseholdd` executable that tests and the bench start is.
@@ -31,7 +31,8 @@ public enum DaemonBinary {
             return candidate
         }
         throw TestSupportError(
-            "leaseholdd not found (looked at \(candidates.joined(separator: ", "))): run `swift build` (or `make test`) before `swift test`")
+            "leaseholdd not found (looked at \(candidates.joined(separator: ", "))): run `swift build` (or `make test`) before `swift test`"
+        )
     }
 }
 
@@ -49,7 +50,8 @@ public struct DaemonLogLine: Sendable, CustomStringConvertible {
         self.raw = raw
         self.at = at
         if let data = raw.data(using: .utf8),
-           let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
+            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        {
             fields = object.mapValues { "\($0)" }
         }
     }
@@ -83,7 +85,9 @@ public final class DaemonProcess: Sendable {
 
     /// Starts `leaseholdd arguments…` with extra `environment`; `executable` overrides
     /// ``DaemonBinary/path(filePath:)`` (the bench insists on its release build).
-    public init(name: String, arguments: [String], environment: [String: String] = [:], executable: String? = nil) throws {
+    public init(name: String, arguments: [String], environment: [String: String] = [:], executable: String? = nil)
+        throws
+    {
         self.name = name
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try executable ?? DaemonBinary.path())
@@ -109,7 +113,9 @@ public final class DaemonProcess: Sendable {
     }
 
     /// Reads `handle` line by line on its own thread until EOF.
-    private static func pump(_ handle: FileHandle, atEOF: @escaping @Sendable () -> Void, _ onLine: @escaping @Sendable (String) -> Void) {
+    private static func pump(
+        _ handle: FileHandle, atEOF: @escaping @Sendable () -> Void, _ onLine: @escaping @Sendable (String) -> Void
+    ) {
         Thread.detachNewThread {
             var pending = Data()
             while true {
@@ -161,7 +167,9 @@ public final class DaemonProcess: Sendable {
 
     /// Waits for the process to exit; returns its exit status (128 + n when killed by signal n).
     public func waitForExit(within timeout: Duration = .seconds(20)) async throws -> Int32 {
-        try await eventually("\(name) to exit", within: timeout, every: .milliseconds(10), diagnostics: { self.logTail() }) {
+        try await eventually(
+            "\(name) to exit", within: timeout, every: .milliseconds(10), diagnostics: { self.logTail() }
+        ) {
             process.isRunning ? nil : true
         }
         // Its last lines may still be in the pipes. A grandchild that inherited them (a job's
@@ -232,4 +240,3 @@ public final class TempDirectory: Sendable {
         FileManager.default.contents(atPath: path + "/" + name).map { String(decoding: $0, as: UTF8.self) }
     }
 }
-

@@ -14,7 +14,8 @@ package struct EngineDriver {
     /// An engine for `jobs` as member `member` (incarnation `i1` unless given).
     package init(jobs: [LeaseJob], member: String = "a", incarnation: String? = "i1", seed: UInt64 = 1) {
         engine = LeaseEngine(
-            settings: .init(owner: OwnerID(member: member, incarnation: incarnation), seed: seed), jobs: jobs, now: .zero)
+            settings: .init(owner: OwnerID(member: member, incarnation: incarnation), seed: seed), jobs: jobs,
+            now: .zero)
     }
 
     /// Polls at the current time and records what came out.
@@ -55,16 +56,26 @@ package struct EngineDriver {
     }
 
     /// Answers a renew tick with the given membership.
-    package mutating func answerTick(_ command: LeaseCommand, members: [MemberInfo], renewed: Bool = true, redisNowMs: Int64 = 1_000_000) {
+    package mutating func answerTick(
+        _ command: LeaseCommand, members: [MemberInfo], renewed: Bool = true, redisNowMs: Int64 = 1_000_000
+    ) {
         guard case .renew(let id, let batch) = command else { preconditionFailure("not a renew: \(command)") }
-        complete(.renew(id: id, .success(RenewReply(
-            redisNowMs: redisNowMs, renewed: Array(repeating: renewed, count: batch.leases.count), members: members))))
+        complete(
+            .renew(
+                id: id,
+                .success(
+                    RenewReply(
+                        redisNowMs: redisNowMs, renewed: Array(repeating: renewed, count: batch.leases.count),
+                        members: members))))
     }
 
     /// Answers a renew tick with members `names`, each live for another minute.
-    package mutating func answerTick(_ command: LeaseCommand, members names: [String] = ["a"], renewed: Bool = true, redisNowMs: Int64 = 1_000_000) {
+    package mutating func answerTick(
+        _ command: LeaseCommand, members names: [String] = ["a"], renewed: Bool = true, redisNowMs: Int64 = 1_000_000
+    ) {
         answerTick(
-            command, members: names.map { MemberInfo(name: $0, expiresAtMs: redisNowMs + 60_000, weight: 1) }, renewed: renewed,
+            command, members: names.map { MemberInfo(name: $0, expiresAtMs: redisNowMs + 60_000, weight: 1) },
+            renewed: renewed,
             redisNowMs: redisNowMs)
     }
 
@@ -73,8 +84,13 @@ package struct EngineDriver {
         _ commands: [LeaseCommand], redisNowMs: Int64 = 1_000_000, _ outcome: (Int, AcquireRequest) -> AcquireOutcome
     ) {
         for (id, requests) in Self.acquires(commands) {
-            complete(.acquire(id: id, .success(AcquireReply(
-                redisNowMs: redisNowMs, outcomes: requests.enumerated().map { outcome($0.offset, $0.element) }))))
+            complete(
+                .acquire(
+                    id: id,
+                    .success(
+                        AcquireReply(
+                            redisNowMs: redisNowMs,
+                            outcomes: requests.enumerated().map { outcome($0.offset, $0.element) }))))
         }
     }
 

@@ -3,7 +3,8 @@
 /// error so a CI failure can be debugged from its output alone.
 @discardableResult
 public func eventually<T>(
-    _ what: @autoclosure () -> String, within timeout: Duration = .seconds(15), every interval: Duration = .milliseconds(20),
+    _ what: @autoclosure () -> String, within timeout: Duration = .seconds(15),
+    every interval: Duration = .milliseconds(20),
     diagnostics: () -> String = { "" }, _ probe: () async throws -> T?
 ) async throws -> T {
     let deadline = ContinuousClock.now + timeout
@@ -11,7 +12,8 @@ public func eventually<T>(
         if let value = try await probe() { return value }
         if ContinuousClock.now >= deadline {
             let details = diagnostics()
-            throw TestSupportError("timed out after \(timeout) waiting for \(what())" + (details.isEmpty ? "" : "\n\(details)"))
+            throw TestSupportError(
+                "timed out after \(timeout) waiting for \(what())" + (details.isEmpty ? "" : "\n\(details)"))
         }
         try await Task.sleep(for: interval)
     }
@@ -20,10 +22,13 @@ public func eventually<T>(
 /// The condition form of ``eventually(_:within:every:diagnostics:_:)-(_,_,_,_,()->T?)``:
 /// waits until `condition` holds.
 public func eventually(
-    _ what: @autoclosure () -> String, within timeout: Duration = .seconds(15), every interval: Duration = .milliseconds(20),
+    _ what: @autoclosure () -> String, within timeout: Duration = .seconds(15),
+    every interval: Duration = .milliseconds(20),
     diagnostics: () -> String = { "" }, _ condition: () async throws -> Bool
 ) async throws {
-    try await eventually(what(), within: timeout, every: interval, diagnostics: diagnostics) { try await condition() ? () : nil }
+    try await eventually(what(), within: timeout, every: interval, diagnostics: diagnostics) {
+        try await condition() ? () : nil
+    }
 }
 
 /// Runs `body` with a deadline; false if it did not finish in time (the body is cancelled).

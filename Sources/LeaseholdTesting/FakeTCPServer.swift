@@ -2,9 +2,9 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A loopback TCP server that is *not* Redis, for testing how clients cope with whatever
@@ -20,7 +20,8 @@ public final class FakeTCPServer: Sendable {
         /// Accepts and closes at once.
         case close
 
-        public static let http = Behavior.answer(Array("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+        public static let http = Behavior.answer(
+            Array("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
         public static let garbage = Behavior.greet([0x00, 0xff, 0x13, 0x37] + Array("garbage, not RESP\r\n".utf8))
     }
 

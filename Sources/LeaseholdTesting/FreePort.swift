@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Free loopback TCP ports, chosen by the kernel (bind to port 0).
@@ -15,7 +15,9 @@ public enum FreePort {
         defer { close(fd) }
         var address = sockaddr_in.loopback(port: 0)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         precondition(bound == 0, "bind() failed: errno \(errno)")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Opens a listening TCP socket on a free 127.0.0.1 port (close-on-exec, SO_REUSEADDR), for

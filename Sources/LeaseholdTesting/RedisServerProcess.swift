@@ -3,7 +3,7 @@ import RedisClient
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A private `redis-server` on 127.0.0.1 (and optionally a unix socket) for tests.
@@ -158,7 +158,8 @@ public final class RedisServerProcess: Sendable {
         ]
         switch options.persistence {
         case .none: arguments += ["--appendonly", "no"]
-        case .appendOnly(let always): arguments += ["--appendonly", "yes", "--appendfsync", always ? "always" : "everysec"]
+        case .appendOnly(let always):
+            arguments += ["--appendonly", "yes", "--appendfsync", always ? "always" : "everysec"]
         }
         if let password = options.password { arguments += ["--requirepass", password] }
         if options.enableDebugCommand { arguments += ["--enable-debug-command", "yes"] }
@@ -192,8 +193,9 @@ public final class RedisServerProcess: Sendable {
                 let reply = try await connection.send(["INFO", "server"])
                 await connection.close()
                 // Make sure the server answering is ours, not another test's on a reused port.
-                guard let info = reply.string, let line = info.split(whereSeparator: \.isNewline)
-                    .first(where: { $0.hasPrefix("process_id:") }),
+                guard let info = reply.string,
+                    let line = info.split(whereSeparator: \.isNewline)
+                        .first(where: { $0.hasPrefix("process_id:") }),
                     Int32(line.dropFirst("process_id:".count)) == process.processIdentifier
                 else {
                     Glibc.kill(process.processIdentifier, SIGKILL)
@@ -208,7 +210,8 @@ public final class RedisServerProcess: Sendable {
             try await Task.sleep(for: .milliseconds(10))
         }
         Glibc.kill(process.processIdentifier, SIGKILL)
-        throw TestSupportError("redis-server did not answer within \(Self.startTimeout): \(lastProblem); log: \(logTail())")
+        throw TestSupportError(
+            "redis-server did not answer within \(Self.startTimeout): \(lastProblem); log: \(logTail())")
     }
 
     private static func waitForExit(_ process: Process, within timeout: Duration) async -> Bool {

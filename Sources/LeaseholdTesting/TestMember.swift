@@ -82,9 +82,12 @@ public final class TestMember: Sendable {
 
         /// Creates options; every field has a default.
         public init(
-            keys: LeaseKeys = LeaseKeys(), weight: Double = 1, incarnation: String? = nil, metadata: [String: String] = [:],
-            seed: UInt64 = 1, shutdownTimeout: Duration = .seconds(5), logger: Logger = quietLogger("leasehold.test-member"),
-            onEvent: (@Sendable (TestMember, LeaseManagerEvent) -> Void)? = nil, work: (@Sendable (TestMember) async -> Void)? = nil
+            keys: LeaseKeys = LeaseKeys(), weight: Double = 1, incarnation: String? = nil,
+            metadata: [String: String] = [:],
+            seed: UInt64 = 1, shutdownTimeout: Duration = .seconds(5),
+            logger: Logger = quietLogger("leasehold.test-member"),
+            onEvent: (@Sendable (TestMember, LeaseManagerEvent) -> Void)? = nil,
+            work: (@Sendable (TestMember) async -> Void)? = nil
         ) {
             self.keys = keys
             self.weight = weight
@@ -118,7 +121,8 @@ public final class TestMember: Sendable {
             configuration: .init(
                 redis: redis, keys: options.keys,
                 member: .init(
-                    owner: OwnerID(member: name, incarnation: options.incarnation), weight: options.weight, metadata: options.metadata,
+                    owner: OwnerID(member: name, incarnation: options.incarnation), weight: options.weight,
+                    metadata: options.metadata,
                     seed: options.seed),
                 shutdownTimeout: options.shutdownTimeout),
             jobs: jobs, logger: options.logger)
@@ -170,7 +174,9 @@ public final class TestMember: Sendable {
             options.onEvent?(self, event)
             switch event {
             case .handoffSuggested(let job, _):
-                if let grant = manager.grant(for: job) { manager.release(job: job, token: grant.token, reason: .handedOff) }
+                if let grant = manager.grant(for: job) {
+                    manager.release(job: job, token: grant.token, reason: .handedOff)
+                }
             default:
                 break
             }
@@ -200,7 +206,8 @@ public func withMember<T>(
 /// Runs `body` with several running members (`options` per name); each is stopped gracefully
 /// when `body` ends, unless `body` stopped or crashed it already.
 public func withMembers<T>(
-    _ names: [String], redis: RedisConfiguration, jobs: [LeaseJob], options: (String) -> TestMember.Options = { _ in .init() },
+    _ names: [String], redis: RedisConfiguration, jobs: [LeaseJob],
+    options: (String) -> TestMember.Options = { _ in .init() },
     isolation: isolated (any Actor)? = #isolation, _ body: ([TestMember]) async throws -> T
 ) async throws -> T {
     let members = names.map { TestMember($0, redis: redis, jobs: jobs, options: options($0)) }
@@ -221,4 +228,3 @@ public func quietLogger(_ label: String) -> Logger {
     logger.logLevel = .error
     return logger
 }
-

@@ -1,9 +1,9 @@
 import CHiredis
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The only place that touches hiredis. Not thread-safe, not Sendable: one owner at a time
@@ -46,7 +46,8 @@ final class HiredisContext {
         let context = HiredisContext(context: raw, configuration: configuration)
         if redisSetTimeout(raw, makeTimeval(configuration.commandTimeout)) != REDIS_OK {
             context.isBroken = true
-            throw RedisError(kind: .unavailable, message: "cannot set the command timeout on the connection to \(endpoint)")
+            throw RedisError(
+                kind: .unavailable, message: "cannot set the command timeout on the connection to \(endpoint)")
         }
         try context.handshake()
         return context
@@ -62,7 +63,8 @@ final class HiredisContext {
                 isBroken = true
                 throw RedisError(
                     kind: .authenticationFailed,
-                    message: "authentication failed for \(endpoint): \(text) — check the user and password in the Redis URL")
+                    message:
+                        "authentication failed for \(endpoint): \(text) — check the user and password in the Redis URL")
             }
         }
         if endpoint.database != 0 {
@@ -74,7 +76,9 @@ final class HiredisContext {
                 }
                 throw RedisError(
                     kind: .server,
-                    message: "SELECT \(endpoint.database) failed on \(endpoint): \(text) — check the database number in the Redis URL")
+                    message:
+                        "SELECT \(endpoint.database) failed on \(endpoint): \(text) — check the database number in the Redis URL"
+                )
             }
         }
     }
@@ -184,7 +188,9 @@ final class HiredisContext {
     static func authenticationRequired(_ endpoint: RedisEndpoint, _ text: String) -> RedisError {
         RedisError(
             kind: .authenticationFailed,
-            message: "authentication failed for \(endpoint): \(text) — the server needs a password: put it in the Redis URL (redis://:PASSWORD@host:port/db)")
+            message:
+                "authentication failed for \(endpoint): \(text) — the server needs a password: put it in the Redis URL (redis://:PASSWORD@host:port/db)"
+        )
     }
 
     static func mapTransportError(
@@ -200,20 +206,27 @@ final class HiredisContext {
             if phase == .connect {
                 return RedisError(
                     kind: .timeout,
-                    message: "connecting to \(endpoint) timed out after \(configuration.connectTimeout.shortDescription) (\(text)) — check the host and port in the Redis URL and the network")
+                    message:
+                        "connecting to \(endpoint) timed out after \(configuration.connectTimeout.shortDescription) (\(text)) — check the host and port in the Redis URL and the network"
+                )
             }
             return RedisError(
                 kind: .timeout,
-                message: "no reply from \(endpoint) within \(configuration.commandTimeout.shortDescription) (\(text)); the command's outcome is unknown")
+                message:
+                    "no reply from \(endpoint) within \(configuration.commandTimeout.shortDescription) (\(text)); the command's outcome is unknown"
+            )
         }
         switch code {
         case REDIS_ERR_PROTOCOL:
             return RedisError(
                 kind: .protocolError,
-                message: "protocol error from \(endpoint): \(text) — is a Redis server really listening there? check the Redis URL")
+                message:
+                    "protocol error from \(endpoint): \(text) — is a Redis server really listening there? check the Redis URL"
+            )
         case REDIS_ERR_EOF:
             if phase == .connect {
-                return RedisError(kind: .connectionClosed, message: "\(endpoint) closed the connection while connecting: \(text)")
+                return RedisError(
+                    kind: .connectionClosed, message: "\(endpoint) closed the connection while connecting: \(text)")
             }
             return RedisError(kind: .connectionClosed, message: "\(endpoint) closed the connection: \(text)")
         case REDIS_ERR_OOM:
@@ -224,7 +237,8 @@ final class HiredisContext {
         if lower.contains("connection refused") || lower.contains("no such file or directory") {
             return RedisError(
                 kind: .connectionRefused,
-                message: "connection refused by \(endpoint) (\(text)) — is redis-server running there? check the Redis URL")
+                message:
+                    "connection refused by \(endpoint) (\(text)) — is redis-server running there? check the Redis URL")
         }
         if lower.contains("timed out") || lower.contains("temporarily unavailable") || lower.contains("would block")
             || lower.contains("in progress")
@@ -244,7 +258,8 @@ final class HiredisContext {
             return RedisError(kind: .connectionClosed, message: "connection to \(endpoint) lost: \(text)")
         }
         if phase == .connect {
-            return RedisError(kind: .unreachable, message: "cannot connect to \(endpoint): \(text) — check the Redis URL")
+            return RedisError(
+                kind: .unreachable, message: "cannot connect to \(endpoint): \(text) — check the Redis URL")
         }
         return RedisError(kind: .connectionClosed, message: "connection to \(endpoint) failed: \(text)")
     }

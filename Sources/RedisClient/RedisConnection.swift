@@ -45,7 +45,8 @@ public actor RedisConnection {
 
     /// Sends one command; error replies are returned as `.error`, transport failures thrown.
     public func send(_ arguments: [String]) async throws(RedisError) -> RedisReply {
-        try perform { context throws(RedisError) in try Self.checked(context.command(arguments.utf8Arguments), context) }
+        try perform { context throws(RedisError) in try Self.checked(context.command(arguments.utf8Arguments), context)
+        }
     }
 
     /// Binary-safe variant.
@@ -112,7 +113,8 @@ public actor RedisConnection {
 
     private func currentContext() throws(RedisError) -> HiredisContext {
         if isClosed {
-            throw RedisError(kind: .unavailable, message: "connection to \(configuration.endpoint) was closed by close()")
+            throw RedisError(
+                kind: .unavailable, message: "connection to \(configuration.endpoint) was closed by close()")
         }
         if let context { return context }
         let now = ContinuousClock.now
@@ -120,7 +122,9 @@ public actor RedisConnection {
             let wait = retryNotBefore - now
             throw RedisError(
                 kind: .unavailable,
-                message: "\(configuration.endpoint) unavailable, next reconnect in \(wait.shortDescription); last error: \(lastError?.message ?? "unknown")")
+                message:
+                    "\(configuration.endpoint) unavailable, next reconnect in \(wait.shortDescription); last error: \(lastError?.message ?? "unknown")"
+            )
         }
         do {
             let context = try HiredisContext.connect(configuration)
@@ -141,7 +145,9 @@ public actor RedisConnection {
     /// bulk) with `ERR Protocol error: unauthenticated multibulk length` / `bulk length`
     /// instead, and closes the connection: the same cause, so the same error.
     private static func checked(_ reply: RedisReply, _ context: HiredisContext) throws(RedisError) -> RedisReply {
-        if case .error(let text) = reply, text.hasPrefix("NOAUTH") || text.hasPrefix("ERR Protocol error: unauthenticated") {
+        if case .error(let text) = reply,
+            text.hasPrefix("NOAUTH") || text.hasPrefix("ERR Protocol error: unauthenticated")
+        {
             throw HiredisContext.authenticationRequired(context.endpoint, text)
         }
         return reply

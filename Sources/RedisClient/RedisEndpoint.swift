@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Where a Redis server is and how to log in.
@@ -157,7 +157,8 @@ private struct URLParser {
             password = pass
         }
         if hostPart.contains("?") || hostPart.contains("#") {
-            throw fail("query parameters and fragments are not supported in redis:// URLs (the database goes in the path: /2)")
+            throw fail(
+                "query parameters and fragments are not supported in redis:// URLs (the database goes in the path: /2)")
         }
         let authority: Substring
         let path: Substring
@@ -172,7 +173,9 @@ private struct URLParser {
         var host: String
         var portText: Substring?
         if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { throw fail("unterminated IPv6 address (missing ']')") }
+            guard let close = authority.firstIndex(of: "]") else {
+                throw fail("unterminated IPv6 address (missing ']')")
+            }
             host = String(authority[authority.index(after: authority.startIndex)..<close])
             let after = authority[authority.index(after: close)...]
             if !after.isEmpty {
@@ -184,11 +187,14 @@ private struct URLParser {
             }
         } else {
             let parts = authority.split(separator: ":", omittingEmptySubsequences: false)
-            if parts.count > 2 { throw fail("too many ':' in the host (IPv6 addresses go in brackets: redis://[::1]:6379)") }
+            if parts.count > 2 {
+                throw fail("too many ':' in the host (IPv6 addresses go in brackets: redis://[::1]:6379)")
+            }
             host = String(parts[0])
             if parts.count == 2 { portText = parts[1] }
             if host.isEmpty { throw fail("the host is missing") }
-            if !host.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "." || $0 == "_" }) {
+            if !host.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "." || $0 == "_" })
+            {
                 throw fail("invalid host \"\(host)\"")
             }
         }
@@ -204,12 +210,14 @@ private struct URLParser {
         }
 
         let database = try parseDatabase(path, allowEmpty: true)
-        return RedisEndpoint(address: .tcp(host: host, port: port), username: username, password: password, database: database)
+        return RedisEndpoint(
+            address: .tcp(host: host, port: port), username: username, password: password, database: database)
     }
 
     func parseDatabase(_ text: Substring, allowEmpty: Bool) throws(RedisError) -> Int {
         if text.isEmpty && allowEmpty { return 0 }
-        guard !text.isEmpty, text.count <= 9, text.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(text) else {
+        guard !text.isEmpty, text.count <= 9, text.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(text)
+        else {
             throw fail("invalid database \"\(text)\" (expected a number ≥ 0, e.g. /0)")
         }
         return value
@@ -258,7 +266,8 @@ private struct URLParser {
         var iterator = Array(text.utf8)[...]
         while let byte = iterator.popFirst() {
             if byte == UInt8(ascii: "%") {
-                guard iterator.count >= 2, let high = hexValue(iterator.popFirst()!), let low = hexValue(iterator.popFirst()!)
+                guard iterator.count >= 2, let high = hexValue(iterator.popFirst()!),
+                    let low = hexValue(iterator.popFirst()!)
                 else {
                     throw fail("bad percent-encoding in the \(what)")
                 }

@@ -2,9 +2,9 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// What a ``RedisSubscriber`` yields.
@@ -205,14 +205,17 @@ private struct SubscriberLoop {
                 continue
             }
             if ready < 0 && errno != EINTR {
-                throw RedisError(kind: .connectionClosed, message: "poll failed on the subscriber connection to \(context.endpoint)")
+                throw RedisError(
+                    kind: .connectionClosed, message: "poll failed on the subscriber connection to \(context.endpoint)")
             }
             let now = ContinuousClock.now
             if let pingSentAt {
                 if now - pingSentAt > configuration.commandTimeout {
                     throw RedisError(
                         kind: .timeout,
-                        message: "subscriber connection to \(context.endpoint) did not answer PING within \(configuration.commandTimeout.shortDescription)")
+                        message:
+                            "subscriber connection to \(context.endpoint) did not answer PING within \(configuration.commandTimeout.shortDescription)"
+                    )
                 }
             } else if now - lastActivity >= Self.pingInterval {
                 try context.append([[UInt8]("PING".utf8)])

@@ -35,71 +35,76 @@ struct CLIRedisTests {
         let jobNames = ["alpha", "beta", "gamma", "delta"]
         let jobs = jobNames.map { LeaseJob(name: $0, timing: cliTTL) }
         let config = try cliCatalog(server: server, namespace: ns, jobs: jobNames + ["never-run"])
-        try await withMembers(["m1", "m2"], redis: server.configuration(), jobs: jobs, options: { cliMember($0, namespace: ns) }) { members in
-        let (m1, m2) = (members[0], members[1])
+        try await withMembers(
+            ["m1", "m2"], redis: server.configuration(), jobs: jobs, options: { cliMember($0, namespace: ns) }
+        ) { members in
+            let (m1, m2) = (members[0], members[1])
 
-        // Wait until every job is led, as the managers themselves see it.
-        let holders: [String: (String, UInt64)] = try await eventually("every job led") {
-            var map: [String: (String, UInt64)] = [:]
-            for (name, member) in [("m1", m1), ("m2", m2)] {
-                for grant in member.manager.currentGrants { map[grant.job] = (name, grant.token) }
+            // Wait until every job is led, as the managers themselves see it.
+            let holders: [String: (String, UInt64)] = try await eventually("every job led") {
+                var map: [String: (String, UInt64)] = [:]
+                for (name, member) in [("m1", m1), ("m2", m2)] {
+                    for grant in member.manager.currentGrants { map[grant.job] = (name, grant.token) }
+                }
+                return map.count == jobNames.count ? map : nil
             }
-            return map.count == jobNames.count ? map : nil
-        }
-        // And both members have heartbeated (both listed live).
-        _ = try await eventually("both members live") { () -> Bool? in
-            let r = await cliRun(["members", "--config", config, "--json"])
-            let members = (try cliJSON(r.out)["members"] as? [[String: Any]]) ?? []
-            return members.filter { $0["live"] as? Bool == true }.count == 2 ? true : nil
-        }
+            // And both members have heartbeated (both listed live).
+            _ = try await eventually("both members live") { () -> Bool? in
+                let r = await cliRun(["members", "--config", config, "--json"])
+                let members = (try cliJSON(r.out)["members"] as? [[String: Any]]) ?? []
+                return members.filter { $0["live"] as? Bool == true }.count == 2 ? true : nil
+            }
 
-        let result = await cliRun(["status", "--config", config, "--json"])
-        #expect(result.code == 0, "\(result.err)")
-        let object = try cliJSON(result.out)
-        let rows = try #require(object["jobs"] as? [[String: Any]])
-        #expect(rows.map { $0["name"] as? String } == (jobNames + ["never-run"]).sorted())
-        for row in rows {
-            let name = try #require(row["name"] as? String)
-            if name == "never-run" {
+            let result = await cliRun(["status", "--config", config, "--json"])
+            #expect(result.code == 0, "\(result.err)")
+            let object = try cliJSON(result.out)
+            let rows = try #require(object["jobs"] as? [[String: Any]])
+            #expect(rows.map { $0["name"] as? String } == (jobNames + ["never-run"]).sorted())
+            for row in rows {
+                let name = try #require(row["name"] as? String)
+                if name == "never-run" {
+                    #expect(row["leader"] is NSNull)
+                    #expect(row["leaderless_ms"] is NSNull)
+                    continue
+                }
+                let leader = try #require(row["leader"] as? [String: Any], "\(name) has no leader in \(result.out)")
+                let (member, token) = try #require(holders[name])
+                #expect(leader["member"] as? String == member)
+                #expect((leader["token"] as? NSNumber)?.uint64Value == token)
+                let expires = try #require((leader["expires_in_ms"] as? NSNumber)?.int64Value)
+                #expect(expires > 0 && expires <= 2_000)
+                // The lease value in Redis says the same.
+                let value = try await server.command("GET", "\(ns):{\(name)}:lease").string
+                #expect(value?.hasPrefix("\(member)@") == true)
+                #expect(value?.hasSuffix(":\(token)") == true)
+                let preferred = try #require(row["preferred"] as? String)
+                #expect(
+                    preferred
+                        == Rendezvous.preferred(
+                            job: name, among: [RendezvousMember(name: "m1"), RendezvousMember(name: "m2")]))
+            }
+            let members = try #require(object["members"] as? [[String: Any]])
+            #expect(members.map { $0["name"] as? String } == ["m1", "m2"])
+            let led = members.compactMap { ($0["jobs_led"] as? NSNumber)?.intValue }.reduce(0, +)
+            #expect(led == jobNames.count)
+            #expect(members.allSatisfy { $0["host"] as? String == "host-\($0["name"] as? String ?? "")" })
+
+            // The table lists the same jobs, aligned.
+            let table = await cliRun(["status", "--config", config])
+            #expect(table.code == 0)
+            let lines = table.out.split(separator: "\n")
+            #expect(lines.first?.hasPrefix("JOB") == true)
+            #expect(lines.count == jobNames.count + 3)
+            #expect(table.out.contains("never led"))
+
+            await m1.stop()
+            await m2.stop()
+            // After a graceful stop every job is leaderless since its release.
+            let after = try cliJSON(await cliRun(["status", "--config", config, "--json"]).out)
+            for row in (after["jobs"] as? [[String: Any]] ?? []) where row["name"] as? String != "never-run" {
                 #expect(row["leader"] is NSNull)
-                #expect(row["leaderless_ms"] is NSNull)
-                continue
+                #expect(row["leaderless_source"] as? String == "released")
             }
-            let leader = try #require(row["leader"] as? [String: Any], "\(name) has no leader in \(result.out)")
-            let (member, token) = try #require(holders[name])
-            #expect(leader["member"] as? String == member)
-            #expect((leader["token"] as? NSNumber)?.uint64Value == token)
-            let expires = try #require((leader["expires_in_ms"] as? NSNumber)?.int64Value)
-            #expect(expires > 0 && expires <= 2_000)
-            // The lease value in Redis says the same.
-            let value = try await server.command("GET", "\(ns):{\(name)}:lease").string
-            #expect(value?.hasPrefix("\(member)@") == true)
-            #expect(value?.hasSuffix(":\(token)") == true)
-            let preferred = try #require(row["preferred"] as? String)
-            #expect(preferred == Rendezvous.preferred(job: name, among: [RendezvousMember(name: "m1"), RendezvousMember(name: "m2")]))
-        }
-        let members = try #require(object["members"] as? [[String: Any]])
-        #expect(members.map { $0["name"] as? String } == ["m1", "m2"])
-        let led = members.compactMap { ($0["jobs_led"] as? NSNumber)?.intValue }.reduce(0, +)
-        #expect(led == jobNames.count)
-        #expect(members.allSatisfy { $0["host"] as? String == "host-\($0["name"] as? String ?? "")" })
-
-        // The table lists the same jobs, aligned.
-        let table = await cliRun(["status", "--config", config])
-        #expect(table.code == 0)
-        let lines = table.out.split(separator: "\n")
-        #expect(lines.first?.hasPrefix("JOB") == true)
-        #expect(lines.count == jobNames.count + 3)
-        #expect(table.out.contains("never led"))
-
-        await m1.stop()
-        await m2.stop()
-        // After a graceful stop every job is leaderless since its release.
-        let after = try cliJSON(await cliRun(["status", "--config", config, "--json"]).out)
-        for row in (after["jobs"] as? [[String: Any]] ?? []) where row["name"] as? String != "never-run" {
-            #expect(row["leader"] is NSNull)
-            #expect(row["leaderless_source"] as? String == "released")
-        }
         }
     }
 
@@ -108,60 +113,65 @@ struct CLIRedisTests {
         let ns = "hist"
         let job = LeaseJob(name: "failover", timing: cliTTL)
         let config = try cliCatalog(server: server, namespace: ns, jobs: ["failover"])
-        try await withMember("m1", redis: server.configuration(), jobs: [job], options: cliMember("m1", namespace: ns)) { m1 in
-        let firstToken = try await eventually("m1 leads") { m1.manager.grant(for: "failover")?.token }
-        try await withMember("m2", redis: server.configuration(), jobs: [job], options: cliMember("m2", namespace: ns)) { m2 in
+        try await withMember("m1", redis: server.configuration(), jobs: [job], options: cliMember("m1", namespace: ns))
+        { m1 in
+            let firstToken = try await eventually("m1 leads") { m1.manager.grant(for: "failover")?.token }
+            try await withMember(
+                "m2", redis: server.configuration(), jobs: [job], options: cliMember("m2", namespace: ns)
+            ) { m2 in
 
-        // m1 crashes: it stops without releasing, so m2 takes over once the lease expires.
-        await m1.crash()
-        let secondToken = try await eventually("m2 takes over") { m2.manager.grant(for: "failover")?.token }
-        #expect(secondToken > firstToken)
+                // m1 crashes: it stops without releasing, so m2 takes over once the lease expires.
+                await m1.crash()
+                let secondToken = try await eventually("m2 takes over") { m2.manager.grant(for: "failover")?.token }
+                #expect(secondToken > firstToken)
 
-        // The operator forces the lease away from m2: m2 loses it, then takes it up again.
-        let forced = await cliRun(["release", "failover", "--force", "--yes", "--config", config])
-        #expect(forced.code == 0, "\(forced.err)")
-        #expect(forced.out.contains("m2"))
-        let types: [String] = try await eventually("lost and re-acquired after the forced release") {
-            let r = await cliRun(["history", "failover", "--config", config, "--json"])
-            let events = (try cliJSON(r.out)["events"] as? [[String: Any]]) ?? []
-            let types = events.compactMap { $0["type"] as? String }
-            guard let forcedAt = types.firstIndex(of: "forced_release"),
-                  types[forcedAt...].contains("lost"), types[forcedAt...].contains("acquired") else { return nil }
-            return types
-        }
-        #expect(Array(types.prefix(3)) == ["acquired", "expired_takeover", "forced_release"])
-        #expect(types.firstIndex(of: "lost")! < types.lastIndex(of: "acquired")!)
+                // The operator forces the lease away from m2: m2 loses it, then takes it up again.
+                let forced = await cliRun(["release", "failover", "--force", "--yes", "--config", config])
+                #expect(forced.code == 0, "\(forced.err)")
+                #expect(forced.out.contains("m2"))
+                let types: [String] = try await eventually("lost and re-acquired after the forced release") {
+                    let r = await cliRun(["history", "failover", "--config", config, "--json"])
+                    let events = (try cliJSON(r.out)["events"] as? [[String: Any]]) ?? []
+                    let types = events.compactMap { $0["type"] as? String }
+                    guard let forcedAt = types.firstIndex(of: "forced_release"),
+                        types[forcedAt...].contains("lost"), types[forcedAt...].contains("acquired")
+                    else { return nil }
+                    return types
+                }
+                #expect(Array(types.prefix(3)) == ["acquired", "expired_takeover", "forced_release"])
+                #expect(types.firstIndex(of: "lost")! < types.lastIndex(of: "acquired")!)
 
-        let history = await cliRun(["history", "failover", "--config", config, "--json"])
-        let events = try #require(try cliJSON(history.out)["events"] as? [[String: Any]])
-        #expect(events[0]["member"] as? String == "m1")
-        #expect((events[0]["token"] as? NSNumber)?.uint64Value == firstToken)
-        #expect(events[1]["member"] as? String == "m2")
-        #expect((events[1]["token"] as? NSNumber)?.uint64Value == secondToken)
-        #expect((events[1]["previous"] as? String)?.hasPrefix("m1@") == true)
-        #expect(events[1]["gap_ms"] is NSNumber)
-        #expect(events[2]["by"] as? String != nil)
-        // Tokens never go backwards along the trail.
-        let acquiredTokens = events.filter { ["acquired", "expired_takeover"].contains($0["type"] as? String) }
-            .compactMap { ($0["token"] as? NSNumber)?.uint64Value }
-        #expect(acquiredTokens == acquiredTokens.sorted())
+                let history = await cliRun(["history", "failover", "--config", config, "--json"])
+                let events = try #require(try cliJSON(history.out)["events"] as? [[String: Any]])
+                #expect(events[0]["member"] as? String == "m1")
+                #expect((events[0]["token"] as? NSNumber)?.uint64Value == firstToken)
+                #expect(events[1]["member"] as? String == "m2")
+                #expect((events[1]["token"] as? NSNumber)?.uint64Value == secondToken)
+                #expect((events[1]["previous"] as? String)?.hasPrefix("m1@") == true)
+                #expect(events[1]["gap_ms"] is NSNumber)
+                #expect(events[2]["by"] as? String != nil)
+                // Tokens never go backwards along the trail.
+                let acquiredTokens = events.filter { ["acquired", "expired_takeover"].contains($0["type"] as? String) }
+                    .compactMap { ($0["token"] as? NSNumber)?.uint64Value }
+                #expect(acquiredTokens == acquiredTokens.sorted())
 
-        let table = await cliRun(["history", "failover", "--config", config])
-        #expect(table.code == 0)
-        let lines = table.out.split(separator: "\n").map(String.init)
-        #expect(lines[0].hasPrefix("TIME (UTC)"))
-        #expect(lines[1].contains("acquired") && lines[1].contains("m1"))
-        #expect(lines[2].contains("expired takeover") && lines[2].contains("took over from m1"))
-        #expect(lines[3].contains("forced release"))
-        // --limit keeps the newest events, still oldest first.
-        let limited = try cliJSON(await cliRun(["history", "failover", "--config", config, "--json", "--limit", "2"]).out)
-        let limitedEvents = limited["events"] as? [[String: Any]] ?? []
-        #expect(limitedEvents.count == 2)
-        #expect(limitedEvents.map { $0["id"] as? String } == events.suffix(2).map { $0["id"] as? String })
+                let table = await cliRun(["history", "failover", "--config", config])
+                #expect(table.code == 0)
+                let lines = table.out.split(separator: "\n").map(String.init)
+                #expect(lines[0].hasPrefix("TIME (UTC)"))
+                #expect(lines[1].contains("acquired") && lines[1].contains("m1"))
+                #expect(lines[2].contains("expired takeover") && lines[2].contains("took over from m1"))
+                #expect(lines[3].contains("forced release"))
+                // --limit keeps the newest events, still oldest first.
+                let limited = try cliJSON(
+                    await cliRun(["history", "failover", "--config", config, "--json", "--limit", "2"]).out)
+                let limitedEvents = limited["events"] as? [[String: Any]] ?? []
+                #expect(limitedEvents.count == 2)
+                #expect(limitedEvents.map { $0["id"] as? String } == events.suffix(2).map { $0["id"] as? String })
 
-        let unknown = await cliRun(["history", "no-such-job", "--config", config])
-        #expect(unknown.code == 1)
-        }
+                let unknown = await cliRun(["history", "no-such-job", "--config", config])
+                #expect(unknown.code == 1)
+            }
         }
     }
 
@@ -172,46 +182,52 @@ struct CLIRedisTests {
         // during the test, and the non-preferred member waits before taking a free lease, so
         // after the handoff the preferred member takes it deterministically.
         let name = "handoff-job"
-        let winner = Rendezvous.preferred(job: name, among: [RendezvousMember(name: "m1"), RendezvousMember(name: "m2")])!
+        let winner = Rendezvous.preferred(
+            job: name, among: [RendezvousMember(name: "m1"), RendezvousMember(name: "m2")])!
         let loser = winner == "m1" ? "m2" : "m1"
-        let job = LeaseJob(name: name, timing: cliTTL, placement: .spread(standbyDelay: .seconds(30), stability: .seconds(3600)))
+        let job = LeaseJob(
+            name: name, timing: cliTTL, placement: .spread(standbyDelay: .seconds(30), stability: .seconds(3600)))
         let config = try cliCatalog(server: server, namespace: ns, jobs: [name])
 
         let noLeader = await cliRun(["release", name, "--config", config])
         #expect(noLeader.code == 1)
         #expect(noLeader.err == "leasehold: job '\(name)' has no leader in namespace \(ns)\n")
 
-        try await withMember(loser, redis: server.configuration(), jobs: [job], options: cliMember(loser, namespace: ns)) { first in
-        let firstToken = try await eventually("\(loser) leads") { first.manager.grant(for: name)?.token }
-        try await withMember(winner, redis: server.configuration(), jobs: [job], options: cliMember(winner, namespace: ns)) { second in
-        _ = try await eventually("\(winner) heartbeats") { () -> Bool? in
-            let r = try await server.command("ZSCORE", "\(ns):members", winner)
-            return r.isNull ? nil : true
-        }
+        try await withMember(
+            loser, redis: server.configuration(), jobs: [job], options: cliMember(loser, namespace: ns)
+        ) { first in
+            let firstToken = try await eventually("\(loser) leads") { first.manager.grant(for: name)?.token }
+            try await withMember(
+                winner, redis: server.configuration(), jobs: [job], options: cliMember(winner, namespace: ns)
+            ) { second in
+                _ = try await eventually("\(winner) heartbeats") { () -> Bool? in
+                    let r = try await server.command("ZSCORE", "\(ns):members", winner)
+                    return r.isNull ? nil : true
+                }
 
-        let asked = await cliRun(["release", name, "--config", config])
-        #expect(asked.code == 0, "\(asked.err)")
-        #expect(asked.out.hasPrefix("asked \(loser) (instance "))
-        #expect(asked.out.contains("token \(firstToken)"))
+                let asked = await cliRun(["release", name, "--config", config])
+                #expect(asked.code == 0, "\(asked.err)")
+                #expect(asked.out.hasPrefix("asked \(loser) (instance "))
+                #expect(asked.out.contains("token \(firstToken)"))
 
-        let newToken = try await eventually("\(winner) takes over") { second.manager.grant(for: name)?.token }
-        #expect(newToken > firstToken)
-        #expect(first.log.events.contains(.handoffSuggested(job: name, to: nil)))
-        let status = try cliJSON(await cliRun(["status", "--config", config, "--json"]).out)
-        let row = try #require((status["jobs"] as? [[String: Any]])?.first)
-        let leader = try #require(row["leader"] as? [String: Any])
-        #expect(leader["member"] as? String == winner)
-        #expect((leader["token"] as? NSNumber)?.uint64Value == newToken)
-        let history = try cliJSON(await cliRun(["history", name, "--config", config, "--json"]).out)
-        let types = (history["events"] as? [[String: Any]] ?? []).compactMap { $0["type"] as? String }
-        #expect(types == ["acquired", "handed_off", "acquired"])
+                let newToken = try await eventually("\(winner) takes over") { second.manager.grant(for: name)?.token }
+                #expect(newToken > firstToken)
+                #expect(first.log.events.contains(.handoffSuggested(job: name, to: nil)))
+                let status = try cliJSON(await cliRun(["status", "--config", config, "--json"]).out)
+                let row = try #require((status["jobs"] as? [[String: Any]])?.first)
+                let leader = try #require(row["leader"] as? [String: Any])
+                #expect(leader["member"] as? String == winner)
+                #expect((leader["token"] as? NSNumber)?.uint64Value == newToken)
+                let history = try cliJSON(await cliRun(["history", name, "--config", config, "--json"]).out)
+                let types = (history["events"] as? [[String: Any]] ?? []).compactMap { $0["type"] as? String }
+                #expect(types == ["acquired", "handed_off", "acquired"])
 
-        // --json form of a handoff request.
-        let json = await cliRun(["release", name, "--config", config, "--json"])
-        let reply = try cliJSON(json.out)
-        #expect(reply["action"] as? String == "handoff_requested")
-        #expect((reply["leader"] as? [String: Any])?["member"] as? String == winner)
-        }
+                // --json form of a handoff request.
+                let json = await cliRun(["release", name, "--config", config, "--json"])
+                let reply = try cliJSON(json.out)
+                #expect(reply["action"] as? String == "handoff_requested")
+                #expect((reply["leader"] as? [String: Any])?["member"] as? String == winner)
+            }
         }
     }
 
@@ -225,12 +241,14 @@ struct CLIRedisTests {
 
         // On a terminal, a wrong answer changes nothing; the job name confirms.
         let capture = CLICapture()
-        let declined = await LeaseholdTool.run(["release", "j", "--force", "--redis", server.url],
-                                               io: capture.io(stdinIsTerminal: true, readLine: { "no" }))
+        let declined = await LeaseholdTool.run(
+            ["release", "j", "--force", "--redis", server.url],
+            io: capture.io(stdinIsTerminal: true, readLine: { "no" }))
         #expect(declined == 2)
         #expect(try await server.command("GET", "leasehold:{j}:lease").isNull == false)
-        let confirmed = await LeaseholdTool.run(["release", "j", "--force", "--redis", server.url],
-                                                io: CLICapture().io(stdinIsTerminal: true, readLine: { "j" }))
+        let confirmed = await LeaseholdTool.run(
+            ["release", "j", "--force", "--redis", server.url],
+            io: CLICapture().io(stdinIsTerminal: true, readLine: { "j" }))
         #expect(confirmed == 0)
         #expect(try await server.command("GET", "leasehold:{j}:lease").isNull)
         #expect(try await server.command("HGET", "leasehold:{j}:state", "holder").string == "")
@@ -247,7 +265,10 @@ struct CLIRedisTests {
             let result = await cliRun(command + ["--redis", "redis://:s3cret@127.0.0.1:\(port)/0"])
             #expect(result.code == 1)
             #expect(result.out == "")
-            #expect(result.err == "leasehold: cannot reach Redis at redis://:***@127.0.0.1:\(port)/0: connection refused — is redis-server running? (set --redis or LEASEHOLD_REDIS_URL)\n")
+            #expect(
+                result.err
+                    == "leasehold: cannot reach Redis at redis://:***@127.0.0.1:\(port)/0: connection refused — is redis-server running? (set --redis or LEASEHOLD_REDIS_URL)\n"
+            )
             #expect(!result.err.contains("s3cret"))
         }
         // The environment variable is used when there is no flag.
@@ -266,8 +287,10 @@ struct CLIRedisTests {
             let job = "job-\(i)"
             commands.append(["SADD", "leasehold:jobs", job])
             if i % 2 == 0 { commands.append(["SET", "leasehold:{\(job)}:lease", "m1@aa:\(i + 1)", "PX", "60000"]) }
-            commands.append(["HSET", "leasehold:{\(job)}:state", "last_run_started", "1000", "last_run_finished", "1500",
-                             "last_result", "ok", "last_duration_ms", "500", "released_at", "2000"])
+            commands.append([
+                "HSET", "leasehold:{\(job)}:state", "last_run_started", "1000", "last_run_finished", "1500",
+                "last_result", "ok", "last_duration_ms", "500", "released_at", "2000",
+            ])
         }
         _ = try await connection.pipeline(commands)
         await connection.close()

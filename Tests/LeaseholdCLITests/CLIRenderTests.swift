@@ -12,25 +12,34 @@ func cliFixedSnapshot() -> ClusterSnapshot {
         nowMs: now, namespace: "prod",
         jobs: [
             JobStatus(
-                name: "billing-sync", leader: LeaderInfo(member: "node-a", instance: "0a1b2c3d", token: 1_777_629_000_000_123, expiresInMs: 8_412),
+                name: "billing-sync",
+                leader: LeaderInfo(
+                    member: "node-a", instance: "0a1b2c3d", token: 1_777_629_000_000_123, expiresInMs: 8_412),
                 preferred: "node-a",
-                lastRun: RunInfo(startedAtMs: now - 12_500, finishedAtMs: now - 12_160, durationMs: 340, result: "ok", token: 1_777_629_000_000_123),
+                lastRun: RunInfo(
+                    startedAtMs: now - 12_500, finishedAtMs: now - 12_160, durationMs: 340, result: "ok",
+                    token: 1_777_629_000_000_123),
                 nextRunAtMs: now + 17_500),
             JobStatus(
                 name: "nightly-cleanup", leader: nil, preferred: "node-b",
-                lastRun: RunInfo(startedAtMs: now - 7_200_000, finishedAtMs: now - 7_000_000, durationMs: 200_000, result: "failed: exit 3"),
+                lastRun: RunInfo(
+                    startedAtMs: now - 7_200_000, finishedAtMs: now - 7_000_000, durationMs: 200_000,
+                    result: "failed: exit 3"),
                 leaderless: Leaderless(sinceMs: now - 95_000, source: .released)),
             JobStatus(
-                name: "queue-consumer", leader: LeaderInfo(member: "node-b", instance: "ffee0011", token: 42, expiresInMs: 950),
+                name: "queue-consumer",
+                leader: LeaderInfo(member: "node-b", instance: "ffee0011", token: 42, expiresInMs: 950),
                 preferred: "node-a", lastRun: RunInfo(startedAtMs: now - 3_725_000, running: true, token: 42)),
-            JobStatus(name: "reindex", inCatalog: false, leader: nil, preferred: "node-b",
-                      leaderless: Leaderless(sinceMs: now - 4_200, source: .expiredEstimate)),
+            JobStatus(
+                name: "reindex", inCatalog: false, leader: nil, preferred: "node-b",
+                leaderless: Leaderless(sinceMs: now - 4_200, source: .expiredEstimate)),
             JobStatus(name: "warmup", leader: nil, preferred: nil),
         ],
         members: [
             MemberStatus(
                 name: "node-a", instance: "0a1b2c3d", host: "host-a", pid: 4242, weight: 1, version: "0.1.0",
-                startedAtMs: now - 90_061_000, lastTickMs: now - 1_200, heartbeatExpiresAtMs: now + 8_800, live: true, jobsLed: 1),
+                startedAtMs: now - 90_061_000, lastTickMs: now - 1_200, heartbeatExpiresAtMs: now + 8_800, live: true,
+                jobsLed: 1),
             MemberStatus(
                 name: "node-b", instance: "ffee0011", host: "host-b", pid: 7, weight: 2.5, version: nil,
                 startedAtMs: nil, lastTickMs: now - 300, heartbeatExpiresAtMs: now + 9_700, live: true, jobsLed: 1),
@@ -73,7 +82,10 @@ struct CLIRenderTests {
         #expect(json.filter { $0 == "\n" }.count == 1)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         let jobs = try #require(object["jobs"] as? [[String: Any]])
-        #expect(jobs.map { $0["name"] as? String } == ["billing-sync", "nightly-cleanup", "queue-consumer", "reindex", "warmup"])
+        #expect(
+            jobs.map { $0["name"] as? String } == [
+                "billing-sync", "nightly-cleanup", "queue-consumer", "reindex", "warmup",
+            ])
         let leader = try #require(jobs[0]["leader"] as? [String: Any])
         #expect((leader["token"] as? NSNumber)?.uint64Value == 1_777_629_000_000_123)
         #expect(leader["member"] as? String == "node-a")
@@ -93,20 +105,30 @@ struct CLIRenderTests {
         #expect((members[1]["weight"] as? NSNumber)?.doubleValue == 2.5)
         #expect(members[2]["live"] as? Bool == false)
         // The exact first bytes pin the key order.
-        #expect(json.hasPrefix(#"{"now_ms":1777629600000,"namespace":"prod","jobs":[{"name":"billing-sync","in_catalog":true,"leader":{"member":"node-a","instance":"0a1b2c3d","token":1777629000000123,"expires_in_ms":8412},"preferred":"node-a","last_run":{"started_at_ms":"#))
+        #expect(
+            json.hasPrefix(
+                #"{"now_ms":1777629600000,"namespace":"prod","jobs":[{"name":"billing-sync","in_catalog":true,"leader":{"member":"node-a","instance":"0a1b2c3d","token":1777629000000123,"expires_in_ms":8412},"preferred":"node-a","last_run":{"started_at_ms":"#
+            ))
     }
 
     @Test func historyTableGolden() {
         let now = cliFixedNow
-        let history = JobHistory(job: "billing-sync", nowMs: now, events: [
-            HistoryEvent(id: "1-0", type: "acquired", member: "node-a", owner: "node-a@0a1b2c3d", token: 100, atMs: now - 60_000),
-            HistoryEvent(id: "2-0", type: "expired_takeover", member: "node-b", owner: "node-b@ffee0011", token: 101,
-                         atMs: now - 30_000, gapMs: 2_150, previous: "node-a@0a1b2c3d:100"),
-            HistoryEvent(id: "3-0", type: "lost", member: "node-a", owner: "node-a@0a1b2c3d", token: 100, atMs: now - 29_000,
-                         holder: "node-b@ffee0011:101"),
-            HistoryEvent(id: "4-0", type: "forced_release", member: "node-b", owner: "node-b@ffee0011", token: 101,
-                         atMs: now - 1_000, by: "leasehold-cli@ops"),
-        ])
+        let history = JobHistory(
+            job: "billing-sync", nowMs: now,
+            events: [
+                HistoryEvent(
+                    id: "1-0", type: "acquired", member: "node-a", owner: "node-a@0a1b2c3d", token: 100,
+                    atMs: now - 60_000),
+                HistoryEvent(
+                    id: "2-0", type: "expired_takeover", member: "node-b", owner: "node-b@ffee0011", token: 101,
+                    atMs: now - 30_000, gapMs: 2_150, previous: "node-a@0a1b2c3d:100"),
+                HistoryEvent(
+                    id: "3-0", type: "lost", member: "node-a", owner: "node-a@0a1b2c3d", token: 100, atMs: now - 29_000,
+                    holder: "node-b@ffee0011:101"),
+                HistoryEvent(
+                    id: "4-0", type: "forced_release", member: "node-b", owner: "node-b@ffee0011", token: 101,
+                    atMs: now - 1_000, by: "leasehold-cli@ops"),
+            ])
         let expected = """
             TIME (UTC)               EVENT             MEMBER  TOKEN  GAP   DETAIL
             2026-05-01 09:59:00.000  acquired          node-a  100    -     instance 0a1b2c3d
@@ -134,7 +156,8 @@ struct CLIRenderTests {
 
     @Test func jsonEscaping() {
         #expect(JSONValue.string("a\"b\\c\n\u{1}é").serialized == #""a\"b\\c\n\u0001é""#)
-        #expect(JSONValue.object([("x", .null), ("y", .array([.bool(true), .double(1.5), .uint(UInt64.max)]))]).serialized
-            == #"{"x":null,"y":[true,1.5,18446744073709551615]}"#)
+        #expect(
+            JSONValue.object([("x", .null), ("y", .array([.bool(true), .double(1.5), .uint(UInt64.max)]))]).serialized
+                == #"{"x":null,"y":[true,1.5,18446744073709551615]}"#)
     }
 }

@@ -15,7 +15,8 @@ func cliTempFile(_ text: String, name: String = "jobs.yaml") throws -> String {
 }
 
 /// Runs the CLI in-process; returns the exit code and what it printed.
-func cliRun(_ arguments: [String], environment: [String: String] = [:]) async -> (code: Int32, out: String, err: String) {
+func cliRun(_ arguments: [String], environment: [String: String] = [:]) async -> (code: Int32, out: String, err: String)
+{
     let capture = CLICapture()
     let code = await LeaseholdTool.run(arguments, io: capture.io(environment: environment))
     return (code, capture.stdout, capture.stderr)
@@ -54,7 +55,8 @@ struct CLIValidateTests {
     }
 
     @Test func badCatalogPrintsLocatedErrorsOnStderr() async throws {
-        let path = try cliTempFile("""
+        let path = try cliTempFile(
+            """
             version: 1
             jobs:
               - name: a
@@ -70,7 +72,8 @@ struct CLIValidateTests {
         let lines = result.err.split(separator: "\n").map(String.init)
         #expect(lines.count >= 3)
         #expect(lines.allSatisfy { $0.hasPrefix(path + ":") })
-        #expect(lines.contains { $0.hasPrefix("\(path):4:") && $0.contains("unknown handler 'nope' (known: log, shell)") })
+        #expect(
+            lines.contains { $0.hasPrefix("\(path):4:") && $0.contains("unknown handler 'nope' (known: log, shell)") })
         #expect(lines.contains { $0.hasPrefix("\(path):5:") && $0.contains("invalid duration '5'") })
         // Same messages as the daemon's loader.
         let daemon = cliDaemonCatalogLines(path)
@@ -91,13 +94,17 @@ struct CLIValidateTests {
         let env = ["LEASEHOLD_REDIS_URL": "redis://10.0.0.1:6380/1"]
         let fromEnv = try CLISettings.resolve(config: path, redis: nil, namespace: nil, environment: env)
         #expect(fromEnv.endpoint.description == "redis://10.0.0.1:6380/1")
-        let fromFlags = try CLISettings.resolve(config: path, redis: "redis://10.0.0.2:6381/2", namespace: "ns2", environment: env)
+        let fromFlags = try CLISettings.resolve(
+            config: path, redis: "redis://10.0.0.2:6381/2", namespace: "ns2", environment: env)
         #expect(fromFlags.endpoint.description == "redis://10.0.0.2:6381/2")
         #expect(fromFlags.namespace == "ns2")
         #expect(fromFlags.catalog?.jobs.map(\.name) == ["a", "b", "c"])
         // An explicit --config that does not exist is an error; a missing default is fine with --redis.
-        #expect(throws: CLIFailure.self) { try CLISettings.resolve(config: "/nonexistent.yaml", redis: "redis://x", namespace: nil, environment: [:]) }
-        let noFile = try CLISettings.resolve(config: nil, redis: "redis://127.0.0.1:1/0", namespace: nil, environment: [:])
+        #expect(throws: CLIFailure.self) {
+            try CLISettings.resolve(config: "/nonexistent.yaml", redis: "redis://x", namespace: nil, environment: [:])
+        }
+        let noFile = try CLISettings.resolve(
+            config: nil, redis: "redis://127.0.0.1:1/0", namespace: nil, environment: [:])
         if !FileManager.default.fileExists(atPath: CLISettings.defaultConfigPath) {
             #expect(noFile.catalog == nil)
             #expect(noFile.namespace == "leasehold")

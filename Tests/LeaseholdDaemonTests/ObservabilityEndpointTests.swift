@@ -4,7 +4,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // The `leaseholdd` executable scraped over HTTP, as Prometheus and a load balancer would:
@@ -18,25 +18,27 @@ private func get(_ port: Int, _ path: String) async -> (status: Int, body: Strin
 
 @Suite("Observability: leaseholdd over HTTP", .serialized, .timeLimit(.minutes(3)))
 struct ObservabilityEndpointTests {
-    @Test("leaseholdd: /metrics parses, /healthz 200, /readyz 200 then 503 with Redis stopped, /status JSON, JSON logs, no password anywhere")
+    @Test(
+        "leaseholdd: /metrics parses, /healthz 200, /readyz 200 then 503 with Redis stopped, /status JSON, JSON logs, no password anywhere"
+    )
     func scrapeTheDaemon() async throws {
         let redis = try await RedisServerProcess(.init(password: "secret"))
         let job = "obs-http"
         let namespace = "obsd-\(UInt32.random(in: 0 ... .max))"
         let catalogPath = redis.directory + "/jobs.yaml"
         try """
-            version: 1
-            redis:
-              namespace: \(namespace)
-            defaults:
-              lease: 2s
-              placement: any
-            jobs:
-              - name: \(job)
-                handler: log
-                schedule: continuous
-                config: { message: "leading" }
-            """.write(toFile: catalogPath, atomically: true, encoding: .utf8)
+        version: 1
+        redis:
+          namespace: \(namespace)
+        defaults:
+          lease: 2s
+          placement: any
+        jobs:
+          - name: \(job)
+            handler: log
+            schedule: continuous
+            config: { message: "leading" }
+        """.write(toFile: catalogPath, atomically: true, encoding: .utf8)
 
         // The HTTP port is picked free; if another process grabs it first the daemon exits: retry.
         var daemon: (process: DaemonProcess, port: Int)?
@@ -44,11 +46,14 @@ struct ObservabilityEndpointTests {
             let port = FreePort.next()
             let candidate = try DaemonProcess(
                 name: "obs-d1",
-                arguments: ["--config", catalogPath, "--redis", "redis://:secret@127.0.0.1:\(redis.port)/0", "--name", "obs-d1",
-                            "--log-format", "json", "--log-level", "info", "--http", "127.0.0.1:\(port)"])
-            let listening = (try? await eventually("/healthz to answer", within: .seconds(20)) {
-                await get(port, "/healthz")?.status == 200 || !candidate.isRunning
-            }) != nil
+                arguments: [
+                    "--config", catalogPath, "--redis", "redis://:secret@127.0.0.1:\(redis.port)/0", "--name", "obs-d1",
+                    "--log-format", "json", "--log-level", "info", "--http", "127.0.0.1:\(port)",
+                ])
+            let listening =
+                (try? await eventually("/healthz to answer", within: .seconds(20)) {
+                    await get(port, "/healthz")?.status == 200 || !candidate.isRunning
+                }) != nil
             if listening && candidate.isRunning {
                 daemon = (candidate, port)
                 break
@@ -61,7 +66,9 @@ struct ObservabilityEndpointTests {
 
         // Leader, as /metrics says.
         try await eventually("leaseholdd to lead", within: .seconds(20), diagnostics: { stderr }) {
-            guard let body = await get(port, "/metrics")?.body, let samples = try? obsParsePrometheus(body) else { return false }
+            guard let body = await get(port, "/metrics")?.body, let samples = try? obsParsePrometheus(body) else {
+                return false
+            }
             return samples.value("leasehold_leader", ["job": job]) == 1
         }
         let metrics = try #require(await get(port, "/metrics"))
@@ -78,7 +85,8 @@ struct ObservabilityEndpointTests {
 
         let status = try #require(await get(port, "/status"))
         #expect(status.status == 200)
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(status.body.utf8)) as? [String: Any], "status: \(status.body)")
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(status.body.utf8)) as? [String: Any], "status: \(status.body)")
         #expect(object["member"] as? String == "obs-d1")
         let leading = try #require(object["leading"] as? [[String: Any]])
         #expect(leading.count == 1)
@@ -89,11 +97,14 @@ struct ObservabilityEndpointTests {
 
         // Redis stopped: /readyz 503, /healthz still 200, the process stays up.
         await redis.kill()
-        try await eventually("/readyz to turn 503 with Redis stopped", within: .seconds(15)) { await get(port, "/readyz")?.status == 503 }
+        try await eventually("/readyz to turn 503 with Redis stopped", within: .seconds(15)) {
+            await get(port, "/readyz")?.status == 503
+        }
         #expect(await get(port, "/healthz")?.status == 200)
         try await eventually("/status to show no leadership with Redis down", within: .seconds(10)) {
             guard let body = await get(port, "/status")?.body,
-                  let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return false }
+                let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+            else { return false }
             return (object["leading"] as? [Any])?.isEmpty == true && object["redis_up"] as? Bool == false
         }
         try await Task.sleep(for: .seconds(2))
@@ -103,7 +114,9 @@ struct ObservabilityEndpointTests {
         try await redis.restart()
         try await eventually("/readyz to come back", within: .seconds(20)) { await get(port, "/readyz")?.status == 200 }
         try await eventually("leading again after Redis came back", within: .seconds(20)) {
-            guard let body = await get(port, "/metrics")?.body, let samples = try? obsParsePrometheus(body) else { return false }
+            guard let body = await get(port, "/metrics")?.body, let samples = try? obsParsePrometheus(body) else {
+                return false
+            }
             return samples.value("leasehold_leader", ["job": job]) == 1
         }
         let finalStatus = await get(port, "/status")?.body ?? ""
@@ -125,14 +138,20 @@ struct ObservabilityEndpointTests {
         let transitions = objects.filter {
             ["acquired leadership", "lost leadership", "released leadership"].contains($0["message"] as? String ?? "")
         }
-        #expect(transitions.count >= 4, "expected acquired, lost, acquired, released; got \(transitions.map { $0["message"] ?? "?" })")
+        #expect(
+            transitions.count >= 4,
+            "expected acquired, lost, acquired, released; got \(transitions.map { $0["message"] ?? "?" })")
         for line in transitions {
-            for key in ["job", "member", "token", "reason"] { #expect(line[key] != nil, "transition without \(key): \(line)") }
+            for key in ["job", "member", "token", "reason"] {
+                #expect(line[key] != nil, "transition without \(key): \(line)")
+            }
         }
-        #expect(objects.filter { ($0["message"] as? String)?.hasPrefix("redis unreachable") == true }.count == 1,
-                "Redis-down should be logged once per state change")
+        #expect(
+            objects.filter { ($0["message"] as? String)?.hasPrefix("redis unreachable") == true }.count == 1,
+            "Redis-down should be logged once per state change")
         let starting = objects.first { $0["message"] as? String == "leaseholdd starting" }
-        #expect((starting?["redis"] as? String)?.contains(":***@") == true, "startup line: \(String(describing: starting))")
+        #expect(
+            (starting?["redis"] as? String)?.contains(":***@") == true, "startup line: \(String(describing: starting))")
         // The password appears nowhere: not in logs, not in /status, not in /metrics.
         #expect(!stderr.contains("secret"), "stderr leaks the Redis password")
         #expect(!finalStatus.contains("secret") && !status.body.contains("secret"))

@@ -127,7 +127,9 @@ final class ObsLogCapture: Sendable {
     func jsonLines() throws -> [[String: Any]] {
         try lines.map { line in
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8))
-            guard let dictionary = object as? [String: Any] else { throw TestSupportError("not a JSON object: \(line)") }
+            guard let dictionary = object as? [String: Any] else {
+                throw TestSupportError("not a JSON object: \(line)")
+            }
             return dictionary
         }
     }
@@ -147,14 +149,14 @@ struct ObsCapturingLogHandler: Logging.LogHandler {
     func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
-        capture.append(DaemonLogHandler.render(
-            format: capture.format, label: label, level: event.level, message: event.message.description,
-            metadata: merged, date: Date()))
+        capture.append(
+            DaemonLogHandler.render(
+                format: capture.format, label: label, level: event.level, message: event.message.description,
+                metadata: merged, date: Date()))
     }
 }
 
 // MARK: - Helpers
-
 
 /// A one-job catalog: a continuous `log` job with a 2 s lease, placement `any`.
 func obsCatalog(job: String, namespace: String) -> Catalog {
@@ -168,7 +170,9 @@ func obsCatalog(job: String, namespace: String) -> Catalog {
 
 @Suite("Observability: metrics, logs and status of a member", .serialized, .timeLimit(.minutes(3)))
 struct ObservabilityMetricsTests {
-    @Test("A leadership cycle and a Redis outage show up in metrics, JSON logs, /readyz and /status; the Redis password never does")
+    @Test(
+        "A leadership cycle and a Redis outage show up in metrics, JSON logs, /readyz and /status; the Redis password never does"
+    )
     func leadershipCycleAndOutage() async throws {
         let redis = try await RedisServerProcess(.init(password: "secret"))
         let job = "obs-cycle"
@@ -179,8 +183,9 @@ struct ObservabilityMetricsTests {
         let logger = logs.logger()
         let endpoint = try RedisEndpoint(url: "redis://:secret@127.0.0.1:\(redis.port)/0")
         let service = try LeaseholdService(
-            configuration: .init(catalog: obsCatalog(job: job, namespace: namespace), redis: endpoint, memberName: "obs-member",
-                                 shutdownTimeout: .seconds(5)),
+            configuration: .init(
+                catalog: obsCatalog(job: job, namespace: namespace), redis: endpoint, memberName: "obs-member",
+                shutdownTimeout: .seconds(5)),
             registry: .builtIn, logger: logger, metrics: metrics)
         let status = StatusHTTPServer(host: "127.0.0.1", port: 0, member: service, metrics: registry, logger: logger)
         func scrape() throws -> [ObsSample] { try obsParsePrometheus(status.respond(to: "/metrics").body) }
@@ -188,12 +193,18 @@ struct ObservabilityMetricsTests {
         let run = Task { try await service.run() }
 
         // Acquire: leader = 1, acquired_total = 1, redis_up = 1, members = 1.
-        try await eventually("leadership", within: .seconds(20), diagnostics: { registry.emitToString() }) { try scrape().value("leasehold_leader", ["job": job]) == 1 }
+        try await eventually("leadership", within: .seconds(20), diagnostics: { registry.emitToString() }) {
+            try scrape().value("leasehold_leader", ["job": job]) == 1
+        }
         var samples = try scrape()
         #expect(samples.value("leasehold_lease_acquired_total", ["job": job]) == 1)
         #expect(samples.value("leasehold_redis_up") == 1)
-        try await eventually("leasehold_members to reach 1", within: .seconds(10)) { try scrape().value("leasehold_members") == 1 }
-        try await eventually("observations of leasehold_renew_duration_seconds", within: .seconds(10)) { try scrape().total("leasehold_renew_duration_seconds_count") >= 2 }
+        try await eventually("leasehold_members to reach 1", within: .seconds(10)) {
+            try scrape().value("leasehold_members") == 1
+        }
+        try await eventually("observations of leasehold_renew_duration_seconds", within: .seconds(10)) {
+            try scrape().total("leasehold_renew_duration_seconds_count") >= 2
+        }
 
         // Health, readiness, status.
         #expect(status.respond(to: "/healthz").status == .ok)
@@ -213,7 +224,9 @@ struct ObservabilityMetricsTests {
 
         // Redis down: redis_up = 0, errors counted, leader steps down, /readyz 503.
         await redis.kill()
-        try await eventually("redis_up and leader at 0 after Redis died", within: .seconds(10), diagnostics: { registry.emitToString() }) {
+        try await eventually(
+            "redis_up and leader at 0 after Redis died", within: .seconds(10), diagnostics: { registry.emitToString() }
+        ) {
             let samples = try scrape()
             return samples.value("leasehold_redis_up") == 0 && samples.value("leasehold_leader", ["job": job]) == 0
         }
@@ -223,13 +236,20 @@ struct ObservabilityMetricsTests {
         #expect(errorsAtDown >= 1)
         #expect(status.respond(to: "/readyz").status == .serviceUnavailable)
         // Retries continue (errors keep counting) but the log says it once.
-        try await eventually("retries while Redis is down", within: .seconds(10)) { try scrape().total("leasehold_redis_errors_total") > errorsAtDown }
+        try await eventually("retries while Redis is down", within: .seconds(10)) {
+            try scrape().total("leasehold_redis_errors_total") > errorsAtDown
+        }
         try await Task.sleep(for: .seconds(2))
-        #expect(logs.lines.filter { $0.contains("redis unreachable") }.count == 1, "Redis-down logged more than once:\n\(logs.lines.joined(separator: "\n"))")
+        #expect(
+            logs.lines.filter { $0.contains("redis unreachable") }.count == 1,
+            "Redis-down logged more than once:\n\(logs.lines.joined(separator: "\n"))")
 
         // Redis back: led again, redis_up = 1, /readyz 200.
         try await redis.restart()
-        try await eventually("leadership and redis_up after Redis came back", within: .seconds(20), diagnostics: { registry.emitToString() }) {
+        try await eventually(
+            "leadership and redis_up after Redis came back", within: .seconds(20),
+            diagnostics: { registry.emitToString() }
+        ) {
             let samples = try scrape()
             return samples.value("leasehold_leader", ["job": job]) == 1 && samples.value("leasehold_redis_up") == 1
         }
@@ -240,7 +260,10 @@ struct ObservabilityMetricsTests {
 
         // Release: leader = 0, lost_total{reason=released} = 1.
         await service.stop()
-        try await eventually("the release to be counted", within: .seconds(15)) { run.isCancelled || (try? scrape().value("leasehold_lease_lost_total", ["job": job, "reason": "released"])) == 1 }
+        try await eventually("the release to be counted", within: .seconds(15)) {
+            run.isCancelled
+                || (try? scrape().value("leasehold_lease_lost_total", ["job": job, "reason": "released"])) == 1
+        }
         _ = try await run.value
         samples = try scrape()
         #expect(samples.value("leasehold_leader", ["job": job]) == 0)
@@ -251,12 +274,16 @@ struct ObservabilityMetricsTests {
 
         // The log lines: every line is JSON; each transition names job, member, token, reason.
         let objects = try logs.jsonLines()
-        func transitions(_ message: String) -> [[String: Any]] { objects.filter { $0["message"] as? String == message } }
+        func transitions(_ message: String) -> [[String: Any]] {
+            objects.filter { $0["message"] as? String == message }
+        }
         let acquired = transitions("acquired leadership")
         let lost = transitions("lost leadership")
         let released = transitions("released leadership")
-        #expect(acquired.count == 2 && lost.count == 1 && released.count == 1,
-                "transitions: \(acquired.count) acquired, \(lost.count) lost, \(released.count) released:\n\(logs.lines.joined(separator: "\n"))")
+        #expect(
+            acquired.count == 2 && lost.count == 1 && released.count == 1,
+            "transitions: \(acquired.count) acquired, \(lost.count) lost, \(released.count) released:\n\(logs.lines.joined(separator: "\n"))"
+        )
         for line in acquired + lost + released {
             for key in ["job", "member", "token", "reason", "time", "level", "logger"] {
                 #expect(line[key] != nil, "log line without \(key): \(line)")
@@ -270,7 +297,9 @@ struct ObservabilityMetricsTests {
         #expect(lost.first?["level"] as? String == "warning")
         #expect(released.first?["reason"] as? String == "released")
         #expect(transitions("redis reachable").count == 2)
-        #expect(transitions("redis unreachable: leaders step down at validity − grace, everyone retries with backoff").count == 1)
+        #expect(
+            transitions("redis unreachable: leaders step down at validity − grace, everyone retries with backoff").count
+                == 1)
         #expect(!logs.lines.contains { $0.contains("secret") }, "a log line leaks the Redis password")
     }
 
@@ -279,8 +308,13 @@ struct ObservabilityMetricsTests {
         let date = Date(timeIntervalSince1970: 1_795_730_400.125)
         let line = DaemonLogHandler.render(
             format: .text, label: "leaseholdd", level: .info, message: "acquired leadership",
-            metadata: ["token": "17", "job": "report", "member": "m1", "reason": "expired_takeover", "note": "two words"], date: date)
-        #expect(line == #"2026-11-26T22:00:00.125Z info    acquired leadership job=report member=m1 note="two words" reason=expired_takeover token=17"#)
+            metadata: [
+                "token": "17", "job": "report", "member": "m1", "reason": "expired_takeover", "note": "two words",
+            ], date: date)
+        #expect(
+            line
+                == #"2026-11-26T22:00:00.125Z info    acquired leadership job=report member=m1 note="two words" reason=expired_takeover token=17"#
+        )
         let json = DaemonLogHandler.render(
             format: .json, label: "leaseholdd", level: .warning, message: "lost leadership",
             metadata: ["job": "report", "token": "17", "message": "must not clobber"], date: date)

@@ -35,8 +35,9 @@ private struct Billing: Service {
 /// README's leader-election example, up to the point where it would run the group.
 private func leaderElectionExample() throws -> (LeaseManager, ServiceGroup) {
     let manager = LeaseManager(
-        configuration: .init(redis: RedisConfiguration(endpoint: try RedisEndpoint(url: "redis://127.0.0.1:6379")),
-                             member: .init(owner: OwnerID(member: "web-1"))),
+        configuration: .init(
+            redis: RedisConfiguration(endpoint: try RedisEndpoint(url: "redis://127.0.0.1:6379")),
+            member: .init(owner: OwnerID(member: "web-1"))),
         jobs: [LeaseJob(name: "billing", timing: LeaseTiming(ttl: .seconds(10)))])
     let group = ServiceGroup(
         services: [manager, Billing(manager: manager)], gracefulShutdownSignals: [.sigterm],

@@ -5,7 +5,7 @@ import RedisClient
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Regression tests for bugs the fault suite found (Docs/TESTING.md, "Multi-process fault suite", "Bugs found").
@@ -18,13 +18,14 @@ struct FaultRegressionTests {
     @Test func scheduledJobRunsAgainAfterAnOutageShorterThanItsValidity() async throws {
         // lease 10s (renew every 3.3 s, step-down 8.8 s after the last renewal sent): a 2.5 s
         // outage cannot cost the lease.
-        let fleet = try await DaemonFleet(catalog: """
-            version: 1
-            redis: { namespace: NAMESPACE }
-            defaults: { lease: 10s }
-            jobs:
-              - { name: tick, handler: log, schedule: { every: 1s } }
-            """, proxied: true)
+        let fleet = try await DaemonFleet(
+            catalog: """
+                version: 1
+                redis: { namespace: NAMESPACE }
+                defaults: { lease: 10s }
+                jobs:
+                  - { name: tick, handler: log, schedule: { every: 1s } }
+                """, proxied: true)
         let (redis, keys) = (fleet.redis, fleet.keys)
         let member = try fleet.start("solo")
         let proxy = try #require(try fleet.proxy("solo"))
@@ -40,7 +41,9 @@ struct FaultRegressionTests {
         let runsAfterOutage = try await runCount()
 
         // Same leadership (nothing was lost), and the schedule goes on.
-        try await eventually("runs to resume after the outage", within: .seconds(15), diagnostics: { member.logTail(30) }) {
+        try await eventually(
+            "runs to resume after the outage", within: .seconds(15), diagnostics: { member.logTail(30) }
+        ) {
             try await runCount() >= runsAfterOutage + 2 ? true : nil
         }
         #expect(try await redis.command("GET", keys.lease("tick")).string == before, "\(member.logTail(30))")
@@ -53,13 +56,14 @@ struct FaultRegressionTests {
     @Test func continuousJobRestartsAfterAnOutageShorterThanItsValidity() async throws {
         // The command exits at once, so the runner restarts it (after 1 s backoff) and must
         // begin a new run each time; the outage hits one of those begins.
-        let fleet = try await DaemonFleet(catalog: """
-            version: 1
-            redis: { namespace: NAMESPACE }
-            defaults: { lease: 10s }
-            jobs:
-              - { name: loop, handler: shell, schedule: continuous, config: { command: ["true"], kill_grace: 300ms } }
-            """, proxied: true)
+        let fleet = try await DaemonFleet(
+            catalog: """
+                version: 1
+                redis: { namespace: NAMESPACE }
+                defaults: { lease: 10s }
+                jobs:
+                  - { name: loop, handler: shell, schedule: continuous, config: { command: ["true"], kill_grace: 300ms } }
+                """, proxied: true)
         let (redis, keys) = (fleet.redis, fleet.keys)
         let member = try fleet.start("solo")
         let proxy = try #require(try fleet.proxy("solo"))
@@ -75,7 +79,9 @@ struct FaultRegressionTests {
         try await Task.sleep(for: .milliseconds(4000))
         proxy.set(.pass)
         let runsAfterOutage = try await runCount()
-        try await eventually("runs to resume after the outage", within: .seconds(40), diagnostics: { member.logTail(30) }) {
+        try await eventually(
+            "runs to resume after the outage", within: .seconds(40), diagnostics: { member.logTail(30) }
+        ) {
             try await runCount() > runsAfterOutage ? true : nil
         }
         #expect(try await redis.command("GET", keys.lease("loop")).string == before, "\(member.logTail(30))")

@@ -5,7 +5,7 @@ import RedisClient
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The multi-process fault suite (Docs/TESTING.md, "Multi-process fault suite"): three real `leaseholdd` members,
@@ -21,7 +21,9 @@ struct FaultSuiteTests {
     func seededFaultScheduleKeepsFencingLivenessAndCleanExits() async throws {
         let seed = FaultProfile.seed
         let seconds = FaultProfile.seconds
-        faultLog("fault suite: seed \(seed) (replay with LEASEHOLD_FAULT_SEED=\(seed)), \(seconds) s of faults, kinds \(FaultProfile.kinds.map(\.rawValue))")
+        faultLog(
+            "fault suite: seed \(seed) (replay with LEASEHOLD_FAULT_SEED=\(seed)), \(seconds) s of faults, kinds \(FaultProfile.kinds.map(\.rawValue))"
+        )
         let fleet = try await FaultFleet()
         defer {
             fleet.setProxies(.pass)
@@ -30,7 +32,9 @@ struct FaultSuiteTests {
         let diagnostics = { fleet.currentMembers.map { $0.logTail(15) }.joined(separator: "\n") }
 
         // Warm up: every job led and written to once.
-        try await eventually("every job led and written", within: .seconds(60), every: .milliseconds(200), diagnostics: diagnostics) {
+        try await eventually(
+            "every job led and written", within: .seconds(60), every: .milliseconds(200), diagnostics: diagnostics
+        ) {
             () async throws -> Bool? in
             guard try await fleet.leaseValues().values.allSatisfy({ $0 != nil }) else { return nil }
             for job in FaultFleet.jobs where try await fleet.writes(job).accepted.isEmpty { return nil }
@@ -49,7 +53,9 @@ struct FaultSuiteTests {
         }
         let quietStart = ContinuousClock.now
         let quietStartUs = wallMicros()
-        faultLog("fault suite: \(fleet.faults.count) faults in \(milliseconds(quietStart - faultStart) / 1000) s; quiet period \(FaultProfile.quiet)")
+        faultLog(
+            "fault suite: \(fleet.faults.count) faults in \(milliseconds(quietStart - faultStart) / 1000) s; quiet period \(FaultProfile.quiet)"
+        )
         // An observation window, not a synchronisation: the monitor samples throughout.
         try await Task.sleep(for: FaultProfile.quiet)
         monitor.stop()
@@ -59,7 +65,8 @@ struct FaultSuiteTests {
         let summary = try await checker.run()
         let byKind = Dictionary(grouping: fleet.faults, by: \.kind).mapValues(\.count)
         let samples = monitor.samples
-        faultLog("""
+        faultLog(
+            """
             ===== fault suite summary (seed \(seed)) =====
             faults: \(fleet.faults.count) — \(FaultKind.allCases.map { "\($0.rawValue) \(byKind[$0] ?? 0)" }.joined(separator: ", "))
             grants: \(summary.grants)
@@ -87,9 +94,10 @@ struct FaultProxyTests {
         let redis = try await RedisServerProcess()
         let proxy = try FaultProxy(targetPort: redis.port)
         func connection(_ timeout: Duration = .seconds(2)) -> RedisConnection {
-            RedisConnection(configuration: RedisConfiguration(
-                endpoint: RedisEndpoint(address: .tcp(host: "127.0.0.1", port: proxy.port)),
-                connectTimeout: timeout, commandTimeout: timeout))
+            RedisConnection(
+                configuration: RedisConfiguration(
+                    endpoint: RedisEndpoint(address: .tcp(host: "127.0.0.1", port: proxy.port)),
+                    connectTimeout: timeout, commandTimeout: timeout))
         }
         // pass
         let pass = connection()

@@ -6,7 +6,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Support for the multi-process fault suite (FaultSuiteTests.swift, Docs/TESTING.md, "Multi-process fault suite").
@@ -25,11 +25,14 @@ enum FaultProfile {
     /// Seconds of fault injection: `LEASEHOLD_FAULT_SECONDS`, default 60 (the CI profile).
     static var seconds: Int { environment["LEASEHOLD_FAULT_SECONDS"].flatMap(Int.init) ?? 60 }
     /// The schedule's seed: `LEASEHOLD_FAULT_SEED` to replay, else random (printed).
-    static let seed: UInt64 = environment["LEASEHOLD_FAULT_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1 ... 999_999_999)
+    static let seed: UInt64 =
+        environment["LEASEHOLD_FAULT_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...999_999_999)
     /// Restricts the faults to a comma-separated list of kinds (`LEASEHOLD_FAULT_KINDS=kill-9,sigstop`).
     static var kinds: [FaultKind] {
         guard let list = environment["LEASEHOLD_FAULT_KINDS"], !list.isEmpty else { return FaultKind.allCases }
-        return list.split(separator: ",").compactMap { FaultKind(rawValue: String($0).trimmingCharacters(in: .whitespaces)) }
+        return list.split(separator: ",").compactMap {
+            FaultKind(rawValue: String($0).trimmingCharacters(in: .whitespaces))
+        }
     }
     /// Quiet period after the last fault, during which liveness is asserted.
     static let quiet: Duration = .seconds(15)
@@ -78,8 +81,9 @@ func descendants(of pid: Int32) -> [Int32] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     for entry in entries {
         guard let child = Int32(entry),
-              let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { continue }
+            let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { continue }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 1, let parent = Int32(fields[1]) else { continue }
         children[parent, default: []].append(child)
@@ -96,7 +100,8 @@ func descendants(of pid: Int32) -> [Int32] {
 /// The parent pid of `pid`, from /proc (nil if it is gone).
 func parentPID(of pid: Int32) -> Int32? {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return nil }
+        let close = stat.lastIndex(of: ")")
+    else { return nil }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     return fields.count > 1 ? Int32(fields[1]) : nil
 }
@@ -116,7 +121,8 @@ func wallMicros() -> Int64 {
 /// Parses the daemon's JSON `time` field (ISO 8601 with milliseconds) into wall-clock µs.
 func logTimeMicros(_ line: DaemonLogLine) -> Int64? {
     guard let text = line.fields?["time"],
-          let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) else { return nil }
+        let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    else { return nil }
     return Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
 }
 
@@ -250,12 +256,14 @@ final class FaultFleet: Sendable {
                 placement: any
                 config: { command: ["sh", "DIR/write.sh"], kill_grace: 300ms }
             """
-        fleet = try await DaemonFleet(catalog: catalog, redis: .init(persistence: .appendOnly(fsyncAlways: true)), proxied: true)
+        fleet = try await DaemonFleet(
+            catalog: catalog, redis: .init(persistence: .appendOnly(fsyncAlways: true)), proxied: true)
         resource = try await RedisServerProcess()
         memberNames = members
         for name in members { _ = try fleet.proxy(name) }
         try fleet.directory.write("fence.lua", FencedResource.lua)
-        try fleet.directory.write("write.sh", FencedResource.script(directory: fleet.directory.path, port: resource.port))
+        try fleet.directory.write(
+            "write.sh", FencedResource.script(directory: fleet.directory.path, port: resource.port))
         for name in members { try start(name) }
     }
 
@@ -301,11 +309,15 @@ final class FaultFleet: Sendable {
             let code = (try? await process.waitForExit(within: .seconds(1))) ?? -1
             if let expected {
                 if code != expected {
-                    violation("\(process.name) (pid \(process.pid)) exited \(code), expected \(expected) [\(when)]\n\(process.logTail(30))")
+                    violation(
+                        "\(process.name) (pid \(process.pid)) exited \(code), expected \(expected) [\(when)]\n\(process.logTail(30))"
+                    )
                     found += 1
                 }
             } else {
-                violation("\(process.name) (pid \(process.pid)) died on its own with \(code) [\(when)]\n\(process.logTail(40))")
+                violation(
+                    "\(process.name) (pid \(process.pid)) died on its own with \(code) [\(when)]\n\(process.logTail(40))"
+                )
                 found += 1
             }
         }
@@ -348,8 +360,10 @@ final class FaultFleet: Sendable {
         let keys = FencedResource.keys(job)
         let accepted = try await resource.command("LRANGE", keys.accepted, "0", "-1").array ?? []
         let rejected = try await resource.command("LRANGE", keys.rejected, "0", "-1").array ?? []
-        return (accepted.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } },
-                rejected.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } })
+        return (
+            accepted.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } },
+            rejected.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } }
+        )
     }
 
     /// Which owner ids (`member@incarnation`) lead which jobs now (empty if Redis cannot be

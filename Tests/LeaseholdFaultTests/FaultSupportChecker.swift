@@ -64,7 +64,9 @@ struct FaultChecker {
     }
 
     func inDataLossWindow(_ atUs: Int64) -> Bool {
-        fleet.faults.contains { $0.kind == .redisRestartNoPersistence && atUs >= $0.startedUs && atUs <= $0.endedUs + Self.dataLossWindowUs }
+        fleet.faults.contains {
+            $0.kind == .redisRestartNoPersistence && atUs >= $0.startedUs && atUs <= $0.endedUs + Self.dataLossWindowUs
+        }
     }
 
     /// A job frozen with its whole member (vm-pause) and woken before its supervisor may write
@@ -73,7 +75,8 @@ struct FaultChecker {
     /// seen; counted, and bounded to one second after the supervisor's wake.
     func isWakeOfFrozenMember(_ write: FencedResource.Write) -> Bool {
         fleet.faults.contains {
-            $0.kind == .vmPause && $0.member == write.member && write.atUs >= $0.startedUs && write.atUs <= $0.endedUs + 1_000_000
+            $0.kind == .vmPause && $0.member == write.member && write.atUs >= $0.startedUs
+                && write.atUs <= $0.endedUs + 1_000_000
         }
     }
 
@@ -97,7 +100,9 @@ struct FaultChecker {
             // been granted by the time of the write (100 ms for log-timestamp resolution).
             for write in rejected {
                 guard jobGrants.contains(where: { $0.token > write.token && $0.atUs <= write.atUs + 100_000 }) else {
-                    fleet.violation("\(job): rejected write from a leadership that was not superseded: \(write); grants \(jobGrants.map { "\($0.token)@\($0.atUs)" })")
+                    fleet.violation(
+                        "\(job): rejected write from a leadership that was not superseded: \(write); grants \(jobGrants.map { "\($0.token)@\($0.atUs)" })"
+                    )
                     continue
                 }
                 if let ended = endings[job]?[write.token], ended <= write.atUs {
@@ -111,17 +116,22 @@ struct FaultChecker {
             // validity, which ends before the lease can expire). Only a lease store that lost
             // its data may legitimately overlap, for about one renewal.
             for write in accepted {
-                guard let newer = jobGrants.first(where: { $0.token > write.token && $0.atUs + 2_000 < write.atUs }) else { continue }
+                guard let newer = jobGrants.first(where: { $0.token > write.token && $0.atUs + 2_000 < write.atUs })
+                else { continue }
                 if inDataLossWindow(write.atUs) {
                     summary.staleAcceptedInDataLoss += 1
                 } else if isWakeOfFrozenMember(write) {
                     summary.staleAcceptedOnWake += 1
                 } else {
-                    fleet.violation("\(job): write \(write) accepted \((write.atUs - newer.atUs) / 1000) ms after token \(newer.token) was granted to \(newer.member) at \(newer.atUs)")
+                    fleet.violation(
+                        "\(job): write \(write) accepted \((write.atUs - newer.atUs) / 1000) ms after token \(newer.token) was granted to \(newer.member) at \(newer.atUs)"
+                    )
                 }
             }
             // Liveness: the job kept being written to after the faults stopped.
-            let lateWrites = accepted.filter { $0.atUs > quietStartUs + Int64(milliseconds(Self.leaderlessBound)) * 1000 }
+            let lateWrites = accepted.filter {
+                $0.atUs > quietStartUs + Int64(milliseconds(Self.leaderlessBound)) * 1000
+            }
             if lateWrites.isEmpty {
                 fleet.violation("\(job): no accepted write in the quiet period after \(Self.leaderlessBound)")
             }
@@ -131,7 +141,8 @@ struct FaultChecker {
         summary.maxGapDuringFaults = monitor.longestGap()
         summary.maxGapQuiet = monitor.longestGap(since: quietStart)
         if let gap = summary.maxGapQuiet, gap.length > Self.leaderlessBound {
-            fleet.violation("\(gap.job) leaderless for \(gap.length) after faults stopped (bound \(Self.leaderlessBound))")
+            fleet.violation(
+                "\(gap.job) leaderless for \(gap.length) after faults stopped (bound \(Self.leaderlessBound))")
         }
         let final = try await fleet.leaseValues()
         for (job, holder) in final where holder == nil { fleet.violation("\(job) has no leader at the end") }

@@ -5,7 +5,7 @@ import RedisClient
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Picks and injects faults one at a time (each is healed before the next starts), from a
@@ -40,7 +40,7 @@ struct FaultInjector {
         let leading = running.filter { ownerID($0).map { leaders[$0] != nil } ?? false }
         let pool = leading.isEmpty ? running : leading
         guard !pool.isEmpty else { return nil }
-        return pool[Int.random(in: 0 ..< pool.count, using: &rng)]
+        return pool[Int.random(in: 0..<pool.count, using: &rng)]
     }
 
     /// Waits (bounded, not asserted) until every job has a holder, so each fault starts from
@@ -51,7 +51,7 @@ struct FaultInjector {
             if let values = try? await fleet.leaseValues(), values.values.allSatisfy({ $0 != nil }) { break }
             try? await Task.sleep(for: .milliseconds(100))
         }
-        try? await Task.sleep(for: millis(300 ... 1500))
+        try? await Task.sleep(for: millis(300...1500))
     }
 
     /// Injects one fault of `kind` and heals it.
@@ -67,7 +67,7 @@ struct FaultInjector {
             fleet.expectEnd(victim, code: 128 + SIGKILL)
             victim.signal(SIGKILL)
             _ = try await victim.waitForExit(within: .seconds(20))
-            let down = millis(500 ... 3000)
+            let down = millis(500...3000)
             try await Task.sleep(for: down)
             try fleet.start(victim.name)
             detail = "\(victim.name) leading \(leads.sorted()), restarted after \(milliseconds(down)) ms"
@@ -75,7 +75,7 @@ struct FaultInjector {
         case .sigstop:
             guard let victim = await pickLeader() else { return }
             let leads = await fleet.leads(victim)
-            let pause = FaultFleet.ttl + millis(500 ... 2000)
+            let pause = FaultFleet.ttl + millis(500...2000)
             victim.signal(SIGSTOP)
             try? await Task.sleep(for: pause)
             victim.signal(SIGCONT)
@@ -88,7 +88,7 @@ struct FaultInjector {
             // may write with its old token before anything can stop it; only fencing saves us.
             guard let victim = await pickLeader() else { return }
             let leads = await fleet.leads(victim)
-            let pause = FaultFleet.ttl + millis(500 ... 2000)
+            let pause = FaultFleet.ttl + millis(500...2000)
             victim.signal(SIGSTOP)
             var frozen: Set<Int32> = []
             for _ in 0..<3 {  // again, for processes forked while we were stopping the others
@@ -104,12 +104,13 @@ struct FaultInjector {
             let supervisors = Set(frozen.filter { parentPID(of: $0) == victim.pid })
             resumedUs = wallMicros()
             for pid in frozen where !supervisors.contains(pid) { kill(pid, SIGCONT) }
-            let lag = millis(300 ... 800)
+            let lag = millis(300...800)
             try? await Task.sleep(for: lag)
             for pid in supervisors { kill(pid, SIGCONT) }
             victim.signal(SIGCONT)
             member = victim.name
-            detail = "\(victim.name) leading \(leads.sorted()) with \(frozen.count) descendants for \(milliseconds(pause)) ms, jobs woken \(milliseconds(lag)) ms before their supervisors"
+            detail =
+                "\(victim.name) leading \(leads.sorted()) with \(frozen.count) descendants for \(milliseconds(pause)) ms, jobs woken \(milliseconds(lag)) ms before their supervisors"
 
         case .sigterm:
             guard let victim = await pickLeader() else { return }
@@ -127,17 +128,22 @@ struct FaultInjector {
                 let leftovers = try await fleet.leaseValues().compactMap { job, holder in
                     holder.flatMap { $0.owner.description == owner ? "\(job)=\($0)" : nil }
                 }
-                if owner == nil { fleet.note("sigterm of \(victim.name): no 'member starting' line, leases not checked") }
+                if owner == nil {
+                    fleet.note("sigterm of \(victim.name): no 'member starting' line, leases not checked")
+                }
                 if !leftovers.isEmpty {
-                    fleet.violation("\(victim.name) exited after SIGTERM (code \(code)) but still holds \(leftovers)\n\(victim.logTail(30))")
+                    fleet.violation(
+                        "\(victim.name) exited after SIGTERM (code \(code)) but still holds \(leftovers)\n\(victim.logTail(30))"
+                    )
                 }
             } catch {
                 fleet.note("sigterm of \(victim.name): could not read leases after exit: \(error)")
             }
-            let down = millis(300 ... 2000)
+            let down = millis(300...2000)
             try await Task.sleep(for: down)
             try fleet.start(victim.name)
-            detail = "\(victim.name) leading \(leads.sorted()) exited \(code) after \(milliseconds(exitedAfter)) ms, restarted after \(milliseconds(down)) ms"
+            detail =
+                "\(victim.name) leading \(leads.sorted()) exited \(code) after \(milliseconds(exitedAfter)) ms, restarted after \(milliseconds(down)) ms"
 
         case .redisRestartNoPersistence:
             await fleet.leaseRedis.kill()
@@ -147,7 +153,7 @@ struct FaultInjector {
 
         case .redisRestartAOF:
             await fleet.leaseRedis.kill()
-            let down = millis(0 ... 1500)
+            let down = millis(0...1500)
             try await Task.sleep(for: down)
             try await fleet.leaseRedis.restart()
             detail = "crash, down \(milliseconds(down)) ms, restart from AOF (appendfsync always)"
@@ -167,20 +173,22 @@ struct FaultInjector {
             let length: Duration
             switch kind {
             case .proxyDelay:
-                mode = .delay(milliseconds: Int.random(in: 100 ... 700, using: &rng))
-                length = millis(2000 ... 5000)
+                mode = .delay(milliseconds: Int.random(in: 100...700, using: &rng))
+                length = millis(2000...5000)
             case .proxyDrop:
                 mode = .drop
-                length = millis(1000 ... 4000)
+                length = millis(1000...4000)
             default:
                 mode = .blackHole
-                length = millis(1500 ... 5000)
+                length = millis(1500...5000)
             }
             fleet.setProxies(mode, only: target)
             try await Task.sleep(for: length)
             fleet.setProxies(.pass, only: target)
             member = target
-            detail = "\(mode) for \(milliseconds(length)) ms, " + (target.map { "\($0) only (leading \(leads.sorted()))" } ?? "all members")
+            detail =
+                "\(mode) for \(milliseconds(length)) ms, "
+                + (target.map { "\($0) only (leading \(leads.sorted()))" } ?? "all members")
 
         case .wrongPassword:
             // The members cannot reach the server while it restarts (proxy drops), so none
@@ -194,7 +202,7 @@ struct FaultInjector {
             _ = try await fleet.leaseCommand(["CONFIG", "SET", "requirepass", password])
             fleet.leasePassword = password
             fleet.setProxies(.pass)
-            let length = millis(2000 ... 4000)
+            let length = millis(2000...4000)
             try await Task.sleep(for: length)
             fleet.setProxies(.drop)
             await fleet.leaseRedis.kill()
@@ -203,7 +211,9 @@ struct FaultInjector {
             fleet.setProxies(.pass)
             detail = "requirepass for \(milliseconds(length)) ms (members have none), restarted without"
         }
-        fleet.record(FaultRecord(kind: kind, detail: detail, startedUs: resumedUs ?? started, endedUs: wallMicros(), member: member))
+        fleet.record(
+            FaultRecord(
+                kind: kind, detail: detail, startedUs: resumedUs ?? started, endedUs: wallMicros(), member: member))
         faultLog("fault \(fleet.faults.count): \(kind.rawValue) \(detail)")
         await fleet.checkProcesses("after \(kind.rawValue)")
     }

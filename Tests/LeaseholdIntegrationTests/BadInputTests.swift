@@ -1,8 +1,8 @@
+import LeaseholdTesting
 import RedisClient
 import Testing
 
 @testable import Leasehold
-import LeaseholdTesting
 
 /// What a member does when the Redis it is given is wrong: bad URL, wrong password, nothing
 /// listening, or something else listening. Never a crash, a hang or an acquisition.
@@ -10,19 +10,21 @@ import LeaseholdTesting
 struct BadInputTests {
     /// Runs a member against `redis` until it reports Redis down; checks it acquired nothing
     /// and stops promptly. Returns the down event's detail.
-    func downDetail(_ redis: RedisConfiguration, observeFor window: Duration = .milliseconds(500)) async throws -> String {
+    func downDetail(_ redis: RedisConfiguration, observeFor window: Duration = .milliseconds(500)) async throws
+        -> String
+    {
         try await withMember("alpha", redis: redis, jobs: jobs(["j"], ttl: .seconds(2)), options: options()) { member in
-        let down = try await eventually("a redis-down event", within: .seconds(10)) {
-            member.log.availability.first { !$0.up }
-        }
-        // Asserting an absence needs a window: keep watching a little while it retries.
-        try await Task.sleep(for: window)
-        #expect(member.log.acquisitions.isEmpty)
-        #expect(member.manager.currentGrants.isEmpty)
-        #expect(!member.log.availability.contains { $0.up })
-        let stopping = await member.stop()
-        #expect(stopping < .seconds(4), "stop took \(stopping.ms) ms")
-        return down.detail ?? ""
+            let down = try await eventually("a redis-down event", within: .seconds(10)) {
+                member.log.availability.first { !$0.up }
+            }
+            // Asserting an absence needs a window: keep watching a little while it retries.
+            try await Task.sleep(for: window)
+            #expect(member.log.acquisitions.isEmpty)
+            #expect(member.manager.currentGrants.isEmpty)
+            #expect(!member.log.availability.contains { $0.up })
+            let stopping = await member.stop()
+            #expect(stopping < .seconds(4), "stop took \(stopping.ms) ms")
+            return down.detail ?? ""
         }
     }
 
@@ -54,7 +56,9 @@ struct BadInputTests {
         #expect(try await server.command("EXISTS", keys.lease("j")).integer == 0)
 
         // The right password works (the server itself is fine).
-        try await withMember("alpha", redis: server.configuration(), jobs: jobs(["j"], ttl: .seconds(2)), options: options()) { member in
+        try await withMember(
+            "alpha", redis: server.configuration(), jobs: jobs(["j"], ttl: .seconds(2)), options: options()
+        ) { member in
             _ = try await eventually("the right password leads") { member.log.acquisitions.first }
         }
     }

@@ -7,12 +7,12 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Redis outages end to end: a real redis-server that the tests kill, restart, pause
 // (`CLIENT PAUSE`) and put to sleep (`DEBUG SLEEP`), against in-process LeaseManagers with a
-// 2 s lease. What must hold (DESIGN.md §3, §7):
+// 2 s lease. What must hold (Docs/PROTOCOL.md §5 timing, §7 edge cases):
 // - a leader stops at validity − grace on its own clock, measured from the send time of its
 //   last successful renewal, and certainly before the lease can expire in Redis;
 // - nobody crashes, retries are capped (no hot loop), Redis up/down is reported once per change;
@@ -39,7 +39,10 @@ private final class GrantSamples: Sendable {
 
     func note(_ member: String, _ grant: LeaseGrant) {
         latest.withLock { latest in
-            if let known = latest[member]?[grant.job], known.token == grant.token, known.stepDownAt >= grant.stepDownAt { return }
+            if let known = latest[member]?[grant.job], known.token == grant.token, known.stepDownAt >= grant.stepDownAt
+            {
+                return
+            }
             latest[member, default: [:]][grant.job] = grant
         }
     }
@@ -64,14 +67,18 @@ private func outageOptions(_ name: String, namespace: String, samples: GrantSamp
         },
         work: { member in
             while !Task.isCancelled {
-                for job in member.manager.jobs { if let grant = member.manager.grant(for: job.name) { samples.note(member.name, grant) } }
+                for job in member.manager.jobs {
+                    if let grant = member.manager.grant(for: job.name) { samples.note(member.name, grant) }
+                }
                 try? await Task.sleep(for: .milliseconds(5))
             }
         })
 }
 
 extension TestMember {
-    fileprivate func acquisitions(_ job: String, after: ContinuousClock.Instant = .now - .seconds(3600)) -> [(at: ContinuousClock.Instant, grant: LeaseGrant)] {
+    fileprivate func acquisitions(_ job: String, after: ContinuousClock.Instant = .now - .seconds(3600)) -> [(
+        at: ContinuousClock.Instant, grant: LeaseGrant
+    )] {
         log.acquisitions.filter { $0.grant.job == job && $0.at >= after }.map { ($0.at, $0.grant) }
     }
 
@@ -96,7 +103,8 @@ struct OutageTests {
     /// step-down delay after `outageStart`.
     @discardableResult
     private func checkStepDown(
-        _ leader: TestMember, job: String, token: UInt64, outageStart: ContinuousClock.Instant, label: String, samples: GrantSamples
+        _ leader: TestMember, job: String, token: UInt64, outageStart: ContinuousClock.Instant, label: String,
+        samples: GrantSamples
     ) -> Duration? {
         guard let loss = leader.losses(job).first(where: { $0.token == token }) else {
             Issue.record("\(label): \(leader.name) never reported losing token \(token)")
@@ -108,18 +116,25 @@ struct OutageTests {
         }
         let sentAt = grant.validUntil - outageTiming.validityWindow
         let formula = sentAt + outageTiming.ttl * (1 - outageTiming.drift) - outageTiming.margin - outageTiming.grace
-        #expect(loss.reason == .steppedDown, "\(label): expected a step-down on the member's own clock, got \(loss.reason)")
+        #expect(
+            loss.reason == .steppedDown, "\(label): expected a step-down on the member's own clock, got \(loss.reason)")
         // Not early: the member may lead until validity − grace of its last successful renewal.
-        #expect(loss.at >= formula - .milliseconds(5), "\(label): stepped down \(milliseconds(formula - loss.at)) ms early")
+        #expect(
+            loss.at >= formula - .milliseconds(5), "\(label): stepped down \(milliseconds(formula - loss.at)) ms early")
         // On time: the step-down timer does not wait for the hung or failing call.
-        #expect(loss.at <= formula + stepDownTolerance,
-                "\(label): stepped down \(milliseconds(loss.at - formula)) ms after validity − grace")
+        #expect(
+            loss.at <= formula + stepDownTolerance,
+            "\(label): stepped down \(milliseconds(loss.at - formula)) ms after validity − grace")
         // And certainly before the lease can expire in Redis (it was renewed at or after sentAt).
-        #expect(loss.at < sentAt + outageTiming.ttl, "\(label): still leading \(milliseconds(loss.at - sentAt)) ms after the last renewal was sent")
+        #expect(
+            loss.at < sentAt + outageTiming.ttl,
+            "\(label): still leading \(milliseconds(loss.at - sentAt)) ms after the last renewal was sent")
         #expect(loss.at >= outageStart, "\(label): lost before the outage began")
-        report("\(label): step-down \(Int(milliseconds(loss.at - outageStart))) ms after the outage began, "
-            + "\(Int(milliseconds(loss.at - sentAt))) ms after the last successful renewal was sent "
-            + "(formula \(Int(milliseconds(formula - sentAt))) ms, late by \(Int(milliseconds(loss.at - formula))) ms; TTL \(Int(milliseconds(outageTiming.ttl))) ms)")
+        report(
+            "\(label): step-down \(Int(milliseconds(loss.at - outageStart))) ms after the outage began, "
+                + "\(Int(milliseconds(loss.at - sentAt))) ms after the last successful renewal was sent "
+                + "(formula \(Int(milliseconds(formula - sentAt))) ms, late by \(Int(milliseconds(loss.at - formula))) ms; TTL \(Int(milliseconds(outageTiming.ttl))) ms)"
+        )
         return loss.at - outageStart
     }
 
@@ -127,11 +142,15 @@ struct OutageTests {
     /// checks that every member stops within a bound (a graceful stop that hangs is a bug).
     private func withPair(
         _ redis: RedisServerProcess, job: String, namespace: String,
-        _ body: (_ members: [TestMember], _ leader: TestMember, _ token: UInt64, _ samples: GrantSamples) async throws -> Void
+        _ body: (_ members: [TestMember], _ leader: TestMember, _ token: UInt64, _ samples: GrantSamples) async throws
+            -> Void
     ) async throws {
         let samples = GrantSamples()
         let (configuration, jobs) = outageRedis(redis.endpoint, jobs: [job])
-        try await withMembers(["m1", "m2"], redis: configuration, jobs: jobs, options: { outageOptions($0, namespace: namespace, samples: samples) }) {
+        try await withMembers(
+            ["m1", "m2"], redis: configuration, jobs: jobs,
+            options: { outageOptions($0, namespace: namespace, samples: samples) }
+        ) {
             members in
             try await eventually("a leader for \(job)", within: .seconds(20)) { leaders(members, job).count == 1 }
             let leader = leaders(members, job)[0]
@@ -139,7 +158,8 @@ struct OutageTests {
             // Let a few renewals go through, so the step-down is measured from a renewal.
             try await eventually("the leader renews", within: .seconds(10)) {
                 guard let grant = samples.last(leader.name, job), grant.token == token,
-                      let first = leader.acquisitions(job).first(where: { $0.grant.token == token }) else { return false }
+                    let first = leader.acquisitions(job).first(where: { $0.grant.token == token })
+                else { return false }
                 return grant.validUntil > first.grant.validUntil + outageTiming.renewEvery
             }
             try await body(members, leader, token, samples)
@@ -150,83 +170,116 @@ struct OutageTests {
         }
     }
 
-    @Test("Redis killed: the leader steps down at validity − grace, nobody leads, the job is led again after the restart with a higher token (fence lost)")
+    @Test(
+        "Redis killed: the leader steps down at validity − grace, nobody leads, the job is led again after the restart with a higher token (fence lost)"
+    )
     func redisKilledAndRestarted() async throws {
         let redis = try await RedisServerProcess()
         let job = "outage-kill"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
         try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
 
-        let outageStart = ContinuousClock.now
-        await redis.kill()
-        try await eventually("the leader to step down after Redis died", within: .seconds(10)) { leader.manager.grant(for: job) == nil && !leader.losses(job).isEmpty }
-        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill", samples: samples)
+            let outageStart = ContinuousClock.now
+            await redis.kill()
+            try await eventually("the leader to step down after Redis died", within: .seconds(10)) {
+                leader.manager.grant(for: job) == nil && !leader.losses(job).isEmpty
+            }
+            checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill", samples: samples)
 
-        // Down for longer than the TTL: nobody may lead meanwhile, and nobody crashes.
-        let quietUntil = outageStart + .seconds(4)
-        while ContinuousClock.now < quietUntil {
-            #expect(leaders(members, job).isEmpty, "someone leads while Redis is down")
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        for member in members {
-            #expect(member.availabilityChanges.filter { !$0 }.count == 1,
-                    "\(member.name): Redis-down must be reported once per state change, got \(member.availabilityChanges)")
-        }
+            // Down for longer than the TTL: nobody may lead meanwhile, and nobody crashes.
+            let quietUntil = outageStart + .seconds(4)
+            while ContinuousClock.now < quietUntil {
+                #expect(leaders(members, job).isEmpty, "someone leads while Redis is down")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            for member in members {
+                #expect(
+                    member.availabilityChanges.filter { !$0 }.count == 1,
+                    "\(member.name): Redis-down must be reported once per state change, got \(member.availabilityChanges)"
+                )
+            }
 
-        // Back without persistence: the lease and the fence counter are gone.
-        try await redis.restart()
-        let backAt = ContinuousClock.now
-        try await eventually("a leader for \(job) after Redis came back", within: .seconds(15)) { leaders(members, job).count == 1 }
-        let acquisitions = members.flatMap { $0.acquisitions(job, after: backAt) }.sorted { $0.at < $1.at }
-        let recovered = try #require(acquisitions.first)
-        let recovery = recovered.at - backAt
-        report("kill: Redis down \(Int(milliseconds(backAt - outageStart))) ms; led again \(Int(milliseconds(recovery))) ms after Redis answered (bound TTL + renew = \(Int(milliseconds(outageTiming.ttl + outageTiming.renewEvery))) ms + slack); token \(token) -> \(recovered.grant.token)")
-        #expect(recovery <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "recovery took \(recovery)")
-        #expect(recovered.grant.token > token, "token went from \(token) to \(recovered.grant.token) across a restart that lost the fence")
-        try await eventually("both members to see Redis back (so far \(members.map(\.availabilityChanges)))", within: .seconds(10)) { members.allSatisfy { $0.availabilityChanges.last == true } }
-        // Once back, it stays back: calls that fail only because a connection is still in its
-        // reconnect backoff, or that were sent before the recovery, must not report it down again.
-        try await Task.sleep(for: .seconds(3))
-        for member in members {
-            #expect(member.availabilityChanges == [true, false, true],
-                    "\(member.name): Redis availability must change once per real state change, got \(member.availabilityChanges)")
-        }
-        for member in members { await member.stop() }
-        // One leader at a time across the whole run, by token order.
-        let allTokens = members.flatMap { $0.acquisitions(job) }.sorted { $0.at < $1.at }.map(\.grant.token)
-        #expect(allTokens == allTokens.sorted() && Set(allTokens).count == allTokens.count, "tokens not strictly increasing: \(allTokens)")
+            // Back without persistence: the lease and the fence counter are gone.
+            try await redis.restart()
+            let backAt = ContinuousClock.now
+            try await eventually("a leader for \(job) after Redis came back", within: .seconds(15)) {
+                leaders(members, job).count == 1
+            }
+            let acquisitions = members.flatMap { $0.acquisitions(job, after: backAt) }.sorted { $0.at < $1.at }
+            let recovered = try #require(acquisitions.first)
+            let recovery = recovered.at - backAt
+            report(
+                "kill: Redis down \(Int(milliseconds(backAt - outageStart))) ms; led again \(Int(milliseconds(recovery))) ms after Redis answered (bound TTL + renew = \(Int(milliseconds(outageTiming.ttl + outageTiming.renewEvery))) ms + slack); token \(token) -> \(recovered.grant.token)"
+            )
+            #expect(recovery <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "recovery took \(recovery)")
+            #expect(
+                recovered.grant.token > token,
+                "token went from \(token) to \(recovered.grant.token) across a restart that lost the fence")
+            try await eventually(
+                "both members to see Redis back (so far \(members.map(\.availabilityChanges)))", within: .seconds(10)
+            ) { members.allSatisfy { $0.availabilityChanges.last == true } }
+            // Once back, it stays back: calls that fail only because a connection is still in its
+            // reconnect backoff, or that were sent before the recovery, must not report it down again.
+            try await Task.sleep(for: .seconds(3))
+            for member in members {
+                #expect(
+                    member.availabilityChanges == [true, false, true],
+                    "\(member.name): Redis availability must change once per real state change, got \(member.availabilityChanges)"
+                )
+            }
+            for member in members { await member.stop() }
+            // One leader at a time across the whole run, by token order.
+            let allTokens = members.flatMap { $0.acquisitions(job) }.sorted { $0.at < $1.at }.map(\.grant.token)
+            #expect(
+                allTokens == allTokens.sorted() && Set(allTokens).count == allTokens.count,
+                "tokens not strictly increasing: \(allTokens)")
         }
     }
 
-    @Test("Redis restarted at once with no persistence: the old leader learns it lost the lease, the new token is still higher")
+    @Test(
+        "Redis restarted at once with no persistence: the old leader learns it lost the lease, the new token is still higher"
+    )
     func quickRestartLosingFence() async throws {
         let redis = try await RedisServerProcess()
         let job = "outage-quick"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
         try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
-        let fenceBefore = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap { UInt64($0) }
-        #expect(fenceBefore == token)
+            let fenceBefore = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap
+            { UInt64($0) }
+            #expect(fenceBefore == token)
 
-        let outageStart = ContinuousClock.now
-        // Crash and start again at once, no persistence: lease and fence are gone while the
-        // old leader's validity still runs. (RedisServerProcess.stop() sends SIGTERM, which the
-        // server spawned from a test thread has blocked: it would take 5 s and end in SIGKILL.)
-        await redis.kill()
-        try await redis.restart()
-        let restarted = ContinuousClock.now
-        try await eventually("the old leader to notice the restart", within: .seconds(10)) { !leader.losses(job).isEmpty }
-        let loss = leader.losses(job)[0]
-        // Either its first renewal against the new server finds the lease gone (expired), or
-        // the renewals failed long enough for the step-down timer: both end leadership
-        // within about one TTL of the server coming back.
-        #expect(loss.at - restarted < outageTiming.ttl + stepDownTolerance, "lost \(loss.at - restarted) after the new server answered")
-        report("quick restart: restart() took \(Int(milliseconds(restarted - outageStart))) ms; old leader lost \(Int(milliseconds(loss.at - restarted))) ms after the new server answered")
-        try await eventually("a new leadership of \(job)", within: .seconds(15)) {
-            members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token }
-        }
-        let next = members.flatMap { $0.acquisitions(job) }.filter { $0.grant.token != token }.sorted { $0.at < $1.at }[0]
-        report("quick restart: old leader lost (\(loss.reason.rawValue)) \(Int(milliseconds(loss.at - outageStart))) ms after the restart began; led again after \(Int(milliseconds(next.at - outageStart))) ms; token \(token) -> \(next.grant.token)")
-        #expect(next.grant.token > token, "fencing token went backwards across a restart that lost the fence: \(token) -> \(next.grant.token)")
+            let outageStart = ContinuousClock.now
+            // Crash and start again at once, no persistence: lease and fence are gone while the
+            // old leader's validity still runs. (RedisServerProcess.stop() sends SIGTERM, which the
+            // server spawned from a test thread has blocked: it would take 5 s and end in SIGKILL.)
+            await redis.kill()
+            try await redis.restart()
+            let restarted = ContinuousClock.now
+            try await eventually("the old leader to notice the restart", within: .seconds(10)) {
+                !leader.losses(job).isEmpty
+            }
+            let loss = leader.losses(job)[0]
+            // Either its first renewal against the new server finds the lease gone (expired), or
+            // the renewals failed long enough for the step-down timer: both end leadership
+            // within about one TTL of the server coming back.
+            #expect(
+                loss.at - restarted < outageTiming.ttl + stepDownTolerance,
+                "lost \(loss.at - restarted) after the new server answered")
+            report(
+                "quick restart: restart() took \(Int(milliseconds(restarted - outageStart))) ms; old leader lost \(Int(milliseconds(loss.at - restarted))) ms after the new server answered"
+            )
+            try await eventually("a new leadership of \(job)", within: .seconds(15)) {
+                members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token }
+            }
+            let next = members.flatMap { $0.acquisitions(job) }.filter { $0.grant.token != token }.sorted {
+                $0.at < $1.at
+            }[0]
+            report(
+                "quick restart: old leader lost (\(loss.reason.rawValue)) \(Int(milliseconds(loss.at - outageStart))) ms after the restart began; led again after \(Int(milliseconds(next.at - outageStart))) ms; token \(token) -> \(next.grant.token)"
+            )
+            #expect(
+                next.grant.token > token,
+                "fencing token went backwards across a restart that lost the fence: \(token) -> \(next.grant.token)")
         }
     }
 
@@ -236,48 +289,63 @@ struct OutageTests {
         let job = "outage-aof"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
         try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
-        let outageStart = ContinuousClock.now
-        await redis.kill()
-        try await eventually("the leader to step down", within: .seconds(10)) { !leader.losses(job).isEmpty }
-        checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: "kill (aof)", samples: samples)
-        try await Task.sleep(for: .seconds(1))
-        try await redis.restart()
-        let fence = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap { UInt64($0) }
-        #expect(fence.map { $0 >= token } ?? false, "fence after an AOF restart: \(String(describing: fence)), token was \(token)")
-        try await eventually("a higher token after the restart", within: .seconds(15)) {
-            members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token > token }
-        }
+            let outageStart = ContinuousClock.now
+            await redis.kill()
+            try await eventually("the leader to step down", within: .seconds(10)) { !leader.losses(job).isEmpty }
+            checkStepDown(
+                leader, job: job, token: token, outageStart: outageStart, label: "kill (aof)", samples: samples)
+            try await Task.sleep(for: .seconds(1))
+            try await redis.restart()
+            let fence = try await redis.command("GET", LeaseKeys(namespace: namespace).fence(job)).string.flatMap {
+                UInt64($0)
+            }
+            #expect(
+                fence.map { $0 >= token } ?? false,
+                "fence after an AOF restart: \(String(describing: fence)), token was \(token)")
+            try await eventually("a higher token after the restart", within: .seconds(15)) {
+                members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token > token }
+            }
         }
     }
 
     /// A Redis that accepts connections but answers nothing for 4 s.
-    private func stalledRedis(label: String, debugCommand: Bool, stall: @escaping @Sendable (RedisServerProcess) async throws -> Void) async throws {
+    private func stalledRedis(
+        label: String, debugCommand: Bool, stall: @escaping @Sendable (RedisServerProcess) async throws -> Void
+    ) async throws {
         let redis = try await RedisServerProcess(.init(enableDebugCommand: debugCommand))
         let job = "outage-\(label.replacingOccurrences(of: " ", with: "-"))"
         let namespace = "outage-\(UInt32.random(in: 0 ... .max))"
         try await withPair(redis, job: job, namespace: namespace) { members, leader, token, samples in
 
-        let outageStart = ContinuousClock.now
-        try await stall(redis)
-        let stallEnds = outageStart + .seconds(4)
-        try await eventually("\(label): the leader to step down", within: .seconds(10)) { !leader.losses(job).isEmpty }
-        let delay = checkStepDown(leader, job: job, token: token, outageStart: outageStart, label: label, samples: samples)
-        if let delay { #expect(delay < outageTiming.ttl, "\(label): stepped down \(delay) into a 4 s stall") }
-        // Nobody leads during the stall (the server executes nothing).
-        while ContinuousClock.now < stallEnds - .milliseconds(300) {
-            #expect(leaders(members, job).isEmpty, "\(label): someone leads while Redis is stalled")
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        try await eventually("\(label): a leader after the stall", within: .seconds(15)) {
-            members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token } || leaders(members, job).count == 1
-        }
-        let firstAgain = members.flatMap { $0.acquisitions(job, after: outageStart) }.sorted { $0.at < $1.at }.first
-        if let firstAgain {
-            let afterStall = firstAgain.at - stallEnds
-            report("\(label): led again \(Int(milliseconds(afterStall))) ms after the stall ended; token \(token) -> \(firstAgain.grant.token)")
-            #expect(afterStall <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "\(label): recovery took \(afterStall)")
-            #expect(firstAgain.grant.token > token, "\(label): token \(token) -> \(firstAgain.grant.token)")
-        }
+            let outageStart = ContinuousClock.now
+            try await stall(redis)
+            let stallEnds = outageStart + .seconds(4)
+            try await eventually("\(label): the leader to step down", within: .seconds(10)) {
+                !leader.losses(job).isEmpty
+            }
+            let delay = checkStepDown(
+                leader, job: job, token: token, outageStart: outageStart, label: label, samples: samples)
+            if let delay { #expect(delay < outageTiming.ttl, "\(label): stepped down \(delay) into a 4 s stall") }
+            // Nobody leads during the stall (the server executes nothing).
+            while ContinuousClock.now < stallEnds - .milliseconds(300) {
+                #expect(leaders(members, job).isEmpty, "\(label): someone leads while Redis is stalled")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await eventually("\(label): a leader after the stall", within: .seconds(15)) {
+                members.flatMap { $0.acquisitions(job) }.contains { $0.grant.token != token }
+                    || leaders(members, job).count == 1
+            }
+            let firstAgain = members.flatMap { $0.acquisitions(job, after: outageStart) }.sorted { $0.at < $1.at }.first
+            if let firstAgain {
+                let afterStall = firstAgain.at - stallEnds
+                report(
+                    "\(label): led again \(Int(milliseconds(afterStall))) ms after the stall ended; token \(token) -> \(firstAgain.grant.token)"
+                )
+                #expect(
+                    afterStall <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3),
+                    "\(label): recovery took \(afterStall)")
+                #expect(firstAgain.grant.token > token, "\(label): token \(token) -> \(firstAgain.grant.token)")
+            }
         }
     }
 
@@ -300,8 +368,12 @@ struct OutageTests {
                 await connection.close()
             }
             // Wait until the server is actually asleep (a PING with a short timeout fails).
-            let probe = RedisConnection(configuration: redis.configuration(commandTimeout: .milliseconds(200), connectTimeout: .milliseconds(200)))
-            _ = try? await eventually("the server to sleep", within: .seconds(3)) { (try? await probe.send(["PING"])) == nil }
+            let probe = RedisConnection(
+                configuration: redis.configuration(
+                    commandTimeout: .milliseconds(200), connectTimeout: .milliseconds(200)))
+            _ = try? await eventually("the server to sleep", within: .seconds(3)) {
+                (try? await probe.send(["PING"])) == nil
+            }
             await probe.close()
         }
     }
@@ -310,22 +382,27 @@ struct OutageTests {
     func retriesAreCapped() async throws {
         let listener = try CountingListener()
         let (configuration, jobs) = outageRedis(
-            RedisEndpoint(address: .tcp(host: "127.0.0.1", port: listener.port)), jobs: ["outage-refused-a", "outage-refused-b"])
+            RedisEndpoint(address: .tcp(host: "127.0.0.1", port: listener.port)),
+            jobs: ["outage-refused-a", "outage-refused-b"])
         try await withMember(
-            "lonely", redis: configuration, jobs: jobs, options: outageOptions("lonely", namespace: "outage-refused", samples: GrantSamples())
+            "lonely", redis: configuration, jobs: jobs,
+            options: outageOptions("lonely", namespace: "outage-refused", samples: GrantSamples())
         ) { member in
-        let window: Duration = .seconds(6)
-        try await Task.sleep(for: window)
-        let connections = listener.count
-        report("refused: \(connections) connection attempts in \(window) by one member with 3 connections and 2 jobs (\(String(format: "%.1f", Double(connections) / window.secondsValue))/s)")
-        // Uncapped retrying would be thousands; capped backoff (≤ 2 s per connection, the
-        // engine's tick and acquire backoff on top) keeps it to a few per second.
-        #expect(connections >= 3, "the member stopped retrying")
-        #expect(connections <= 90, "\(connections) connection attempts in 6 s: retries are not capped")
-        #expect(member.availabilityChanges == [false], "Redis availability reported as \(member.availabilityChanges)")
-        #expect(member.acquisitions("outage-refused-a").isEmpty && member.acquisitions("outage-refused-b").isEmpty)
-        let stopped = await finishes(within: .seconds(15)) { await member.stop() }
-        #expect(stopped, "the member did not stop within 15 s")
+            let window: Duration = .seconds(6)
+            try await Task.sleep(for: window)
+            let connections = listener.count
+            report(
+                "refused: \(connections) connection attempts in \(window) by one member with 3 connections and 2 jobs (\(String(format: "%.1f", Double(connections) / window.secondsValue))/s)"
+            )
+            // Uncapped retrying would be thousands; capped backoff (≤ 2 s per connection, the
+            // engine's tick and acquire backoff on top) keeps it to a few per second.
+            #expect(connections >= 3, "the member stopped retrying")
+            #expect(connections <= 90, "\(connections) connection attempts in 6 s: retries are not capped")
+            #expect(
+                member.availabilityChanges == [false], "Redis availability reported as \(member.availabilityChanges)")
+            #expect(member.acquisitions("outage-refused-a").isEmpty && member.acquisitions("outage-refused-b").isEmpty)
+            let stopped = await finishes(within: .seconds(15)) { await member.stop() }
+            #expect(stopped, "the member did not stop within 15 s")
         }
         listener.stop()
     }

@@ -60,8 +60,12 @@ final class PlacementRecorder: Sendable {
     func handoff(member: String, job: String, to: String?) {
         state.withLock { $0.handoffs.append((.now, member, job, to)) }
     }
-    func lost(member: String, job: String, reason: LossReason) { state.withLock { $0.losses.append((member, job, reason)) } }
-    func duplicate(member: String, incarnation: String) { state.withLock { $0.duplicates.append((member, incarnation)) } }
+    func lost(member: String, job: String, reason: LossReason) {
+        state.withLock { $0.losses.append((member, job, reason)) }
+    }
+    func duplicate(member: String, incarnation: String) {
+        state.withLock { $0.duplicates.append((member, incarnation)) }
+    }
     func rejected(_ value: Rejection) { state.withLock { $0.rejections.append(value) } }
     func accepted() { state.withLock { $0.acceptedWrites += 1 } }
     private let origin = ContinuousClock.now
@@ -74,7 +78,9 @@ final class PlacementRecorder: Sendable {
 
     var acquisitions: [Acquisition] { state.withLock { $0.acquisitions } }
     var handoffCount: Int { state.withLock { $0.handoffs.count } }
-    var handoffs: [(member: String, job: String, to: String?)] { state.withLock { $0.handoffs.map { ($0.member, $0.job, $0.to) } } }
+    var handoffs: [(member: String, job: String, to: String?)] {
+        state.withLock { $0.handoffs.map { ($0.member, $0.job, $0.to) } }
+    }
     var losses: [(member: String, job: String, reason: LossReason)] { state.withLock { $0.losses } }
     var duplicates: [(member: String, incarnation: String)] { state.withLock { $0.duplicates } }
     var rejections: [Rejection] { state.withLock { $0.rejections } }
@@ -89,7 +95,8 @@ final class PlacementRecorder: Sendable {
 /// The downstream store of the fencing check: accepts a write only if its token is not lower
 /// than the highest accepted so far, logs each change of accepted token with its writer.
 enum FencedResource {
-    static let write = RedisScript(#"""
+    static let write = RedisScript(
+        #"""
         local cur = redis.call('GET', KEYS[1])
         local tok = tonumber(ARGV[1])
         if cur and tonumber(cur) > tok then
@@ -143,19 +150,23 @@ enum PlacementMember {
 
     /// Options for member `name`: the recorder hooks and the fenced writer as its work.
     static func options(
-        _ name: String, weight: Double = 1, incarnation: String? = nil, server: RedisServerProcess, recorder: PlacementRecorder
+        _ name: String, weight: Double = 1, incarnation: String? = nil, server: RedisServerProcess,
+        recorder: PlacementRecorder
     ) -> TestMember.Options {
         // Tokens this member has stopped working with (handed off): never written again.
         let stopped = StoppedTokens()
         var logger = Logger(label: "placement-test.\(name)")
         logger.logLevel = .warning
         return TestMember.Options(
-            weight: weight, incarnation: incarnation, seed: UInt64(name.utf8.count), shutdownTimeout: .seconds(5), logger: logger,
+            weight: weight, incarnation: incarnation, seed: UInt64(name.utf8.count), shutdownTimeout: .seconds(5),
+            logger: logger,
             onEvent: { member, event in
                 recorder.note(name, "\(event)")
                 switch event {
                 case .acquired(let grant, let takeover, let gap):
-                    recorder.acquired(.init(at: .now, member: name, job: grant.job, token: grant.token, takeover: takeover, gapMs: gap))
+                    recorder.acquired(
+                        .init(
+                            at: .now, member: name, job: grant.job, token: grant.token, takeover: takeover, gapMs: gap))
                 case .handoffSuggested(let job, let to):
                     recorder.handoff(member: name, job: job, to: to)
                     // The daemon stops the job at a safe point, then releases (the member
@@ -172,21 +183,27 @@ enum PlacementMember {
             work: { member in await writeLoop(member, server: server, recorder: recorder, stopped: stopped) })
     }
 
-    private static func writeLoop(_ member: TestMember, server: RedisServerProcess, recorder: PlacementRecorder, stopped: StoppedTokens) async {
+    private static func writeLoop(
+        _ member: TestMember, server: RedisServerProcess, recorder: PlacementRecorder, stopped: StoppedTokens
+    ) async {
         let connection = RedisConnection(configuration: server.configuration(commandTimeout: .seconds(1)))
         while !Task.isCancelled {
             for grant in member.manager.currentGrants where !stopped.contains(grant.token) {
                 if Task.isCancelled { break }
-                guard let reply = try? await connection.evaluate(
-                    FencedResource.write, keys: FencedResource.keys(grant.job), arguments: [String(grant.token), member.name])
+                guard
+                    let reply = try? await connection.evaluate(
+                        FencedResource.write, keys: FencedResource.keys(grant.job),
+                        arguments: [String(grant.token), member.name])
                 else { continue }
                 if reply.integer == 1 {
                     recorder.accepted()
                 } else {
                     // Rejected: a higher token was accepted. Only a problem if this member
                     // still counts itself leader with this token now, after the reply.
-                    let stillValid = member.manager.grant(for: grant.job)?.token == grant.token && !stopped.contains(grant.token)
-                    recorder.rejected(.init(member: member.name, job: grant.job, token: grant.token, stillValid: stillValid))
+                    let stillValid =
+                        member.manager.grant(for: grant.job)?.token == grant.token && !stopped.contains(grant.token)
+                    recorder.rejected(
+                        .init(member: member.name, job: grant.job, token: grant.token, stillValid: stillValid))
                 }
             }
             try? await Task.sleep(for: .milliseconds(150))
@@ -226,7 +243,9 @@ enum PlacementHarness {
                 return leases.allSatisfy { seen.contains("\($0.key) \($0.value.token)") } ? last : nil
             }
         } catch {
-            let wrong = jobs.filter { last[$0] != expected[$0] }.map { "\($0): \(last[$0] ?? "none") want \(expected[$0] ?? "none")" }
+            let wrong = jobs.filter { last[$0] != expected[$0] }.map {
+                "\($0): \(last[$0] ?? "none") want \(expected[$0] ?? "none")"
+            }
             throw TestSupportError("\(error); still wrong: \(wrong)")
         }
     }

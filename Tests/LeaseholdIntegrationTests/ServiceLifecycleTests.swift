@@ -23,7 +23,8 @@ private struct ReleasingWorker: Service {
 struct ServiceLifecycleTests {
     private func manager(_ server: RedisServerProcess, _ name: String) -> LeaseManager {
         LeaseManager(
-            configuration: .init(redis: server.configuration(), keys: keys, member: .init(owner: OwnerID(member: name))),
+            configuration: .init(
+                redis: server.configuration(), keys: keys, member: .init(owner: OwnerID(member: name))),
             jobs: jobs(["a", "b"], ttl: .seconds(10)), logger: quietLogger("service-test"))
     }
 
@@ -43,7 +44,8 @@ struct ServiceLifecycleTests {
         let server = try await RedisServerProcess()
         let manager = manager(server, "graceful")
         let group = ServiceGroup(
-            services: [manager, ReleasingWorker(manager: manager)], gracefulShutdownSignals: [], cancellationSignals: [],
+            services: [manager, ReleasingWorker(manager: manager)], gracefulShutdownSignals: [],
+            cancellationSignals: [],
             logger: quietLogger("service-test"))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
@@ -66,10 +68,14 @@ struct ServiceLifecycleTests {
             tasks.cancelAll()
             _ = try? await tasks.next()
             // `run()` returns promptly once cancelled: nothing waits for a release.
-            #expect(ContinuousClock.now - cancelledAt < .seconds(5), "run() took \(ContinuousClock.now - cancelledAt) to return")
+            #expect(
+                ContinuousClock.now - cancelledAt < .seconds(5),
+                "run() took \(ContinuousClock.now - cancelledAt) to return")
         }
         let leases = try await server.leases(["a", "b"], keys: keys)
-        #expect(leases.count == 2 && leases.values.allSatisfy { $0.owner == manager.owner }, "leases after cancellation: \(leases)")
+        #expect(
+            leases.count == 2 && leases.values.allSatisfy { $0.owner == manager.owner },
+            "leases after cancellation: \(leases)")
         #expect(try await server.leasePTTL("a") > 0)
         #expect(try await leftAt("cancelled", on: server) == nil, "a cancelled member must not announce a leave")
     }

@@ -1,10 +1,10 @@
+import LeaseholdTesting
 import Logging
 import RedisClient
 import Synchronization
 import Testing
 
 @testable import Leasehold
-import LeaseholdTesting
 
 /// Every test uses its own redis-server, so the default namespace for all is fine.
 let keys = LeaseKeys()
@@ -41,7 +41,7 @@ extension RedisServerProcess {
     /// Fields of the newest entry of a job's events stream.
     func lastLeaseEvent(_ job: String) async throws -> [String: String] {
         guard let entry = try await command("XREVRANGE", keys.events(job), "+", "-", "COUNT", "1").array?.first,
-              let fields = entry.array?.last?.array
+            let fields = entry.array?.last?.array
         else { return [:] }
         var result: [String: String] = [:]
         var index = 0

@@ -79,7 +79,8 @@ struct EventQueue<Payload> {
         let top = heap.removeLast()
         var i = 0
         while true {
-            let l = 2 * i + 1, r = l + 1
+            let l = 2 * i + 1
+            let r = l + 1
             var m = i
             if l < heap.count, less(l, m) { m = l }
             if r < heap.count, less(r, m) { m = r }
@@ -99,8 +100,17 @@ struct EventQueue<Payload> {
 /// TIME, the members zset/hashes and the released channel. Nothing is persisted: a restart
 /// forgets everything, but TIME keeps moving forward.
 struct SimRedis {
-    struct Lease { var owner: String; var token: UInt64; var expiresAt: Int64 }
-    struct Member { var expiresAtMs: Int64; var incarnation: String; var tickAtMs: Int64; var weight: Double }
+    struct Lease {
+        var owner: String
+        var token: UInt64
+        var expiresAt: Int64
+    }
+    struct Member {
+        var expiresAtMs: Int64
+        var incarnation: String
+        var tickAtMs: Int64
+        var weight: Double
+    }
 
     /// Redis TIME at true time 0, in microseconds (a realistic epoch, so tokens look real).
     let epochUs: Int64 = 1_750_000_000_000_000
@@ -153,7 +163,9 @@ struct SimRedis {
             leases[job] = Lease(owner: owner, token: token, expiresAt: t + request.ttlMs * NS.ms)
             let takeover: TakeoverKind = (holder[job].map { !$0.isEmpty } ?? false) ? .expiredTakeover : .acquired
             holder[job] = "\(owner):\(token)"
-            outcomes.append(.acquired(token: token, takeover: takeover, gapMs: takeover == .expiredTakeover ? request.gapHintMs : nil))
+            outcomes.append(
+                .acquired(
+                    token: token, takeover: takeover, gapMs: takeover == .expiredTakeover ? request.gapHintMs : nil))
         }
         return AcquireReply(redisNowMs: nowMs(t), outcomes: outcomes)
     }
@@ -173,14 +185,22 @@ struct SimRedis {
         }
         var duplicate: String?
         if batch.previousTickMs > 0, let seen = members[owner.member], seen.incarnation != owner.incarnation,
-           seen.tickAtMs >= batch.previousTickMs {
+            seen.tickAtMs >= batch.previousTickMs
+        {
             duplicate = seen.incarnation
         }
         members[owner.member] = Member(
             expiresAtMs: ms + batch.heartbeatTTLMs, incarnation: owner.incarnation, tickAtMs: ms, weight: weight)
         let liveMembers = members.filter { $0.value.expiresAtMs >= ms }
-            .sorted { $0.value.expiresAtMs != $1.value.expiresAtMs ? $0.value.expiresAtMs < $1.value.expiresAtMs : $0.key < $1.key }
-            .map { MemberInfo(name: $0.key, expiresAtMs: $0.value.expiresAtMs, weight: $0.value.weight, incarnation: $0.value.incarnation) }
+            .sorted {
+                $0.value.expiresAtMs != $1.value.expiresAtMs
+                    ? $0.value.expiresAtMs < $1.value.expiresAtMs : $0.key < $1.key
+            }
+            .map {
+                MemberInfo(
+                    name: $0.key, expiresAtMs: $0.value.expiresAtMs, weight: $0.value.weight,
+                    incarnation: $0.value.incarnation)
+            }
         return RenewReply(redisNowMs: ms, renewed: renewed, members: liveMembers, duplicateIncarnation: duplicate)
     }
 
@@ -189,8 +209,12 @@ struct SimRedis {
         var flags: [Bool] = []
         var published: [String] = []
         for item in items {
-            guard let lease = live(item.job, at: t), lease.owner == owner, item.token == nil || item.token == lease.token
-            else { flags.append(false); continue }
+            guard let lease = live(item.job, at: t), lease.owner == owner,
+                item.token == nil || item.token == lease.token
+            else {
+                flags.append(false)
+                continue
+            }
             leases[item.job] = nil
             holder[item.job] = ""
             published.append(item.job)

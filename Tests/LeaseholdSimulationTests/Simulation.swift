@@ -28,13 +28,21 @@ struct FaultCounts: Sendable {
 
     static func + (a: Self, b: Self) -> Self {
         var r = a
-        r.pauses += b.pauses; r.crashes += b.crashes; r.gracefulRestarts += b.gracefulRestarts
-        r.redisRestarts += b.redisRestarts; r.requestsLost += b.requestsLost; r.repliesLost += b.repliesLost
-        r.longDelays += b.longDelays; r.releasedLost += b.releasedLost; r.clientTimeouts += b.clientTimeouts
+        r.pauses += b.pauses
+        r.crashes += b.crashes
+        r.gracefulRestarts += b.gracefulRestarts
+        r.redisRestarts += b.redisRestarts
+        r.requestsLost += b.requestsLost
+        r.repliesLost += b.repliesLost
+        r.longDelays += b.longDelays
+        r.releasedLost += b.releasedLost
+        r.clientTimeouts += b.clientTimeouts
         return r
     }
 
-    var total: Int { pauses + crashes + gracefulRestarts + redisRestarts + requestsLost + repliesLost + longDelays + releasedLost }
+    var total: Int {
+        pauses + crashes + gracefulRestarts + redisRestarts + requestsLost + repliesLost + longDelays + releasedLost
+    }
 
     var summary: String {
         "pause=\(pauses) crash=\(crashes) graceful-restart=\(gracefulRestarts) redis-restart=\(redisRestarts) "
@@ -140,7 +148,9 @@ final class Simulation {
             guard time <= endAt else { break }
             now = time
             result.events += 1
-            if config.trace { kindCounts[String(describing: event).prefix(while: { $0 != "(" }).description, default: 0] += 1 }
+            if config.trace {
+                kindCounts[String(describing: event).prefix(while: { $0 != "(" }).description, default: 0] += 1
+            }
             handle(event)
         }
         if config.trace { result.trace.append("event kinds: \(kindCounts.sorted { $0.key < $1.key })") }
@@ -161,7 +171,8 @@ final class Simulation {
         lossP = [0, 0.01, 0.05, 0.15][rng.below(4)]
         longDelayP = [0, 0.01, 0.03][rng.below(3)]
         slowP = rng.unit() * 0.2
-        let placement: LeasePlacement = spread
+        let placement: LeasePlacement =
+            spread
             ? .spread(standbyDelay: .nanoseconds(standbyDelay), stability: .nanoseconds(2 * ttl)) : .any
         jobs = (0..<jobCount).map { LeaseJob(name: "job\($0)", timing: timing, placement: placement) }
         members = (0..<memberCount).map { Member(name: "m\($0)") }
@@ -172,7 +183,8 @@ final class Simulation {
         livenessDeadline = faultsOverAt + ttl + renewEvery + standbyDelay + 10 * config.quietMaxDelay + 40 * NS.ms
         endAt = livenessDeadline + 2 * ttl
 
-        result.description = "members=\(memberCount) jobs=\(jobCount) ttl=\(NS.text(ttl)) placement=\(spread ? "spread(\(NS.text(standbyDelay)))" : "any") "
+        result.description =
+            "members=\(memberCount) jobs=\(jobCount) ttl=\(NS.text(ttl)) placement=\(spread ? "spread(\(NS.text(standbyDelay)))" : "any") "
             + "loss=\(lossP) longDelay=\(longDelayP) slow=\((slowP * 1000).rounded() / 1000)"
 
         for m in members.indices { queue.push(rng.ns(0, 50 * NS.ms), .start(member: m)) }
@@ -252,7 +264,8 @@ final class Simulation {
             for lease in members[m].engine!.heldLeases {
                 stopHandler(m, job: lease.job, token: lease.token, reason: .released)
             }
-            queue.push(now + 5 * NS.s, .forceExit(member: m, incarnation: members[m].incarnation, restartAfter: restartAfter))
+            queue.push(
+                now + 5 * NS.s, .forceExit(member: m, incarnation: members[m].incarnation, restartAfter: restartAfter))
             step(m)
             if members[m].alive, members[m].engine!.isShutDown { exit(m, why: "EXIT", restartAfter: restartAfter) }
         case .forceExit(let m, let inc, let restartAfter):
@@ -343,7 +356,8 @@ final class Simulation {
             if members[m].scheduledWake.map({ t < $0 }) ?? true {
                 members[m].wakeGeneration += 1
                 members[m].scheduledWake = t
-                queue.push(t, .wake(member: m, incarnation: members[m].incarnation, generation: members[m].wakeGeneration))
+                queue.push(
+                    t, .wake(member: m, incarnation: members[m].incarnation, generation: members[m].wakeGeneration))
             }
         }
     }
@@ -353,8 +367,11 @@ final class Simulation {
         case .acquired(let job, let token, let validUntil, let takeover, _):
             result.leaderships += 1
             let end = members[m].clock.trueTime(validUntil)
-            log("\(members[m].name)#\(members[m].incarnation) ACQUIRED \(job) token \(token) (\(takeover.rawValue)) valid until \(NS.text(end))")
-            let window = Window(member: m, incarnation: members[m].incarnation, token: token, start: now, end: max(end, now))
+            log(
+                "\(members[m].name)#\(members[m].incarnation) ACQUIRED \(job) token \(token) (\(takeover.rawValue)) valid until \(NS.text(end))"
+            )
+            let window = Window(
+                member: m, incarnation: members[m].incarnation, token: token, start: now, end: max(end, now))
             windows[job, default: []].append(window)
             members[m].open[job] = windows[job]!.count - 1
             checkOverlap(job: job, index: windows[job]!.count - 1)
@@ -374,8 +391,9 @@ final class Simulation {
 
     /// The handler takes a little while to stop; then the layer above releases the lease.
     private func stopHandler(_ m: Int, job: String, token: UInt64, reason: ReleaseReason) {
-        queue.push(now + rng.ns(0, 50 * NS.ms),
-                   .handlerStopped(member: m, incarnation: members[m].incarnation, job: job, token: token, reason: reason))
+        queue.push(
+            now + rng.ns(0, 50 * NS.ms),
+            .handlerStopped(member: m, incarnation: members[m].incarnation, job: job, token: token, reason: reason))
     }
 
     private func closeWindow(_ m: Int, job: String) {
@@ -405,9 +423,11 @@ final class Simulation {
         guard w.end > w.start else { return }
         for (i, o) in windows[job]!.enumerated() where i != index {
             guard o.end > o.start, !(o.member == w.member && o.incarnation == w.incarnation) else { continue }
-            let from = max(w.start, o.start), to = min(w.end, o.end)
+            let from = max(w.start, o.start)
+            let to = min(w.end, o.end)
             if from < to {
-                let message = "(a) job \(job): \(members[w.member].name)#\(w.incarnation) token \(w.token) "
+                let message =
+                    "(a) job \(job): \(members[w.member].name)#\(w.incarnation) token \(w.token) "
                     + "[\(NS.text(w.start)), \(NS.text(w.end))) overlaps \(members[o.member].name)#\(o.incarnation) "
                     + "token \(o.token) [\(NS.text(o.start)), \(NS.text(o.end))) by \(NS.text(to - from))"
                 result.violations.append(message)
@@ -419,10 +439,13 @@ final class Simulation {
     /// Invariant (c): after faults stop, every job has a leader within the bound.
     private func checkLiveness() {
         for job in jobs.map(\.name) {
-            let led = (windows[job] ?? []).contains { $0.end > faultsOverAt && $0.start <= livenessDeadline && $0.end > $0.start }
+            let led = (windows[job] ?? []).contains {
+                $0.end > faultsOverAt && $0.start <= livenessDeadline && $0.end > $0.start
+            }
             if !led {
                 result.violations.append(
-                    "(c) job \(job): no leader between \(NS.text(faultsOverAt)) (faults over) and \(NS.text(livenessDeadline)) (TTL + renew interval + slack later)")
+                    "(c) job \(job): no leader between \(NS.text(faultsOverAt)) (faults over) and \(NS.text(livenessDeadline)) (TTL + renew interval + slack later)"
+                )
             }
         }
     }
@@ -451,7 +474,8 @@ final class Simulation {
             log("\(members[m].name) request \(command.id) LOST")
             return
         }
-        queue.push(now + d, .execute(member: m, incarnation: inc, owner: members[m].owner!, command: command, faulty: faulty))
+        queue.push(
+            now + d, .execute(member: m, incarnation: inc, owner: members[m].owner!, command: command, faulty: faulty))
     }
 
     private func execute(_ m: Int, _ inc: Int, owner: OwnerID, command: LeaseCommand, faulty: Bool) {
@@ -459,7 +483,10 @@ final class Simulation {
             // Connection refused while Redis is down: a known failure, or nothing at all.
             if rng.chance(0.5) {
                 let failure = LeaseCallFailure(outcomeUnknown: false, message: "connection refused")
-                queue.push(now + rng.ns(50 * NS.us, 2 * NS.ms), .completion(member: m, incarnation: inc, failureCompletion(id: command.id, command: command, failure)))
+                queue.push(
+                    now + rng.ns(50 * NS.us, 2 * NS.ms),
+                    .completion(
+                        member: m, incarnation: inc, failureCompletion(id: command.id, command: command, failure)))
             }
             return
         }

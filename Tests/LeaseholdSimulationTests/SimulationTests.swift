@@ -60,15 +60,17 @@ struct SimulationTests {
         let events = results.map(\.events).reduce(0, +)
         let leaderships = results.map(\.leaderships).reduce(0, +)
         let elapsed = clock.now - started
-        print("[simulation] schedules=\(results.count) events=\(events) leaderships=\(leaderships) "
-            + "faults=\(faults.total) [\(faults.summary)] violations=\(violations) "
-            + "failing-seeds=\(failing.prefix(20).map(\.seed)) elapsed=\(elapsed)")
+        print(
+            "[simulation] schedules=\(results.count) events=\(events) leaderships=\(leaderships) "
+                + "faults=\(faults.total) [\(faults.summary)] violations=\(violations) "
+                + "failing-seeds=\(failing.prefix(20).map(\.seed)) elapsed=\(elapsed)")
         if replaying, let only = results.first {
             print("[simulation] seed \(only.seed): \(only.description)")
             for line in only.trace { print("  \(line)") }
         }
         for result in failing.prefix(5) {
-            Issue.record("""
+            Issue.record(
+                """
                 seed \(result.seed) (\(result.description)) violated:
                 \(result.violations.prefix(5).joined(separator: "\n"))
                 replay: LEASEHOLD_SIM_SEED=\(result.seed) swift test --filter Simulation
@@ -94,7 +96,9 @@ struct SimulationTests {
         config.forcedClockError = -0.03  // every member's clock 3 % slow: it believes its lease lasts longer
         let results = await runSchedules(seeds: Array(1...150), config: config)
         let overlaps = results.flatMap(\.violations).filter { $0.hasPrefix("(a)") }
-        print("[simulation] broken config: \(overlaps.count) split-brain overlaps in \(results.count) schedules; e.g. \(overlaps.first ?? "-")")
+        print(
+            "[simulation] broken config: \(overlaps.count) split-brain overlaps in \(results.count) schedules; e.g. \(overlaps.first ?? "-")"
+        )
         #expect(!overlaps.isEmpty, "with drift 0, margin 0 and 3 % slow clocks the checker must find a split brain")
     }
 

@@ -1,34 +1,35 @@
 import Foundation
 import Testing
+
 @testable import Leasehold
 
 let sampleCatalog = """
-version: 1
-redis:
-  url: redis://127.0.0.1:6379/0
-  namespace: leasehold
-defaults:
-  lease: 10s
-  renew_every: 3s
-  drift: 1%
-  placement: spread
-  on_lost_leadership: cancel
-jobs:
-  - name: nightly-report
-    handler: shell
-    schedule: { cron: "0 3 * * *", timezone: Europe/Berlin }
-    timeout: 30m
-    config: { command: ["/usr/local/bin/report", "--since", "24h"] }
-  - name: heartbeat
-    handler: log
-    schedule: { every: 5s }
-  - name: queue-consumer
-    handler: shell
-    schedule: continuous
-    lease: 5s
-    renew_every: 1s
-    config: { command: ["./consume.sh"], kill_grace: 2s }
-"""
+    version: 1
+    redis:
+      url: redis://127.0.0.1:6379/0
+      namespace: leasehold
+    defaults:
+      lease: 10s
+      renew_every: 3s
+      drift: 1%
+      placement: spread
+      on_lost_leadership: cancel
+    jobs:
+      - name: nightly-report
+        handler: shell
+        schedule: { cron: "0 3 * * *", timezone: Europe/Berlin }
+        timeout: 30m
+        config: { command: ["/usr/local/bin/report", "--since", "24h"] }
+      - name: heartbeat
+        handler: log
+        schedule: { every: 5s }
+      - name: queue-consumer
+        handler: shell
+        schedule: continuous
+        lease: 5s
+        renew_every: 1s
+        config: { command: ["./consume.sh"], kill_grace: 2s }
+    """
 
 @Test func sampleCatalogLoads() throws {
     let c = try loadCatalog(sampleCatalog)
@@ -40,7 +41,9 @@ jobs:
 
     let report = c.jobs[0]
     #expect(report.handler == "shell")
-    #expect(report.schedule == .cron(try CronSchedule(expression: "0 3 * * *", timeZone: TimeZone(identifier: "Europe/Berlin")!)))
+    #expect(
+        report.schedule
+            == .cron(try CronSchedule(expression: "0 3 * * *", timeZone: TimeZone(identifier: "Europe/Berlin")!)))
     #expect(report.timeout == .seconds(1800))
     #expect(report.lease == .seconds(10))
     #expect(report.renewEvery == .seconds(3))
@@ -49,7 +52,10 @@ jobs:
     #expect(report.onLostLeadership == .cancel)
     #expect(report.standbyDelay == nil)
     #expect(report.location == SourceLocation(file: "jobs.yaml", line: 12, column: 5))
-    #expect(report.config?.value(for: "command")?.asSequence?.compactMap(\.asString) == ["/usr/local/bin/report", "--since", "24h"])
+    #expect(
+        report.config?.value(for: "command")?.asSequence?.compactMap(\.asString) == [
+            "/usr/local/bin/report", "--since", "24h",
+        ])
 
     #expect(c.jobs[1].schedule == .every(.seconds(5)))
     #expect(c.jobs[1].timeout == nil)
@@ -61,20 +67,22 @@ jobs:
 }
 
 @Test func defaultsAreInheritedAndOverridden() throws {
-    let c = try loadCatalog("""
-    version: 1
-    defaults:
-      lease: 30s
-      drift: 0.5%
-      placement: any
-      on_lost_leadership: exit
-      standby_delay: 2s
-      timeout: 1m
-    jobs:
-      - {name: a, handler: log, schedule: continuous}
-      - {name: b, handler: log, schedule: continuous, lease: 6s, placement: spread, timeout: 250ms}
-    """)
-    let a = c.jobs[0], b = c.jobs[1]
+    let c = try loadCatalog(
+        """
+        version: 1
+        defaults:
+          lease: 30s
+          drift: 0.5%
+          placement: any
+          on_lost_leadership: exit
+          standby_delay: 2s
+          timeout: 1m
+        jobs:
+          - {name: a, handler: log, schedule: continuous}
+          - {name: b, handler: log, schedule: continuous, lease: 6s, placement: spread, timeout: 250ms}
+        """)
+    let a = c.jobs[0]
+    let b = c.jobs[1]
     #expect(a.lease == .seconds(30))
     #expect(a.renewEvery == .seconds(10))  // lease / 3
     #expect(a.drift == 0.005)
@@ -104,22 +112,25 @@ jobs:
 }
 
 @Test func aliasesAreResolved() throws {
-    let c = try loadCatalog("""
-    version: 1
-    jobs:
-      - name: a
-        handler: log
-        schedule: &every {every: 7s}
-      - name: b
-        handler: log
-        schedule: *every
-    """)
+    let c = try loadCatalog(
+        """
+        version: 1
+        jobs:
+          - name: a
+            handler: log
+            schedule: &every {every: 7s}
+          - name: b
+            handler: log
+            schedule: *every
+        """)
     #expect(c.jobs[1].schedule == .every(.seconds(7)))
 }
 
 @Test func aliasBombIsRejected() {
     var yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
-    for i in 1...6 { yaml += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
+    for i in 1...6 {
+        yaml += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n"
+    }
     let errors = catalogErrors(yaml)
     #expect(errors.count == 1)
     #expect(errors.first?.contains("document too large") == true)
@@ -164,7 +175,8 @@ jobs:
     #expect(root.value(for: "a")?.typeName == "list")
     #expect(root.value(for: "a")?.asSequence?[0].asInt == 1)
     guard case .scalar(let text, let loc, let quoted)? = root.value(for: "a")?.asSequence?[1] else {
-        Issue.record("expected a scalar"); return
+        Issue.record("expected a scalar")
+        return
     }
     #expect(text == "two" && quoted && loc.description == "x.yaml:1:8")
     #expect(root.value(for: "b")?.value(for: "c")?.isNull == true)

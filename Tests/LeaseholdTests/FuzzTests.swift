@@ -52,7 +52,8 @@ struct FuzzTests {
             g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]
             jobs: *g
             """
-        let huge = "jobs:\n  big:\n    handler: log\n    description: \"" + String(repeating: "x", count: 1_000_000) + "\"\n"
+        let huge =
+            "jobs:\n  big:\n    handler: log\n    description: \"" + String(repeating: "x", count: 1_000_000) + "\"\n"
         let cases: [(String, String)] = [
             ("empty", ""), ("only a comment", "# nothing"), ("null", "~"), ("scalar root", "hello"),
             ("list root", "- a\n- b"), ("jobs is a scalar", "jobs: 3"), ("jobs is a list", "jobs: [1, 2]"),
@@ -68,7 +69,8 @@ struct FuzzTests {
         for (name, text) in cases {
             let errors = catalogErrors(text)
             for line in errors { #expect(line.hasPrefix("jobs.yaml:"), "\(name): \(line)") }
-            if ["deep sequence", "alias bomb", "unterminated quote", "jobs is a scalar", "unknown alias"].contains(name) {
+            if ["deep sequence", "alias bomb", "unterminated quote", "jobs is a scalar", "unknown alias"].contains(name)
+            {
                 #expect(!errors.isEmpty, "\(name) must be rejected")
             }
         }
@@ -86,7 +88,10 @@ struct FuzzTests {
     @Test("invalid UTF-8 and binary garbage give errors, not crashes")
     func binaryGarbage() {
         var rng = Rand(state: 0xF022)
-        var corpus: [[UInt8]] = [[0xFF, 0xFE, 0xFD], [0xC3], [0x6A, 0x6F, 0x62, 0x73, 0x3A, 0x20, 0xED, 0xA0, 0x80], Array("jobs:\n  a: \u{7F}".utf8) + [0x80, 0x80]]
+        var corpus: [[UInt8]] = [
+            [0xFF, 0xFE, 0xFD], [0xC3], [0x6A, 0x6F, 0x62, 0x73, 0x3A, 0x20, 0xED, 0xA0, 0x80],
+            Array("jobs:\n  a: \u{7F}".utf8) + [0x80, 0x80],
+        ]
         for _ in 0..<300 {
             corpus.append((0..<rng.below(400)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
         }
@@ -96,7 +101,9 @@ struct FuzzTests {
     @Test("mutations and truncations of a valid catalog give errors, not crashes")
     func mutatedCatalogs() {
         var rng = Rand(state: 0x5EED)
-        #expect(catalogErrors(Self.validCatalog).isEmpty, "the seed catalog must be valid: \(catalogErrors(Self.validCatalog))")
+        #expect(
+            catalogErrors(Self.validCatalog).isEmpty,
+            "the seed catalog must be valid: \(catalogErrors(Self.validCatalog))")
         let base = Array(Self.validCatalog.utf8)
         let alphabet = Array("[]{}:,-&*!|>'\"#%@` \n\t?0123456789abcxyz\\".utf8)
         for cut in stride(from: 0, through: base.count, by: 3) { _ = parseBytes(Array(base[..<cut])) }
@@ -108,7 +115,8 @@ struct FuzzTests {
                 case 0: bytes[i] = alphabet[rng.below(alphabet.count)]
                 case 1: bytes.insert(alphabet[rng.below(alphabet.count)], at: i)
                 case 2: bytes.remove(at: i)
-                default: bytes.insert(contentsOf: bytes[i..<min(bytes.count, i + rng.below(40))], at: rng.below(bytes.count))
+                default:
+                    bytes.insert(contentsOf: bytes[i..<min(bytes.count, i + rng.below(40))], at: rng.below(bytes.count))
                 }
                 if bytes.isEmpty { break }
             }
@@ -122,7 +130,13 @@ struct FuzzTests {
         switch rng.below(depth > 4 ? 6 : 8) {
         case 0: return .integer(Int64(bitPattern: rng.next()) >> rng.below(64))
         case 1: return .integer([0, 1, 2, -1, -2, Int64.max, Int64.min][rng.below(7)])
-        case 2: return .bulk(Array(["1", "0", "2", "acquired", "expired_takeover", "", "1.5e300", "nan", "inf", "-1", "18446744073709551616", "m@i:7"][rng.below(12)].utf8))
+        case 2:
+            return .bulk(
+                Array(
+                    [
+                        "1", "0", "2", "acquired", "expired_takeover", "", "1.5e300", "nan", "inf", "-1",
+                        "18446744073709551616", "m@i:7",
+                    ][rng.below(12)].utf8))
         case 3: return .bulk((0..<rng.below(12)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
         case 4: return [RedisReply.null, .status("OK"), .error("ERR boom")][rng.below(3)]
         case 5: return .status(String(rng.next()))
@@ -154,12 +168,34 @@ struct FuzzTests {
         let cases: [(RedisReply, Int)] = [
             (.null, 1), (.error("NOSCRIPT No matching script"), 1), (.integer(5), 0), (.array([]), 0), (.array([]), 3),
             (deep, 1), (hugeArray, 1_000_000), (hugeArray, 3),
-            (.array([.integer(1), .array([.integer(1), .bulk(Array("notanumber".utf8)), .bulk(Array("acquired".utf8)), .null])]), 1),
+            (
+                .array([
+                    .integer(1),
+                    .array([.integer(1), .bulk(Array("notanumber".utf8)), .bulk(Array("acquired".utf8)), .null]),
+                ]), 1
+            ),
             (.array([.integer(1), .array([.integer(0), .bulk(Array("x".utf8))])]), 1),
             (.array([.integer(1), .array([.integer(9)])]), 1),
-            (.array([.integer(1), .array([.integer(1), .integer(1)]), .array([.bulk(Array("m".utf8)), .bulk(Array("nan".utf8)), .bulk(Array("1".utf8))]), .null, .array([])]), 2),
-            (.array([.integer(1), .array([]), .array([.bulk(Array("m".utf8)), .bulk(Array("1e400".utf8))]), .bulk([]), .integer(3)]), 0),
-            (.array([.integer(1), .array([]), .array([.bulk(Array("m".utf8)), .bulk(Array("9e30".utf8)), .bulk(Array("1".utf8))]), .bulk([]), .array([])]), 0),
+            (
+                .array([
+                    .integer(1), .array([.integer(1), .integer(1)]),
+                    .array([.bulk(Array("m".utf8)), .bulk(Array("nan".utf8)), .bulk(Array("1".utf8))]), .null,
+                    .array([]),
+                ]), 2
+            ),
+            (
+                .array([
+                    .integer(1), .array([]), .array([.bulk(Array("m".utf8)), .bulk(Array("1e400".utf8))]), .bulk([]),
+                    .integer(3),
+                ]), 0
+            ),
+            (
+                .array([
+                    .integer(1), .array([]),
+                    .array([.bulk(Array("m".utf8)), .bulk(Array("9e30".utf8)), .bulk(Array("1".utf8))]), .bulk([]),
+                    .array([]),
+                ]), 0
+            ),
         ]
         for (reply, count) in cases { decodeAll(reply, count: count) }
         // A well-formed reply still decodes.

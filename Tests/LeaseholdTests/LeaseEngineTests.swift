@@ -13,9 +13,13 @@ struct LeaseEngineTests {
         h.poll()
         let commands = h.takeCommands()
         for (id, requests) in EngineDriver.acquires(commands) {
-            h.complete(.acquire(id: id, .success(AcquireReply(
-                redisNowMs: 1_000_000,
-                outcomes: requests.map { _ in .acquired(token: token, takeover: .acquired, gapMs: nil) }))))
+            h.complete(
+                .acquire(
+                    id: id,
+                    .success(
+                        AcquireReply(
+                            redisNowMs: 1_000_000,
+                            outcomes: requests.map { _ in .acquired(token: token, takeover: .acquired, gapMs: nil) }))))
         }
         for (id, _) in EngineDriver.renews(commands) {
             h.answerTick(.renew(id: id, batch: RenewBatch(leases: [], heartbeatTTLMs: 0, previousTickMs: 0)))
@@ -43,12 +47,18 @@ struct LeaseEngineTests {
         h.poll()
         let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
         h.now = .milliseconds(700)  // a slow reply
-        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 42, takeover: .acquired, gapMs: nil)]))))
+        h.complete(
+            .acquire(
+                id: id,
+                .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 42, takeover: .acquired, gapMs: nil)]))
+            ))
         h.poll()
         let lease = h.engine.lease(of: "report")
         #expect(lease?.token == 42)
         #expect(lease?.validUntil == .milliseconds(9_800))
-        #expect(h.takeEvents().contains(.acquired(job: "report", token: 42, validUntil: .milliseconds(9_800), takeover: .acquired, gapMs: nil)))
+        #expect(
+            h.takeEvents().contains(
+                .acquired(job: "report", token: 42, validUntil: .milliseconds(9_800), takeover: .acquired, gapMs: nil)))
     }
 
     @Test("a leader steps down at validity − grace when renew replies never come")
@@ -121,7 +131,8 @@ struct LeaseEngineTests {
         var h = EngineDriver(jobs: [Self.job])
         h.poll()
         let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
-        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 4_000)]))))
+        h.complete(
+            .acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 4_000)]))))
         let wake = h.poll().wakeAt
         #expect(wake != nil)
         h.advance(to: .milliseconds(3_999))
@@ -137,7 +148,8 @@ struct LeaseEngineTests {
         var h = EngineDriver(jobs: [Self.job])
         h.poll()
         let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
-        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 9_000)]))))
+        h.complete(
+            .acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.held(by: "b@x:3", pttlMs: 9_000)]))))
         h.poll()
         h.now = .milliseconds(100)
         h.engine.releasedMessage(job: "report", now: h.now)
@@ -155,7 +167,9 @@ struct LeaseEngineTests {
         #expect(h.engine.lease(of: "report") == nil)
         h.engine.beginShutdown(now: h.now)
         h.poll()
-        let releases = h.takeCommands().compactMap { if case .release(let id, let items, _) = $0 { (id, items) } else { nil } }
+        let releases = h.takeCommands().compactMap {
+            if case .release(let id, let items, _) = $0 { (id, items) } else { nil }
+        }
         #expect(releases.count == 1)
         #expect(releases.first?.1 == [ReleaseItem(job: "report", token: nil)])
         h.complete(.release(id: releases[0].0, .success([true])))
@@ -169,7 +183,11 @@ struct LeaseEngineTests {
         h.poll()
         let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
         h.now = .seconds(9)
-        h.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 9, takeover: .acquired, gapMs: nil)]))))
+        h.complete(
+            .acquire(
+                id: id,
+                .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 9, takeover: .acquired, gapMs: nil)])))
+        )
         h.poll()
         #expect(h.engine.lease(of: "report") == nil)
         // The next attempt takes the lease up again idempotently.
@@ -199,7 +217,9 @@ struct LeaseEngineTests {
         #expect(!h.engine.isShutDown)
         h.engine.release(job: "report", reason: .released, now: h.now)
         h.poll()
-        let release = h.takeCommands().compactMap { if case .release(let id, let items, _) = $0 { (id, items) } else { nil } }
+        let release = h.takeCommands().compactMap {
+            if case .release(let id, let items, _) = $0 { (id, items) } else { nil }
+        }
         #expect(release.first?.1 == [ReleaseItem(job: "report", token: 7)])
         h.complete(.release(id: release[0].0, .success([true])))
         h.poll()
@@ -232,10 +252,13 @@ struct LeaseEngineTests {
 
 @Suite("Standby cost")
 struct StandbyCostTests {
-    @Test("a standby does not poll a lease whose holder still heartbeats, and takes over at its lease expiry once it dies")
+    @Test(
+        "a standby does not poll a lease whose holder still heartbeats, and takes over at its lease expiry once it dies"
+    )
     func noPollingWhileHolderLives() {
         let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(10)))
-        var engine = LeaseEngine(settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 3), jobs: [job], now: .zero)
+        var engine = LeaseEngine(
+            settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 3), jobs: [job], now: .zero)
         var now = Duration.zero
         var acquireTimes: [Duration] = []
         let redisStart: Int64 = 1_000_000
@@ -256,15 +279,28 @@ struct StandbyCostTests {
                 case .acquire(let id, let requests):
                     acquireTimes.append(now)
                     let leaseEnd = bLastRenewMs + 10_000
-                    let outcome: AcquireOutcome = redisNow < leaseEnd
+                    let outcome: AcquireOutcome =
+                        redisNow < leaseEnd
                         ? .held(by: "b@x:5", pttlMs: leaseEnd - redisNow)
                         : .acquired(token: 9, takeover: .expiredTakeover, gapMs: nil)
-                    engine.complete(.acquire(id: id, .success(AcquireReply(redisNowMs: redisNow, outcomes: requests.map { _ in outcome }))), now: now)
+                    engine.complete(
+                        .acquire(
+                            id: id,
+                            .success(AcquireReply(redisNowMs: redisNow, outcomes: requests.map { _ in outcome }))),
+                        now: now)
                 case .renew(let id, let batch):
                     var members = [MemberInfo(name: "a", expiresAtMs: redisNow + 6_666, weight: 1)]
                     let bHeartbeatEnd = bLastRenewMs + 6_666
-                    if bHeartbeatEnd > redisNow { members.append(MemberInfo(name: "b", expiresAtMs: bHeartbeatEnd, weight: 1, incarnation: "x")) }
-                    engine.complete(.renew(id: id, .success(RenewReply(redisNowMs: redisNow, renewed: batch.leases.map { _ in true }, members: members))), now: now)
+                    if bHeartbeatEnd > redisNow {
+                        members.append(MemberInfo(name: "b", expiresAtMs: bHeartbeatEnd, weight: 1, incarnation: "x"))
+                    }
+                    engine.complete(
+                        .renew(
+                            id: id,
+                            .success(
+                                RenewReply(
+                                    redisNowMs: redisNow, renewed: batch.leases.map { _ in true }, members: members))),
+                        now: now)
                 default:
                     break
                 }
@@ -280,7 +316,9 @@ struct StandbyCostTests {
         #expect(engine.lease(of: "report")?.token == 9)
         let leaseEnd = Duration.milliseconds(bLastRenewMs - redisStart + 10_000)
         let takeover = acquireTimes.last!
-        #expect(takeover >= leaseEnd && takeover <= leaseEnd + .milliseconds(100), "took over at \(takeover), lease ended \(leaseEnd)")
+        #expect(
+            takeover >= leaseEnd && takeover <= leaseEnd + .milliseconds(100),
+            "took over at \(takeover), lease ended \(leaseEnd)")
     }
 
     @Test("after an acquire with an unknown outcome, a standby keeps checking even while the holder it saw lives")
@@ -289,7 +327,8 @@ struct StandbyCostTests {
         // seen the lease held by b. Every other standby trusted "a live member holds it" and so
         // did we: nobody renewed or took the lease. We must keep checking ourselves.
         let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(3)))
-        var engine = LeaseEngine(settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 5), jobs: [job], now: .zero)
+        var engine = LeaseEngine(
+            settings: .init(owner: OwnerID(member: "a", incarnation: "i1"), seed: 5), jobs: [job], now: .zero)
         var now = Duration.zero
         let redisStart: Int64 = 5_000_000
         func tick(_ id: Int, _ batch: RenewBatch) {
@@ -298,7 +337,12 @@ struct StandbyCostTests {
                 MemberInfo(name: "a", expiresAtMs: redisNow + 2_000, weight: 1, incarnation: "i1"),
                 MemberInfo(name: "b", expiresAtMs: redisNow + 2_000, weight: 1, incarnation: "x"),
             ]
-            engine.complete(.renew(id: id, .success(RenewReply(redisNowMs: redisNow, renewed: batch.leases.map { _ in true }, members: members))), now: now)
+            engine.complete(
+                .renew(
+                    id: id,
+                    .success(
+                        RenewReply(redisNowMs: redisNow, renewed: batch.leases.map { _ in true }, members: members))),
+                now: now)
         }
         var attempts: [Duration] = []
         var first = true
@@ -312,10 +356,14 @@ struct StandbyCostTests {
                     if first {
                         // Times out: it may still be executed later.
                         first = false
-                        engine.complete(.acquire(id: id, .failure(LeaseCallFailure(outcomeUnknown: true, message: "timeout"))), now: now)
+                        engine.complete(
+                            .acquire(id: id, .failure(LeaseCallFailure(outcomeUnknown: true, message: "timeout"))),
+                            now: now)
                     } else {
                         // Redis says b holds it (b heartbeats throughout).
-                        let reply = AcquireReply(redisNowMs: redisStart + now.wholeMilliseconds, outcomes: requests.map { _ in .held(by: "b@x:7", pttlMs: 1_000) })
+                        let reply = AcquireReply(
+                            redisNowMs: redisStart + now.wholeMilliseconds,
+                            outcomes: requests.map { _ in .held(by: "b@x:7", pttlMs: 1_000) })
                         engine.complete(.acquire(id: id, .success(reply)), now: now)
                     }
                 default:

@@ -51,7 +51,8 @@ struct PlacementFiguresTests {
         print(
             "PLACEMENT-FIGURES rendezvous: 10000 jobs, \(memberCount) members: max/mean=\(Self.format(maxRatio)) min/mean=\(Self.format(minRatio)); "
                 + "join moves \(joinMoved.count) (\(Self.format(Double(joinMoved.count) / 100))%, ideal \(Self.format(100.0 / Double(memberCount + 1)))%, all to the newcomer); "
-                + "leave moves \(leaveMoved.count) (\(Self.format(Double(leaveMoved.count) / 100))%, ideal \(Self.format(100.0 / Double(memberCount)))%, all from the leaver)")
+                + "leave moves \(leaveMoved.count) (\(Self.format(Double(leaveMoved.count) / 100))%, ideal \(Self.format(100.0 / Double(memberCount)))%, all from the leaver)"
+        )
     }
 
     @Test func weightsOneToTwo() {
@@ -60,7 +61,9 @@ struct PlacementFiguresTests {
         let counts = Self.counts(Rendezvous.assignment(jobs: jobs, members: members), members)
         let heavyShare = Double(counts[1]) / Double(jobs.count)
         #expect(abs(heavyShare - 2.0 / 3.0) < 0.02)
-        print("PLACEMENT-FIGURES rendezvous: 10000 jobs, weights 1:2: light=\(counts[0]) heavy=\(counts[1]) ratio=\(Self.format(Double(counts[1]) / Double(counts[0])))")
+        print(
+            "PLACEMENT-FIGURES rendezvous: 10000 jobs, weights 1:2: light=\(counts[0]) heavy=\(counts[1]) ratio=\(Self.format(Double(counts[1]) / Double(counts[0])))"
+        )
     }
 
     /// The exact case of the integration test: 30 jobs `job-N`, members m1…m3, then m4.
@@ -72,6 +75,8 @@ struct PlacementFiguresTests {
         let after = Rendezvous.assignment(jobs: jobs, members: four)
         let moved = jobs.filter { before[$0] != after[$0] }
         #expect(moved.allSatisfy { after[$0] == "m4" })
-        print("PLACEMENT-FIGURES rendezvous: 30 jobs over m1..m3: \(Self.counts(before, three)); with m4: \(Self.counts(after, four)); moved \(moved.count)")
+        print(
+            "PLACEMENT-FIGURES rendezvous: 30 jobs over m1..m3: \(Self.counts(before, three)); with m4: \(Self.counts(after, four)); moved \(moved.count)"
+        )
     }
 }

@@ -8,7 +8,9 @@ import Testing
 struct PlacementLivenessTests {
     // ttl 3 s → tick (renew) every 1 s, heartbeat TTL 2 s.
     static let spread = LeasePlacement.spread(standbyDelay: .seconds(1), stability: .seconds(3))
-    static let jobs = (0..<40).map { LeaseJob(name: "j\($0)", timing: LeaseTiming(ttl: .seconds(3)), placement: spread) }
+    static let jobs = (0..<40).map {
+        LeaseJob(name: "j\($0)", timing: LeaseTiming(ttl: .seconds(3)), placement: spread)
+    }
     /// A job that b wins over a.
     static let bJob = jobs.map(\.name).first {
         Rendezvous.preferred(job: $0, among: [RendezvousMember(name: "a"), RendezvousMember(name: "b")]) == "b"
@@ -19,9 +21,12 @@ struct PlacementLivenessTests {
     static func engine(bExpiry: Int64) -> LeaseEngine {
         var driver = EngineDriver(jobs: jobs)
         let tick = driver.poll().commands[0]
-        driver.answerTick(tick, members: [
-            MemberInfo(name: "a", expiresAtMs: 1_002_000, weight: 1), MemberInfo(name: "b", expiresAtMs: bExpiry, weight: 1),
-        ])
+        driver.answerTick(
+            tick,
+            members: [
+                MemberInfo(name: "a", expiresAtMs: 1_002_000, weight: 1),
+                MemberInfo(name: "b", expiresAtMs: bExpiry, weight: 1),
+            ])
         return driver.engine
     }
 
@@ -54,7 +59,8 @@ struct PlacementStandbyGatingTests {
         var engine = PlacementLivenessTests.engine(bExpiry: 1_002_000)
         engine.releasedMessage(job: "unrelated", leavingMember: "b", now: .milliseconds(100))
         for ms in [200, 1_500, 2_150, 2_300, 2_450] {
-            #expect(engine.preferredMember(of: PlacementLivenessTests.bJob, now: .milliseconds(ms)) == "a", "at \(ms) ms")
+            #expect(
+                engine.preferredMember(of: PlacementLivenessTests.bJob, now: .milliseconds(ms)) == "a", "at \(ms) ms")
         }
     }
 
@@ -79,8 +85,13 @@ struct PlacementStandbyGatingTests {
         #expect(immediate.allSatisfy { engine.preferredMember(of: $0.job, now: now) == "a" })
         // Answer them: held by b for 10 s, so they do not come back soon.
         for (id, batch) in Dictionary(grouping: immediate, by: { ids[$0.job]! }) {
-            engine.complete(.acquire(id: id, .success(AcquireReply(
-                redisNowMs: 1_000_001, outcomes: batch.map { _ in .held(by: "b@x:1", pttlMs: 10_000) }))), now: now)
+            engine.complete(
+                .acquire(
+                    id: id,
+                    .success(
+                        AcquireReply(
+                            redisNowMs: 1_000_001, outcomes: batch.map { _ in .held(by: "b@x:1", pttlMs: 10_000) }))),
+                now: now)
         }
         requests.removeAll()
         pollAt(.milliseconds(1_010))  // after the standby delay (1 s)
@@ -90,9 +101,15 @@ struct PlacementStandbyGatingTests {
         // Redis refuses b's job: released 700 ms ago, 300 ms of standby delay left.
         let refused = PlacementLivenessTests.bJob
         for (id, batch) in Dictionary(grouping: delayed, by: { ids[$0.job]! }) {
-            engine.complete(.acquire(id: id, .success(AcquireReply(
-                redisNowMs: 1_001_010,
-                outcomes: batch.map { $0.job == refused ? .held(by: "", pttlMs: 300) : .held(by: "b@x:1", pttlMs: 10_000) }))),
+            engine.complete(
+                .acquire(
+                    id: id,
+                    .success(
+                        AcquireReply(
+                            redisNowMs: 1_001_010,
+                            outcomes: batch.map {
+                                $0.job == refused ? .held(by: "", pttlMs: 300) : .held(by: "b@x:1", pttlMs: 10_000)
+                            }))),
                 now: now)
         }
         requests.removeAll()

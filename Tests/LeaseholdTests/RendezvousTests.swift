@@ -80,8 +80,10 @@ struct RendezvousTests {
 
     @Test func tiesAndIneligibleMembers() {
         // A duplicated entry scores the same as itself; the pick must not depend on order.
-        let listed = [RendezvousMember(name: "b", weight: 1), RendezvousMember(name: "a", weight: 1),
-                      RendezvousMember(name: "b", weight: 1)]
+        let listed = [
+            RendezvousMember(name: "b", weight: 1), RendezvousMember(name: "a", weight: 1),
+            RendezvousMember(name: "b", weight: 1),
+        ]
         let pick = Rendezvous.preferred(job: "j", among: listed)
         #expect(pick != nil)
         #expect(pick == Rendezvous.preferred(job: "j", among: listed.reversed()))

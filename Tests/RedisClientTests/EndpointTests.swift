@@ -14,29 +14,50 @@ struct EndpointTests {
     }
 
     static let valid: [Valid] = [
-        Valid(url: "redis://localhost", address: .tcp(host: "localhost", port: 6379), username: nil, password: nil, database: 0),
-        Valid(url: "redis://127.0.0.1:6390", address: .tcp(host: "127.0.0.1", port: 6390), username: nil, password: nil, database: 0),
-        Valid(url: "redis://127.0.0.1:6390/3", address: .tcp(host: "127.0.0.1", port: 6390), username: nil, password: nil, database: 3),
+        Valid(
+            url: "redis://localhost", address: .tcp(host: "localhost", port: 6379), username: nil, password: nil,
+            database: 0),
+        Valid(
+            url: "redis://127.0.0.1:6390", address: .tcp(host: "127.0.0.1", port: 6390), username: nil, password: nil,
+            database: 0),
+        Valid(
+            url: "redis://127.0.0.1:6390/3", address: .tcp(host: "127.0.0.1", port: 6390), username: nil, password: nil,
+            database: 3),
         Valid(url: "redis://host/", address: .tcp(host: "host", port: 6379), username: nil, password: nil, database: 0),
-        Valid(url: "redis://:s3cret@redis.internal:7000/1", address: .tcp(host: "redis.internal", port: 7000), username: nil, password: "s3cret", database: 1),
-        Valid(url: "redis://app:pw@10.0.0.5", address: .tcp(host: "10.0.0.5", port: 6379), username: "app", password: "pw", database: 0),
+        Valid(
+            url: "redis://:s3cret@redis.internal:7000/1", address: .tcp(host: "redis.internal", port: 7000),
+            username: nil, password: "s3cret", database: 1),
+        Valid(
+            url: "redis://app:pw@10.0.0.5", address: .tcp(host: "10.0.0.5", port: 6379), username: "app",
+            password: "pw", database: 0),
         Valid(url: "REDIS://h", address: .tcp(host: "h", port: 6379), username: nil, password: nil, database: 0),
-        Valid(url: "redis://[::1]:6380/2", address: .tcp(host: "::1", port: 6380), username: nil, password: nil, database: 2),
+        Valid(
+            url: "redis://[::1]:6380/2", address: .tcp(host: "::1", port: 6380), username: nil, password: nil,
+            database: 2),
         Valid(url: "redis://[::1]", address: .tcp(host: "::1", port: 6379), username: nil, password: nil, database: 0),
-        Valid(url: "redis://:p%40ss%3Aw%2Frd@h", address: .tcp(host: "h", port: 6379), username: nil, password: "p@ss:w/rd", database: 0),
-        Valid(url: "redis://:p@ss@h:1", address: .tcp(host: "h", port: 1), username: nil, password: "p@ss", database: 0),
-        Valid(url: "unix:///tmp/redis.sock", address: .unix(path: "/tmp/redis.sock"), username: nil, password: nil, database: 0),
-        Valid(url: "unix:///var/run/r.sock?db=4", address: .unix(path: "/var/run/r.sock"), username: nil, password: nil, database: 4),
-        Valid(url: "unix:///r.sock?db=1&password=x%26y&username=bob", address: .unix(path: "/r.sock"), username: "bob", password: "x&y", database: 1),
+        Valid(
+            url: "redis://:p%40ss%3Aw%2Frd@h", address: .tcp(host: "h", port: 6379), username: nil,
+            password: "p@ss:w/rd", database: 0),
+        Valid(
+            url: "redis://:p@ss@h:1", address: .tcp(host: "h", port: 1), username: nil, password: "p@ss", database: 0),
+        Valid(
+            url: "unix:///tmp/redis.sock", address: .unix(path: "/tmp/redis.sock"), username: nil, password: nil,
+            database: 0),
+        Valid(
+            url: "unix:///var/run/r.sock?db=4", address: .unix(path: "/var/run/r.sock"), username: nil, password: nil,
+            database: 4),
+        Valid(
+            url: "unix:///r.sock?db=1&password=x%26y&username=bob", address: .unix(path: "/r.sock"), username: "bob",
+            password: "x&y", database: 1),
     ]
 
     @Test(arguments: valid)
-    func parsesValidURL(_ case_: Valid) throws {
-        let endpoint = try RedisEndpoint(url: case_.url)
-        #expect(endpoint.address == case_.address)
-        #expect(endpoint.username == case_.username)
-        #expect(endpoint.password == case_.password)
-        #expect(endpoint.database == case_.database)
+    func parsesValidURL(_ example: Valid) throws {
+        let endpoint = try RedisEndpoint(url: example.url)
+        #expect(endpoint.address == example.address)
+        #expect(endpoint.username == example.username)
+        #expect(endpoint.password == example.password)
+        #expect(endpoint.database == example.database)
     }
 
     static let malformed: [(String, String)] = [
@@ -75,7 +96,8 @@ struct EndpointTests {
             _ = try RedisEndpoint(url: url)
         } throws: { error in
             guard let error = error as? RedisError else { return false }
-            return error.kind == .invalidURL && error.message.contains(reason) && error.message.contains("expected redis://")
+            return error.kind == .invalidURL && error.message.contains(reason)
+                && error.message.contains("expected redis://")
                 && !error.message.contains("\n")
         }
     }

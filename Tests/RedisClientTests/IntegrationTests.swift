@@ -51,7 +51,9 @@ struct ConnectionIntegrationTests {
         let commands = (0..<1000).map { _ in ["INCR", "counter"] }
         let replies = try await connection.pipeline(commands)
         #expect(replies == (1...1000).map { RedisReply.integer(Int64($0)) })
-        let mixed = try await connection.pipeline([["SET", "k", "v"], ["LPUSH", "k", "x"], ["GET", "k"], ["RPUSH", "l", "a", "b"], ["LRANGE", "l", "0", "-1"]])
+        let mixed = try await connection.pipeline([
+            ["SET", "k", "v"], ["LPUSH", "k", "x"], ["GET", "k"], ["RPUSH", "l", "a", "b"], ["LRANGE", "l", "0", "-1"],
+        ])
         #expect(mixed.count == 5)
         #expect(mixed[0] == .status("OK"))
         #expect(mixed[1].errorMessage?.hasPrefix("WRONGTYPE") == true)
@@ -67,7 +69,10 @@ struct ConnectionIntegrationTests {
         let script = RedisScript(
             "redis.call('SET', KEYS[1], ARGV[1]); return {redis.call('INCR', KEYS[2]), {ARGV[1], false, {1, 'deep'}}}")
         let expected = { (n: Int64) -> RedisReply in
-            .array([.integer(n), .array([.bulk(Array("v".utf8)), .null, .array([.integer(1), .bulk(Array("deep".utf8))])])])
+            .array([
+                .integer(n),
+                .array([.bulk(Array("v".utf8)), .null, .array([.integer(1), .bulk(Array("deep".utf8))])]),
+            ])
         }
         #expect(try await connection.evaluate(script, keys: ["k", "n"], arguments: ["v"]) == expected(1))
         #expect(try await server.commandCount("evalsha") == 1)
@@ -94,31 +99,40 @@ struct ConnectionIntegrationTests {
         #expect(try await RedisConnection(configuration: .init(endpoint: endpoint)).send(["PING"]) == .status("PONG"))
 
         endpoint.password = "wrong-pass"
-        let (error, _) = await expectRedisError { try await RedisConnection(configuration: .init(endpoint: endpoint)).send(["PING"]) }
+        let (error, _) = await expectRedisError {
+            try await RedisConnection(configuration: .init(endpoint: endpoint)).send(["PING"])
+        }
         #expect(error?.kind == .authenticationFailed)
         #expect(error?.message.contains("wrong-pass") == false)
         #expect(error?.message.contains("redis://:***@127.0.0.1:\(server.port)/0") == true, "\(error?.message ?? "")")
         #expect(error?.message.contains("check the user and password in the Redis URL") == true)
 
         endpoint.password = nil
-        let (noPassword, _) = await expectRedisError { try await RedisConnection(configuration: .init(endpoint: endpoint)).send(["PING"]) }
+        let (noPassword, _) = await expectRedisError {
+            try await RedisConnection(configuration: .init(endpoint: endpoint)).send(["PING"])
+        }
         #expect(noPassword?.kind == .authenticationFailed)
 
         // SELECT during the handshake also reveals a missing password.
         endpoint.database = 2
-        let (noPasswordSelect, _) = await expectRedisError { try await RedisConnection(configuration: .init(endpoint: endpoint)).send(["PING"]) }
+        let (noPasswordSelect, _) = await expectRedisError {
+            try await RedisConnection(configuration: .init(endpoint: endpoint)).send(["PING"])
+        }
         #expect(noPasswordSelect?.kind == .authenticationFailed)
     }
 
     @Test func aclUserAndPasswordWork() async throws {
         let server = try await RedisServerProcess()
-        #expect(try await server.command("ACL", "SETUSER", "app", "on", ">app-pass", "~*", "&*", "+@all") == .status("OK"))
+        #expect(
+            try await server.command("ACL", "SETUSER", "app", "on", ">app-pass", "~*", "&*", "+@all") == .status("OK"))
         let good = try RedisEndpoint(url: "redis://app:app-pass@127.0.0.1:\(server.port)/0")
         let connection = RedisConnection(configuration: .init(endpoint: good))
         #expect(try await connection.send(["ACL", "WHOAMI"]).string == "app")
 
         let bad = try RedisEndpoint(url: "redis://app:nope@127.0.0.1:\(server.port)/0")
-        let (error, _) = await expectRedisError { try await RedisConnection(configuration: .init(endpoint: bad)).send(["PING"]) }
+        let (error, _) = await expectRedisError {
+            try await RedisConnection(configuration: .init(endpoint: bad)).send(["PING"])
+        }
         #expect(error?.kind == .authenticationFailed)
         #expect(error?.message.contains("nope") == false)
         #expect(error?.message.contains("WRONGPASS") == true)
@@ -135,7 +149,8 @@ struct ConnectionIntegrationTests {
         #expect(try await db0.send(["GET", "where"]).string == "three")
 
         let (error, _) = await expectRedisError {
-            try await RedisConnection(configuration: .init(endpoint: try! RedisEndpoint(url: server.url(database: 99)))).send(["PING"])
+            try await RedisConnection(configuration: .init(endpoint: try! RedisEndpoint(url: server.url(database: 99))))
+                .send(["PING"])
         }
         #expect(error?.kind == .server)
         #expect(error?.message.contains("SELECT 99") == true)
@@ -176,9 +191,12 @@ struct ConnectionIntegrationTests {
         // 192.0.2.1 is TEST-NET-1 (RFC 5737): never routed, so connect must time out or fail.
         // Depending on the host's firewall that is a timeout, "no route" or a REJECT (refused).
         let connection = RedisConnection(
-            configuration: .init(endpoint: try RedisEndpoint(url: "redis://192.0.2.1:6379"), connectTimeout: .milliseconds(300)))
+            configuration: .init(
+                endpoint: try RedisEndpoint(url: "redis://192.0.2.1:6379"), connectTimeout: .milliseconds(300)))
         let (error, elapsed) = await expectRedisError { try await connection.send(["PING"]) }
-        #expect([RedisError.Kind.timeout, .unreachable, .connectionRefused].contains(error?.kind), "\(String(describing: error))")
+        #expect(
+            [RedisError.Kind.timeout, .unreachable, .connectionRefused].contains(error?.kind),
+            "\(String(describing: error))")
         #expect(elapsed < .seconds(2))
     }
 
@@ -187,7 +205,9 @@ struct ConnectionIntegrationTests {
         let fake = try FakeTCPServer(behavior: behavior)
         defer { fake.stop() }
         let connection = RedisConnection(
-            configuration: .init(endpoint: try RedisEndpoint(url: fake.url), connectTimeout: .milliseconds(500), commandTimeout: .milliseconds(500)))
+            configuration: .init(
+                endpoint: try RedisEndpoint(url: fake.url), connectTimeout: .milliseconds(500),
+                commandTimeout: .milliseconds(500)))
         let (error, elapsed) = await expectRedisError { try await connection.send(["PING"]) }
         #expect(error?.kind == .protocolError, "\(name): \(String(describing: error))")
         #expect(elapsed < .seconds(1))
@@ -297,7 +317,8 @@ struct SubscriberIntegrationTests {
 
     @Test func receivesMessagesAndResubscribesAfterRestart() async throws {
         let server = try await RedisServerProcess(.init(password: "sub-pass"))
-        let subscriber = RedisSubscriber(configuration: server.configuration(connectTimeout: .milliseconds(500)), channels: ["alpha", "beta"])
+        let subscriber = RedisSubscriber(
+            configuration: server.configuration(connectTimeout: .milliseconds(500)), channels: ["alpha", "beta"])
         let collector = MessageCollector(subscriber)
         _ = try await eventually("first subscription") { collector.count(where: Self.isSubscribed) == 1 ? true : nil }
         #expect(collector.messages.first == .subscribed(channels: ["alpha", "beta"]))
@@ -311,7 +332,9 @@ struct SubscriberIntegrationTests {
         #expect(collector.messages.contains(.message(channel: "alpha", payload: Array("hello".utf8))))
 
         try await server.restart()
-        _ = try await eventually("resubscription after restart") { collector.count(where: Self.isSubscribed) == 2 ? true : nil }
+        _ = try await eventually("resubscription after restart") {
+            collector.count(where: Self.isSubscribed) == 2 ? true : nil
+        }
         #expect(collector.count(where: Self.isDisconnected) == 1)
         #expect(try await server.command("PUBLISH", "alpha", "again") == .integer(1))
         _ = try await eventually("message after restart") {
@@ -326,7 +349,9 @@ struct SubscriberIntegrationTests {
     @Test func reportsDisconnectOnceAndStopsPromptlyWhileDown() async throws {
         let port = FreePort.next()
         let subscriber = RedisSubscriber(
-            configuration: .init(endpoint: try RedisEndpoint(url: "redis://127.0.0.1:\(port)"), reconnectBackoffMin: .milliseconds(10), reconnectBackoffMax: .milliseconds(50)),
+            configuration: .init(
+                endpoint: try RedisEndpoint(url: "redis://127.0.0.1:\(port)"), reconnectBackoffMin: .milliseconds(10),
+                reconnectBackoffMax: .milliseconds(50)),
             channels: ["x"])
         let collector = MessageCollector(subscriber)
         let error = try await eventually("a disconnected report") { () -> RedisError? in

@@ -17,7 +17,9 @@ struct ScriptTests {
     }
 
     @Test func millionAs() {
-        #expect(SHA1.hex([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)) == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
+        #expect(
+            SHA1.hex([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000))
+                == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
     }
 
     @Test func paddingBoundaries() {
@@ -59,23 +61,27 @@ struct ReplyTests {
     /// Builds hiredis reply structs by hand and converts them.
     @Test func convertsHiredisTree() {
         var allocations: [UnsafeMutableRawPointer] = []
-        defer { allocations.forEach { $0.deallocate() } }
+        defer { for allocation in allocations { allocation.deallocate() } }
         func leaf(_ type: Int32, bytes: [UInt8] = [], integer: Int64 = 0) -> UnsafeMutablePointer<redisReply> {
             let node = UnsafeMutablePointer<redisReply>.allocate(capacity: 1)
             allocations.append(UnsafeMutableRawPointer(node))
             let storage = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
             allocations.append(UnsafeMutableRawPointer(storage))
             for (index, byte) in bytes.enumerated() { storage[index] = CChar(bitPattern: byte) }
-            node.initialize(to: redisReply(type: type, integer: integer, len: bytes.count, str: storage, elements: 0, element: nil))
+            node.initialize(
+                to: redisReply(type: type, integer: integer, len: bytes.count, str: storage, elements: 0, element: nil))
             return node
         }
         func array(_ children: [UnsafeMutablePointer<redisReply>?]) -> UnsafeMutablePointer<redisReply> {
             let node = UnsafeMutablePointer<redisReply>.allocate(capacity: 1)
             allocations.append(UnsafeMutableRawPointer(node))
-            let elements = UnsafeMutablePointer<UnsafeMutablePointer<redisReply>?>.allocate(capacity: max(1, children.count))
+            let elements = UnsafeMutablePointer<UnsafeMutablePointer<redisReply>?>.allocate(
+                capacity: max(1, children.count))
             allocations.append(UnsafeMutableRawPointer(elements))
             for (index, child) in children.enumerated() { elements[index] = child }
-            node.initialize(to: redisReply(type: REDIS_REPLY_ARRAY, integer: 0, len: 0, str: nil, elements: children.count, element: elements))
+            node.initialize(
+                to: redisReply(
+                    type: REDIS_REPLY_ARRAY, integer: 0, len: 0, str: nil, elements: children.count, element: elements))
             return node
         }
         let binary: [UInt8] = [0, 1, 0xff, 0x0d, 0x0a, 0]
@@ -98,13 +104,15 @@ struct ReplyTests {
         #expect(
             reply
                 == .array([
-                    .status("OK"), .error("WRONGTYPE bad"), .integer(Int64.min), .null, .bulk(binary), .bulk([]), .array([]),
+                    .status("OK"), .error("WRONGTYPE bad"), .integer(Int64.min), .null, .bulk(binary), .bulk([]),
+                    .array([]),
                     .null, expectedDeep,
                 ]))
     }
 
     @Test func errorClassification() {
-        let configuration = RedisConfiguration(endpoint: RedisEndpoint(address: .tcp(host: "h", port: 1), password: "hunter2"))
+        let configuration = RedisConfiguration(
+            endpoint: RedisEndpoint(address: .tcp(host: "h", port: 1), password: "hunter2"))
         func kind(_ code: Int32, _ text: String, _ phase: HiredisContext.Phase = .command) -> RedisError.Kind {
             let error = HiredisContext.classify(code: code, text: text, phase: phase, configuration: configuration)
             #expect(!error.message.contains("hunter2"))
@@ -122,7 +130,9 @@ struct ReplyTests {
         #expect(HiredisContext.isAuthenticationError("WRONGPASS invalid username-password pair or user is disabled."))
         #expect(HiredisContext.isAuthenticationError("ERR invalid password"))
         #expect(HiredisContext.isAuthenticationError("NOAUTH Authentication required."))
-        #expect(HiredisContext.isAuthenticationError("ERR AUTH <password> called without any password configured for the default user."))
+        #expect(
+            HiredisContext.isAuthenticationError(
+                "ERR AUTH <password> called without any password configured for the default user."))
         #expect(!HiredisContext.isAuthenticationError("ERR unknown command"))
     }
 }

@@ -52,11 +52,13 @@ public struct JobSpec: Sendable {
     public var location: SourceLocation
 
     /// Creates a job spec (the loader fills in defaults; tests and embedders may build one directly).
-    public init(name: String, handler: String, schedule: JobSchedule, lease: Duration = .seconds(10),
-                renewEvery: Duration? = nil, drift: Double = 0.01, placement: PlacementMode = .spread,
-                standbyDelay: Duration? = nil, onLostLeadership: LostLeadershipAction = .cancel,
-                timeout: Duration? = nil, config: ConfigNode? = nil,
-                location: SourceLocation = SourceLocation(file: "<memory>", line: 0, column: 0)) {
+    public init(
+        name: String, handler: String, schedule: JobSchedule, lease: Duration = .seconds(10),
+        renewEvery: Duration? = nil, drift: Double = 0.01, placement: PlacementMode = .spread,
+        standbyDelay: Duration? = nil, onLostLeadership: LostLeadershipAction = .cancel,
+        timeout: Duration? = nil, config: ConfigNode? = nil,
+        location: SourceLocation = SourceLocation(file: "<memory>", line: 0, column: 0)
+    ) {
         self.name = name
         self.handler = handler
         self.schedule = schedule
@@ -86,7 +88,9 @@ public struct Catalog: Sendable {
     public var path: String
 
     /// Creates a catalog.
-    public init(version: Int = 1, redisURL: String? = nil, namespace: String = "leasehold", jobs: [JobSpec], path: String) {
+    public init(
+        version: Int = 1, redisURL: String? = nil, namespace: String = "leasehold", jobs: [JobSpec], path: String
+    ) {
         self.version = version
         self.redisURL = redisURL
         self.namespace = namespace

@@ -7,24 +7,33 @@ import Foundation
 /// for an unknown kind, because the closure's `.unknownKind` cannot say what *is* known.
 public enum CatalogLoader {
     /// Reads and validates the file at `path`; `path` appears in errors exactly as given.
-    public static func load(path: String, knownHandlers: [String] = [],
-                            checkHandler: (_ kind: String, _ config: ConfigNode?) -> HandlerConfigCheck) throws(CatalogError) -> Catalog {
+    public static func load(
+        path: String, knownHandlers: [String] = [],
+        checkHandler: (_ kind: String, _ config: ConfigNode?) -> HandlerConfigCheck
+    ) throws(CatalogError) -> Catalog {
         let bytes: [UInt8]
         switch readFile(path) {
         case .success(let b): bytes = b
         case .failure(let reason):
-            throw CatalogError(errors: [ConfigError(location: SourceLocation(file: path, line: 0, column: 0),
-                                                    message: "cannot read catalog file: \(reason.message)")])
+            throw CatalogError(errors: [
+                ConfigError(
+                    location: SourceLocation(file: path, line: 0, column: 0),
+                    message: "cannot read catalog file: \(reason.message)")
+            ])
         }
-        return try validate(YAMLReader.read(bytes: bytes, file: path), path: path,
-                            knownHandlers: knownHandlers, checkHandler: checkHandler)
+        return try validate(
+            YAMLReader.read(bytes: bytes, file: path), path: path,
+            knownHandlers: knownHandlers, checkHandler: checkHandler)
     }
 
     /// Validates YAML `text` as if read from `path` (for tests and `leaseholdd check` on stdin).
-    public static func parse(text: String, path: String, knownHandlers: [String] = [],
-                             checkHandler: (_ kind: String, _ config: ConfigNode?) -> HandlerConfigCheck) throws(CatalogError) -> Catalog {
-        try validate(YAMLReader.read(bytes: Array(text.utf8), file: path), path: path,
-                     knownHandlers: knownHandlers, checkHandler: checkHandler)
+    public static func parse(
+        text: String, path: String, knownHandlers: [String] = [],
+        checkHandler: (_ kind: String, _ config: ConfigNode?) -> HandlerConfigCheck
+    ) throws(CatalogError) -> Catalog {
+        try validate(
+            YAMLReader.read(bytes: Array(text.utf8), file: path), path: path,
+            knownHandlers: knownHandlers, checkHandler: checkHandler)
     }
 
     struct ReadFailure: Error { var message: String }
@@ -45,9 +54,11 @@ public enum CatalogLoader {
         }
     }
 
-    static func validate(_ read: (root: ConfigNode?, errors: [ConfigError], fatal: Bool), path: String,
-                         knownHandlers: [String],
-                         checkHandler: (String, ConfigNode?) -> HandlerConfigCheck) throws(CatalogError) -> Catalog {
+    static func validate(
+        _ read: (root: ConfigNode?, errors: [ConfigError], fatal: Bool), path: String,
+        knownHandlers: [String],
+        checkHandler: (String, ConfigNode?) -> HandlerConfigCheck
+    ) throws(CatalogError) -> Catalog {
         if read.fatal { throw CatalogError(errors: read.errors) }
         var v = Validator(file: path, knownHandlers: knownHandlers)
         v.errors = read.errors

@@ -51,7 +51,9 @@ struct Validator {
             if let hint = closest(to: entry.key, in: allowed) {
                 error(entry.keyLocation, "unknown key '\(entry.key)' \(context): did you mean '\(hint)'?")
             } else {
-                error(entry.keyLocation, "unknown key '\(entry.key)' \(context) (expected one of: \(allowed.joined(separator: ", ")))")
+                error(
+                    entry.keyLocation,
+                    "unknown key '\(entry.key)' \(context) (expected one of: \(allowed.joined(separator: ", ")))")
             }
         }
     }
@@ -78,7 +80,9 @@ struct Validator {
 
     mutating func catalog(_ root: ConfigNode?, checkHandler: (String, ConfigNode?) -> HandlerConfigCheck) -> Catalog? {
         guard let root else {
-            error(SourceLocation(file: file, line: 1, column: 1), "empty catalog: expected a mapping with 'version' and 'jobs'")
+            error(
+                SourceLocation(file: file, line: 1, column: 1),
+                "empty catalog: expected a mapping with 'version' and 'jobs'")
             return nil
         }
         guard root.asMapping != nil else {
@@ -103,21 +107,28 @@ struct Validator {
         var namespace = "leasehold"
         if let redis = root.value(for: "redis") {
             if redis.asMapping == nil {
-                error(redis.location, "'redis' must be a mapping with 'url' and/or 'namespace', got a \(redis.typeName)")
+                error(
+                    redis.location, "'redis' must be a mapping with 'url' and/or 'namespace', got a \(redis.typeName)")
             } else {
                 checkKeys(redis, allowed: Validator.redisKeys, context: "in 'redis'")
-                if let node = redis.value(for: "url"), let url = string(node, key: "url", expected: "a URL such as redis://127.0.0.1:6379/0") {
+                if let node = redis.value(for: "url"),
+                    let url = string(node, key: "url", expected: "a URL such as redis://127.0.0.1:6379/0")
+                {
                     if url.hasPrefix("redis://") || url.hasPrefix("rediss://") || url.hasPrefix("unix://") {
                         redisURL = url
                     } else {
-                        error(node.location, "invalid redis url '\(url)': expected redis://host:port/db, rediss://… or unix:///path")
+                        error(
+                            node.location,
+                            "invalid redis url '\(url)': expected redis://host:port/db, rediss://… or unix:///path")
                     }
                 }
                 if let node = redis.value(for: "namespace"), let ns = string(node, key: "namespace") {
                     let ok = ns.unicodeScalars.allSatisfy {
                         $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0))
                     }
-                    if ok { namespace = ns } else {
+                    if ok {
+                        namespace = ns
+                    } else {
                         error(node.location, "invalid namespace '\(ns)': expected letters, digits, '_', '.' or '-'")
                     }
                 }
@@ -167,7 +178,9 @@ struct Validator {
                 } else {
                     s.lease = Located(value: d, location: n.location, fromDefaults: fromDefaults)
                 }
-            } else { s.invalid.insert("lease") }
+            } else {
+                s.invalid.insert("lease")
+            }
         }
         if let n = node.value(for: "renew_every") {
             if let d = duration(n, key: "renew_every") {
@@ -177,7 +190,9 @@ struct Validator {
                 } else {
                     s.renewEvery = Located(value: d, location: n.location, fromDefaults: fromDefaults)
                 }
-            } else { s.invalid.insert("renew_every") }
+            } else {
+                s.invalid.insert("renew_every")
+            }
         }
         if let n = node.value(for: "drift"), let text = string(n, key: "drift", expected: "a percentage such as 1%") {
             if let f = CatalogValue.percentage(text) {
@@ -191,7 +206,9 @@ struct Validator {
             }
         }
         if let n = node.value(for: "placement"), let text = string(n, key: "placement") {
-            if let p = PlacementMode(rawValue: text) { s.placement = p } else {
+            if let p = PlacementMode(rawValue: text) {
+                s.placement = p
+            } else {
                 error(n.location, "invalid placement '\(text)': expected spread or any")
             }
         }
@@ -199,7 +216,9 @@ struct Validator {
             s.standbyDelay = d
         }
         if let n = node.value(for: "on_lost_leadership"), let text = string(n, key: "on_lost_leadership") {
-            if let a = LostLeadershipAction(rawValue: text) { s.onLostLeadership = a } else {
+            if let a = LostLeadershipAction(rawValue: text) {
+                s.onLostLeadership = a
+            } else {
                 error(n.location, "invalid on_lost_leadership '\(text)': expected cancel or exit")
             }
         }
@@ -215,10 +234,14 @@ struct Validator {
 
     // MARK: jobs
 
-    mutating func job(_ node: ConfigNode, defaults: Settings, firstByName: inout [String: SourceLocation],
-                      checkHandler: (String, ConfigNode?) -> HandlerConfigCheck) -> JobSpec? {
+    mutating func job(
+        _ node: ConfigNode, defaults: Settings, firstByName: inout [String: SourceLocation],
+        checkHandler: (String, ConfigNode?) -> HandlerConfigCheck
+    ) -> JobSpec? {
         guard node.asMapping != nil else {
-            error(node.location, "each job must be a mapping with 'name', 'handler' and 'schedule', got a \(node.typeName)")
+            error(
+                node.location,
+                "each job must be a mapping with 'name', 'handler' and 'schedule', got a \(node.typeName)")
             return nil
         }
         var name: String?
@@ -228,7 +251,10 @@ struct Validator {
             if text.count > 100 {
                 error(n.location, "job name too long (\(text.count) characters): expected at most 100")
             } else if !Validator.isValidJobName(text) {
-                error(n.location, "invalid job name '\(text)': expected lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
+                error(
+                    n.location,
+                    "invalid job name '\(text)': expected lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+                )
             } else if let first = firstByName[text] {
                 error(n.location, "duplicate job name '\(text)' (first defined at line \(first.line))")
             } else {
@@ -251,7 +277,8 @@ struct Validator {
                 case .invalid(let problems): errors.append(contentsOf: problems)
                 case .unknownKind:
                     let hint = closest(to: kind, in: knownHandlers).map { "; did you mean '\($0)'?" } ?? ""
-                    let known = knownHandlers.isEmpty ? "" : " (known: \(knownHandlers.sorted().joined(separator: ", ")))"
+                    let known =
+                        knownHandlers.isEmpty ? "" : " (known: \(knownHandlers.sorted().joined(separator: ", ")))"
                     error(n.location, "unknown handler '\(kind)'\(hint)\(known)")
                 }
             }
@@ -272,25 +299,30 @@ struct Validator {
         var renew = own.renewEvery ?? defaults.renewEvery
         let leaseOK = !own.invalid.contains("lease") && !(lease == nil && defaults.invalid.contains("lease"))
         if leaseOK, let inherited = renew, inherited.fromDefaults, let lease, !lease.fromDefaults,
-           inherited.value * 2 >= leaseValue {
+            inherited.value * 2 >= leaseValue
+        {
             // A default renew interval cannot fit every lease a job may set for itself; the
             // job chose a shorter lease, so it gets the default rule (lease / 3) instead of
             // an error the job's author cannot fix without repeating renew_every.
             renew = nil
         }
         if leaseOK, let renew, renew.value * 2 >= leaseValue {
-            error(renew.location, "renew_every \(CatalogValue.text(renew.value)) must be less than half of lease \(CatalogValue.text(leaseValue)), so a failed renewal can be retried before the lease expires")
+            error(
+                renew.location,
+                "renew_every \(CatalogValue.text(renew.value)) must be less than half of lease \(CatalogValue.text(leaseValue)), so a failed renewal can be retried before the lease expires"
+            )
         }
 
         guard let name, let handler, let schedule else { return nil }
-        return JobSpec(name: name, handler: handler, schedule: schedule, lease: leaseValue,
-                       renewEvery: renew?.value ?? leaseValue / 3,
-                       drift: own.drift?.value ?? defaults.drift?.value ?? 0.01,
-                       placement: own.placement ?? defaults.placement ?? .spread,
-                       standbyDelay: own.standbyDelay ?? defaults.standbyDelay,
-                       onLostLeadership: own.onLostLeadership ?? defaults.onLostLeadership ?? .cancel,
-                       timeout: own.timeout ?? defaults.timeout,
-                       config: config, location: node.location)
+        return JobSpec(
+            name: name, handler: handler, schedule: schedule, lease: leaseValue,
+            renewEvery: renew?.value ?? leaseValue / 3,
+            drift: own.drift?.value ?? defaults.drift?.value ?? 0.01,
+            placement: own.placement ?? defaults.placement ?? .spread,
+            standbyDelay: own.standbyDelay ?? defaults.standbyDelay,
+            onLostLeadership: own.onLostLeadership ?? defaults.onLostLeadership ?? .cancel,
+            timeout: own.timeout ?? defaults.timeout,
+            config: config, location: node.location)
     }
 
     mutating func schedule(_ node: ConfigNode) -> JobSchedule? {
@@ -306,7 +338,9 @@ struct Validator {
             break
         }
         checkKeys(node, allowed: Validator.scheduleKeys, context: "in schedule")
-        let every = node.value(for: "every"), cron = node.value(for: "cron"), zone = node.value(for: "timezone")
+        let every = node.value(for: "every")
+        let cron = node.value(for: "cron")
+        let zone = node.value(for: "timezone")
         switch (every, cron) {
         case (.some, .some):
             error(node.location, "schedule has both 'every' and 'cron': expected exactly one")
@@ -329,14 +363,17 @@ struct Validator {
                 tz = TimeZone(identifier: id)
                 if tz == nil {
                     // TimeZone(identifier:) also accepts abbreviations; only report what it really rejects.
-                    let hint = closest(to: id, in: TimeZone.knownTimeZoneIdentifiers).map { ": did you mean '\($0)'?" }
+                    let hint =
+                        closest(to: id, in: TimeZone.knownTimeZoneIdentifiers).map { ": did you mean '\($0)'?" }
                         ?? ": expected an IANA name such as Europe/Berlin or UTC"
                     error(zone.location, "unknown time zone '\(id)'\(hint)")
                 }
             } else if zone != nil {
                 tz = nil
             }
-            guard let expression = string(cron, key: "cron", expected: "a cron expression such as \"0 3 * * *\"") else { return nil }
+            guard let expression = string(cron, key: "cron", expected: "a cron expression such as \"0 3 * * *\"") else {
+                return nil
+            }
             do {
                 let c = try CronSchedule(expression: expression, timeZone: tz ?? CronSchedule.utc)
                 return tz == nil ? nil : .cron(c)

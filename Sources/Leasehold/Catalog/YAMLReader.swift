@@ -51,8 +51,14 @@ package enum YAMLReader {
 
         func run(_ buffer: UnsafeBufferPointer<UInt8>) -> (root: ConfigNode?, errors: [ConfigError], fatal: Bool) {
             guard yaml_parser_initialize(&parser) == 1 else {
-                return (nil, [ConfigError(location: SourceLocation(file: file, line: 0, column: 0),
-                                          message: "cannot initialise the YAML parser (out of memory)")], true)
+                return (
+                    nil,
+                    [
+                        ConfigError(
+                            location: SourceLocation(file: file, line: 0, column: 0),
+                            message: "cannot initialise the YAML parser (out of memory)")
+                    ], true
+                )
             }
             defer { yaml_parser_delete(&parser) }
             // libyaml wants a non-null pointer even for empty input.
@@ -108,11 +114,20 @@ package enum YAMLReader {
 
         func document() throws(Abort) -> ConfigNode? {
             var event = try next()
-            guard event.type == YAML_STREAM_START_EVENT else { yaml_event_delete(&event); return nil }
+            guard event.type == YAML_STREAM_START_EVENT else {
+                yaml_event_delete(&event)
+                return nil
+            }
             yaml_event_delete(&event)
             event = try next()
-            if event.type == YAML_STREAM_END_EVENT { yaml_event_delete(&event); return nil }
-            guard event.type == YAML_DOCUMENT_START_EVENT else { yaml_event_delete(&event); return nil }
+            if event.type == YAML_STREAM_END_EVENT {
+                yaml_event_delete(&event)
+                return nil
+            }
+            guard event.type == YAML_DOCUMENT_START_EVENT else {
+                yaml_event_delete(&event)
+                return nil
+            }
             yaml_event_delete(&event)
             event = try next()
             let root = try node(&event)
@@ -120,8 +135,10 @@ package enum YAMLReader {
             yaml_event_delete(&event)
             event = try next()
             if event.type == YAML_DOCUMENT_START_EVENT {
-                errors.append(ConfigError(location: loc(event.start_mark),
-                                          message: "multiple YAML documents are not supported: put everything in one document"))
+                errors.append(
+                    ConfigError(
+                        location: loc(event.start_mark),
+                        message: "multiple YAML documents are not supported: put everything in one document"))
             }
             yaml_event_delete(&event)
             return root
@@ -137,7 +154,10 @@ package enum YAMLReader {
             try countNodes(1, at: mark)
             depth += 1
             if depth > YAMLReader.maxDepth {
-                errors.append(ConfigError(location: location, message: "document nested too deeply: more than \(YAMLReader.maxDepth) levels"))
+                errors.append(
+                    ConfigError(
+                        location: location,
+                        message: "document nested too deeply: more than \(YAMLReader.maxDepth) levels"))
                 throw Abort()
             }
         }
@@ -145,8 +165,10 @@ package enum YAMLReader {
         func countNodes(_ n: Int, at mark: yaml_mark_t) throws(Abort) {
             nodeCount += n
             if nodeCount > YAMLReader.maxNodes {
-                errors.append(ConfigError(location: loc(mark),
-                                          message: "document too large: more than \(YAMLReader.maxNodes) nodes after alias expansion"))
+                errors.append(
+                    ConfigError(
+                        location: loc(mark),
+                        message: "document too large: more than \(YAMLReader.maxNodes) nodes after alias expansion"))
                 throw Abort()
             }
         }
@@ -171,7 +193,10 @@ package enum YAMLReader {
                 yaml_event_delete(&event)
                 guard let target = anchors[name] else {
                     // libyaml does not check this; an unknown alias is a user error, not a crash.
-                    errors.append(ConfigError(location: location, message: "unknown alias '*\(name)': no anchor '&\(name)' defined before it"))
+                    errors.append(
+                        ConfigError(
+                            location: location,
+                            message: "unknown alias '*\(name)': no anchor '&\(name)' defined before it"))
                     return .scalar("", location, quoted: false)
                 }
                 try countNodes(target.nodeCount, at: start)
@@ -185,7 +210,10 @@ package enum YAMLReader {
                 var items: [ConfigNode] = []
                 while true {
                     var e = try next()
-                    if e.type == YAML_SEQUENCE_END_EVENT { yaml_event_delete(&e); break }
+                    if e.type == YAML_SEQUENCE_END_EVENT {
+                        yaml_event_delete(&e)
+                        break
+                    }
                     items.append(try node(&e))
                 }
                 let result = ConfigNode.sequence(items, location)
@@ -201,23 +229,32 @@ package enum YAMLReader {
                 var seen: [String: SourceLocation] = [:]
                 while true {
                     var e = try next()
-                    if e.type == YAML_MAPPING_END_EVENT { yaml_event_delete(&e); break }
+                    if e.type == YAML_MAPPING_END_EVENT {
+                        yaml_event_delete(&e)
+                        break
+                    }
                     let keyNode = try node(&e)
                     var v = try next()
                     let value = try node(&v)
                     guard case .scalar(let key, let keyLocation, let quoted) = keyNode else {
-                        errors.append(ConfigError(location: keyNode.location,
-                                                  message: "mapping keys must be plain strings, got a \(keyNode.typeName)"))
+                        errors.append(
+                            ConfigError(
+                                location: keyNode.location,
+                                message: "mapping keys must be plain strings, got a \(keyNode.typeName)"))
                         continue
                     }
                     if key == "<<" && !quoted {
-                        errors.append(ConfigError(location: keyLocation,
-                                                  message: "YAML merge keys ('<<') are not supported: put shared settings in 'defaults'"))
+                        errors.append(
+                            ConfigError(
+                                location: keyLocation,
+                                message: "YAML merge keys ('<<') are not supported: put shared settings in 'defaults'"))
                         continue
                     }
                     if let first = seen[key] {
-                        errors.append(ConfigError(location: keyLocation,
-                                                  message: "duplicate key '\(key)' (first defined at line \(first.line))"))
+                        errors.append(
+                            ConfigError(
+                                location: keyLocation,
+                                message: "duplicate key '\(key)' (first defined at line \(first.line))"))
                         continue
                     }
                     seen[key] = keyLocation

@@ -20,7 +20,9 @@ public struct HandlerConfig: Sendable {
         guard let node else { return }
         guard let entries = node.asMapping else {
             if node.isNull { return }
-            throw ConfigError(location: node.location, message: "config of handler '\(handler)' must be a mapping, got a \(node.typeName)")
+            throw ConfigError(
+                location: node.location,
+                message: "config of handler '\(handler)' must be a mapping, got a \(node.typeName)")
         }
         var errors: [ConfigError] = []
         for entry in entries where !allowed.contains(entry.key) {
@@ -52,11 +54,14 @@ public struct HandlerConfig: Sendable {
     /// A list of strings (a single string is not accepted: argv must be explicit).
     public func stringList(_ value: ConfigNode, key: String) throws -> [String] {
         guard let items = value.asSequence else {
-            throw ConfigError(location: value.location, message: "'\(key)' must be a list of strings, e.g. [\"/bin/echo\", \"hello\"], got a \(value.typeName)")
+            throw ConfigError(
+                location: value.location,
+                message: "'\(key)' must be a list of strings, e.g. [\"/bin/echo\", \"hello\"], got a \(value.typeName)")
         }
         return try items.map { item in
             guard case .scalar(let text, _, _) = item else {
-                throw ConfigError(location: item.location, message: "every item of '\(key)' must be a string, got a \(item.typeName)")
+                throw ConfigError(
+                    location: item.location, message: "every item of '\(key)' must be a string, got a \(item.typeName)")
             }
             return text
         }
@@ -66,12 +71,16 @@ public struct HandlerConfig: Sendable {
     public func stringMap(_ key: String) throws -> [String: String]? {
         guard let value = node?.value(for: key), !value.isNull else { return nil }
         guard let entries = value.asMapping else {
-            throw ConfigError(location: value.location, message: "'\(key)' must be a mapping of names to strings, got a \(value.typeName)")
+            throw ConfigError(
+                location: value.location,
+                message: "'\(key)' must be a mapping of names to strings, got a \(value.typeName)")
         }
         var result: [String: String] = [:]
         for entry in entries {
             guard case .scalar(let text, _, _) = entry.value else {
-                throw ConfigError(location: entry.value.location, message: "'\(key).\(entry.key)' must be a string, got a \(entry.value.typeName)")
+                throw ConfigError(
+                    location: entry.value.location,
+                    message: "'\(key).\(entry.key)' must be a string, got a \(entry.value.typeName)")
             }
             result[entry.key] = text
         }
@@ -82,7 +91,11 @@ public struct HandlerConfig: Sendable {
     public func duration(_ key: String) throws -> Duration? {
         guard let value = node?.value(for: key), !value.isNull else { return nil }
         guard case .scalar(let text, _, _) = value, let duration = CatalogValue.duration(text) else {
-            throw ConfigError(location: value.location, message: "invalid duration '\(value.asString ?? value.typeName)' for '\(key)': expected a number with a unit (ms, s, m, h), e.g. 2s or 1m30s")
+            throw ConfigError(
+                location: value.location,
+                message:
+                    "invalid duration '\(value.asString ?? value.typeName)' for '\(key)': expected a number with a unit (ms, s, m, h), e.g. 2s or 1m30s"
+            )
         }
         return duration
     }

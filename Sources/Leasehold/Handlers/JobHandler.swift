@@ -47,14 +47,17 @@ public struct HandlerRegistry: Sendable {
             return .invalid(error.errors)
         } catch {
             let location = config?.location ?? jobLocation ?? SourceLocation(file: "jobs.yaml", line: 0, column: 0)
-            return .invalid([ConfigError(location: location, message: "invalid config for handler '\(kind)': \(error)")])
+            return .invalid([ConfigError(location: location, message: "invalid config for handler '\(kind)': \(error)")]
+            )
         }
     }
 
     /// Builds the handler of a job.
     public func makeHandler(for job: JobSpec) throws -> any JobHandler {
         guard let type = types[job.handler] else {
-            throw ConfigError(location: job.location, message: "unknown handler '\(job.handler)' (known: \(kinds.joined(separator: ", ")))")
+            throw ConfigError(
+                location: job.location,
+                message: "unknown handler '\(job.handler)' (known: \(kinds.joined(separator: ", ")))")
         }
         return try type.init(config: HandlerConfig(node: job.config, jobLocation: job.location))
     }

@@ -30,7 +30,9 @@ public struct ShellHandler: JobHandler {
         let node = try config.required("command", handler: Self.kind)
         command = try config.stringList(node, key: "command")
         guard let first = command.first, !first.isEmpty else {
-            throw ConfigError(location: node.location, message: "'command' must name a program, e.g. [\"/usr/local/bin/report\", \"--since\", \"24h\"]")
+            throw ConfigError(
+                location: node.location,
+                message: "'command' must name a program, e.g. [\"/usr/local/bin/report\", \"--since\", \"24h\"]")
         }
         environment = try config.stringMap("env") ?? [:]
         workingDirectory = try config.string("cwd")
@@ -56,9 +58,11 @@ public struct ShellHandler: JobHandler {
         let window = context.validUntil - ContinuousClock.now
         let grace = window > .zero ? min(killGrace, window / 2) : killGrace
         if grace < killGrace, clampWarning.first() {
-            context.logger.warning("kill_grace is too long for this lease: using a shorter one", metadata: [
-                "kill_grace": "\(CatalogValue.text(killGrace))", "used": "\(CatalogValue.text(grace))",
-            ])
+            context.logger.warning(
+                "kill_grace is too long for this lease: using a shorter one",
+                metadata: [
+                    "kill_grace": "\(CatalogValue.text(killGrace))", "used": "\(CatalogValue.text(grace))",
+                ])
         }
         let spec = ProcessSpec(command: command, environment: env, workingDirectory: workingDirectory, killGrace: grace)
         let logger = context.logger
@@ -100,7 +104,12 @@ public struct ShellHandler: JobHandler {
 /// True the first time only (one warning per job, not per run).
 private final class OnceFlag: Sendable {
     private let used = Mutex(false)
-    func first() -> Bool { used.withLock { was in defer { was = true }; return !was } }
+    func first() -> Bool {
+        used.withLock { was in
+            defer { was = true }
+            return !was
+        }
+    }
 }
 
 /// A shell run that did not exit 0.

@@ -1,11 +1,11 @@
 import CProcessSupervisor
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Splits a byte stream into lines; a line longer than `maxLineBytes` is cut into chunks so
@@ -72,9 +72,11 @@ final class OutputReader: Sendable {
     }
 
     func run() {
-        var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: statusFD, events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: statusFD, events: Int16(POLLIN), revents: 0),
+        ]
         var splitters = [LineSplitter(), LineSplitter()]
         let streams: [ProcessOutputStream] = [.stdout, .stderr]
         var outcome: ProcessOutcome?
@@ -87,7 +89,8 @@ final class OutputReader: Sendable {
             if let drainUntil {
                 let left = drainUntil - .now
                 if left <= .zero { break }
-                timeout = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+                timeout = Int32(
+                    clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
             }
             let ready = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), timeout) }
             if ready < 0 { continue }  // EINTR

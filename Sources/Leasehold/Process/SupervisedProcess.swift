@@ -3,11 +3,11 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One job run under its own supervisor process, which stops the job's whole process group
@@ -49,7 +49,8 @@ package final class SupervisedProcess: Sendable {
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in spec.environment {
             guard !key.isEmpty, !key.contains("="), !key.contains("\0"), !value.contains("\0") else {
-                throw ProcessSpawnError(kind: .invalidSpec, message: "invalid environment variable name or value: \(key)")
+                throw ProcessSpawnError(
+                    kind: .invalidSpec, message: "invalid environment variable name or value: \(key)")
             }
             environment[key] = value
         }
@@ -58,7 +59,8 @@ package final class SupervisedProcess: Sendable {
         }
         if let cwd = spec.workingDirectory {
             guard isDirectory(cwd) else {
-                throw ProcessSpawnError(kind: .workingDirectoryMissing, message: "working directory does not exist: \(cwd)")
+                throw ProcessSpawnError(
+                    kind: .workingDirectoryMissing, message: "working directory does not exist: \(cwd)")
             }
         }
         let path = try resolveExecutable(name, searchPath: environment["PATH"], cwd: spec.workingDirectory)
@@ -67,8 +69,8 @@ package final class SupervisedProcess: Sendable {
         let argv = spec.command.map { strdup($0) } + [nil]
         let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
         }
         var handles = lh_supervised_t()
         let now = ContinuousClock.now
@@ -175,7 +177,8 @@ package final class SupervisedProcess: Sendable {
             return name
         }
         var sawNonExecutable: String?
-        let directories = (searchPath ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":", omittingEmptySubsequences: false)
+        let directories = (searchPath ?? "/usr/local/bin:/usr/bin:/bin").split(
+            separator: ":", omittingEmptySubsequences: false)
         for directory in directories {
             let candidate = directory.isEmpty ? "./\(name)" : "\(directory)/\(name)"
             guard isRegularFile(candidate) else { continue }
@@ -192,7 +195,8 @@ package final class SupervisedProcess: Sendable {
         let reason = String(cString: strerror(code))
         switch Int(stage) {
         case Int(LH_STAGE_CHDIR.rawValue):
-            return ProcessSpawnError(kind: .workingDirectoryMissing, message: "cannot enter working directory \(cwd ?? "?"): \(reason)")
+            return ProcessSpawnError(
+                kind: .workingDirectoryMissing, message: "cannot enter working directory \(cwd ?? "?"): \(reason)")
         case Int(LH_STAGE_EXEC.rawValue) where code == ENOENT:
             return ProcessSpawnError(kind: .commandNotFound, message: "command not found: \(path)")
         case Int(LH_STAGE_EXEC.rawValue) where code == EACCES || code == ENOEXEC || code == EPERM:
@@ -200,7 +204,8 @@ package final class SupervisedProcess: Sendable {
         case Int(LH_STAGE_EXEC.rawValue):
             return ProcessSpawnError(kind: .systemError, message: "cannot execute \(path): \(reason)")
         default:
-            return ProcessSpawnError(kind: .systemError, message: "cannot start supervised process for \(path): \(reason)")
+            return ProcessSpawnError(
+                kind: .systemError, message: "cannot start supervised process for \(path): \(reason)")
         }
     }
 }
@@ -262,10 +267,10 @@ final class Completion: Sendable {
 
 @inline(__always) private func systemClose(_ fd: Int32) -> Int32 {
     #if canImport(Darwin)
-    return Darwin.close(fd)
+        return Darwin.close(fd)
     #elseif canImport(Musl)
-    return Musl.close(fd)
+        return Musl.close(fd)
     #else
-    return Glibc.close(fd)
+        return Glibc.close(fd)
     #endif
 }

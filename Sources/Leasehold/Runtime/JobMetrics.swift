@@ -10,7 +10,9 @@ extension LeaseholdMetrics {
 
     /// Duration of handler runs.
     public func jobRunDuration(job: String) -> Timer {
-        Timer(label: "leasehold_job_run_duration_seconds", dimensions: [("job", job)], preferredDisplayUnit: .seconds, factory: factory)
+        Timer(
+            label: "leasehold_job_run_duration_seconds", dimensions: [("job", job)], preferredDisplayUnit: .seconds,
+            factory: factory)
     }
 
     /// Counts handlers still running after their validity ended.

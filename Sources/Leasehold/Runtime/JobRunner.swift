@@ -128,7 +128,8 @@ package actor JobRunner {
         let wasRunning = runningHandler
         current.stop.fire(.lost(validUntil: validUntil))
         if spec.onLostLeadership == .exit, wasRunning {
-            environment.requestExit(spec.name, "lost leadership of '\(spec.name)' while its handler ran (on_lost_leadership: exit)")
+            environment.requestExit(
+                spec.name, "lost leadership of '\(spec.name)' while its handler ran (on_lost_leadership: exit)")
         }
     }
 
@@ -138,7 +139,11 @@ package actor JobRunner {
         handoffRequested = true
         // Continuous handlers are cancelled and awaited; scheduled jobs are interrupted only
         // while waiting for their next slot, never in the middle of a run.
-        if case .continuous = spec.schedule { current.stop.fire(.handoff) } else if !runningHandler { current.stop.fire(.handoff) }
+        if case .continuous = spec.schedule {
+            current.stop.fire(.handoff)
+        } else if !runningHandler {
+            current.stop.fire(.handoff)
+        }
     }
 
     /// Shutdown: stop the handler, wait for it, then release the lease.
@@ -185,9 +190,11 @@ package actor JobRunner {
             }
             if !stoppedInTime, !Task.isCancelled {
                 environment.metrics.handlerOverrun(job: spec.name).increment()
-                environment.logger.error("handler still running after its validity ended: it ignores cancellation", metadata: [
-                    "job": "\(spec.name)", "token": "\(leadership.grant.token)",
-                ])
+                environment.logger.error(
+                    "handler still running after its validity ended: it ignores cancellation",
+                    metadata: [
+                        "job": "\(spec.name)", "token": "\(leadership.grant.token)",
+                    ])
             }
         }
     }
@@ -205,11 +212,15 @@ package actor JobRunner {
                     next = slot.addingTimeInterval((missed + 1) * interval.secondsValue)
                 }
                 return next
-            } first: { now in now }
+            } first: { now in
+                now
+            }
         case .cron(let cron):
             await leadOnSchedule(grant) { slot, now in
                 cron.nextFire(after: max(slot, now))
-            } first: { now in cron.nextFire(after: now) }
+            } first: { now in
+                cron.nextFire(after: now)
+            }
         }
         if handoffRequested {
             environment.manager.release(job: spec.name, token: grant.token, reason: .handedOff)
@@ -234,9 +245,12 @@ package actor JobRunner {
             // A handler that returns while still leader is restarted, with backoff when it
             // keeps failing fast.
             if ContinuousClock.now - started > .seconds(60) { backoff = .seconds(1) }
-            logger.warning("continuous handler returned while still leader; restarting", metadata: [
-                "token": "\(grant.token)", "result": "\(result.rawValue)", "restart_in": "\(CatalogValue.text(backoff))",
-            ])
+            logger.warning(
+                "continuous handler returned while still leader; restarting",
+                metadata: [
+                    "token": "\(grant.token)", "result": "\(result.rawValue)",
+                    "restart_in": "\(CatalogValue.text(backoff))",
+                ])
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(30))
         }
@@ -325,7 +339,9 @@ package actor JobRunner {
         let context = LeaseContext(
             job: job, token: grant.token, member: manager.owner.member, instance: manager.owner.description,
             scheduledAt: scheduledAt, logger: runLogger,
-            redis: FencedRedis(connection: environment.redis, keys: environment.keys, job: job, owner: manager.owner, token: grant.token),
+            redis: FencedRedis(
+                connection: environment.redis, keys: environment.keys, job: job, owner: manager.owner,
+                token: grant.token),
             validUntil: grant.validUntil, currentGrant: { manager.grant(for: job) })
         runningHandler = true
         defer { runningHandler = false }
@@ -355,7 +371,8 @@ package actor JobRunner {
         let elapsed = ContinuousClock.now - started
         environment.metrics.jobRuns(job: job, result: result.rawValue).increment()
         environment.metrics.jobRunDuration(job: job).recordNanoseconds(Int64(elapsed.secondsValue * 1e9))
-        runLogger.info("run ended", metadata: ["result": "\(result.rawValue)", "duration": "\(CatalogValue.text(elapsed))"])
+        runLogger.info(
+            "run ended", metadata: ["result": "\(result.rawValue)", "duration": "\(CatalogValue.text(elapsed))"])
         await finishRun(grant, result: result, elapsed: elapsed)
         return result
     }

@@ -25,7 +25,7 @@ public enum CatalogValue {
             }
             guard i > digitsStart else { return nil }
             let unitStart = i
-            while i < bytes.count, (bytes[i] >= 0x61 && bytes[i] <= 0x7a) { i += 1 }
+            while i < bytes.count, bytes[i] >= 0x61 && bytes[i] <= 0x7a { i += 1 }
             let unit = String(decoding: bytes[unitStart..<i], as: UTF8.self)
             guard let index = units.firstIndex(where: { $0.name == unit }), index > lastUnitIndex else { return nil }
             lastUnitIndex = index
@@ -51,7 +51,10 @@ public enum CatalogValue {
         if total == 0 { return "0s" }
         let magnitude = total.magnitude
         var out = total < 0 ? "-" : ""
-        let h = magnitude / 3_600_000, m = (magnitude / 60_000) % 60, s = (magnitude / 1000) % 60, rest = magnitude % 1000
+        let h = magnitude / 3_600_000
+        let m = (magnitude / 60_000) % 60
+        let s = (magnitude / 1000) % 60
+        let rest = magnitude % 1000
         if h > 0 { out += "\(h)h" }
         if m > 0 { out += "\(m)m" }
         if s > 0 { out += "\(s)s" }
@@ -69,7 +72,9 @@ public enum CatalogValue {
         for c in number {
             if c == "." { dots += 1 } else if c.isASCII, c.isNumber { digits += 1 } else { return nil }
         }
-        guard digits > 0, dots <= 1, !number.hasPrefix("."), !number.hasSuffix("."), let v = Double(number) else { return nil }
+        guard digits > 0, dots <= 1, !number.hasPrefix("."), !number.hasSuffix("."), let v = Double(number) else {
+            return nil
+        }
         return v / 100
     }
 }

@@ -51,18 +51,25 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
         var fields = expression.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         if fields.count == 1, let macro = fields.first, macro.hasPrefix("@") {
             guard let expanded = CronSchedule.macros[macro.lowercased()] else {
-                throw CronError(field: nil, message: "unknown macro '\(macro)': expected one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly")
+                throw CronError(
+                    field: nil,
+                    message:
+                        "unknown macro '\(macro)': expected one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
+                )
             }
             fields = expanded.split(separator: " ").map(String.init)
         }
         guard fields.count == 5 else {
-            throw CronError(field: nil, message: "expected 5 fields (minute hour day-of-month month day-of-week), got \(fields.count)")
+            throw CronError(
+                field: nil,
+                message: "expected 5 fields (minute hour day-of-month month day-of-week), got \(fields.count)")
         }
         minutes = try CronSchedule.parseField(fields[0], name: "minute", range: 0...59, names: [:])
         hours = try CronSchedule.parseField(fields[1], name: "hour", range: 0...23, names: [:])
         daysOfMonth = try CronSchedule.parseField(fields[2], name: "day-of-month", range: 1...31, names: [:])
         months = try CronSchedule.parseField(fields[3], name: "month", range: 1...12, names: CronSchedule.monthNames)
-        var dow = try CronSchedule.parseField(fields[4], name: "day-of-week", range: 0...7, names: CronSchedule.dayNames)
+        var dow = try CronSchedule.parseField(
+            fields[4], name: "day-of-week", range: 0...7, names: CronSchedule.dayNames)
         if dow & (1 << 7) != 0 { dow = (dow | 1) & ~(1 << 7) }
         daysOfWeek = dow
         domStar = fields[2].hasPrefix("*")
@@ -82,13 +89,17 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
     ]
     static let dayNames: [String: Int] = ["sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6]
 
-    static func parseField(_ text: String, name: String, range: ClosedRange<Int>, names: [String: Int]) throws(CronError) -> UInt64 {
-        let expected = "expected a number \(range.lowerBound)-\(range.upperBound)"
+    static func parseField(_ text: String, name: String, range: ClosedRange<Int>, names: [String: Int])
+        throws(CronError) -> UInt64
+    {
+        let expected =
+            "expected a number \(range.lowerBound)-\(range.upperBound)"
             + (names.isEmpty ? "" : (name == "month" ? " or a name jan-dec" : " or a name sun-sat"))
         func value(_ s: Substring) throws(CronError) -> Int {
             if let v = Int(s), s.allSatisfy(\.isASCII) {
                 guard range.contains(v) else {
-                    throw CronError(field: name, message: "value \(v) out of range \(range.lowerBound)-\(range.upperBound)")
+                    throw CronError(
+                        field: name, message: "value \(v) out of range \(range.lowerBound)-\(range.upperBound)")
                 }
                 return v
             }
@@ -99,23 +110,28 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
         for item in text.split(separator: ",", omittingEmptySubsequences: false) {
             guard !item.isEmpty else { throw CronError(field: name, message: "empty list item in '\(text)'") }
             let parts = item.split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.count <= 2 else { throw CronError(field: name, message: "invalid step in '\(item)': expected at most one '/'") }
+            guard parts.count <= 2 else {
+                throw CronError(field: name, message: "invalid step in '\(item)': expected at most one '/'")
+            }
             var step = 1
             if parts.count == 2 {
                 guard let s = Int(parts[1]), s > 0, parts[1].allSatisfy(\.isASCII) else {
-                    throw CronError(field: name, message: "invalid step '\(parts[1])' in '\(item)': expected a positive number")
+                    throw CronError(
+                        field: name, message: "invalid step '\(parts[1])' in '\(item)': expected a positive number")
                 }
                 step = s
             }
             let base = parts[0]
-            var low: Int, high: Int
+            var low: Int
+            var high: Int
             if base == "*" {
                 (low, high) = (range.lowerBound, range.upperBound)
             } else if let dash = base.firstIndex(of: "-") {
                 low = try value(base[..<dash])
                 high = try value(base[base.index(after: dash)...])
                 guard low <= high else {
-                    throw CronError(field: name, message: "range '\(base)' is backwards: the start must not be after the end")
+                    throw CronError(
+                        field: name, message: "range '\(base)' is backwards: the start must not be after the end")
                 }
             } else {
                 low = try value(base)
@@ -165,7 +181,11 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
         let target = timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(hi)))
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2
-            if timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(mid))) == target { hi = mid } else { lo = mid }
+            if timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(mid))) == target {
+                hi = mid
+            } else {
+                lo = mid
+            }
         }
         return Double(hi)
     }
@@ -193,7 +213,9 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
                         let m0 = (firstDay && hour == start.hour) ? start.minute : 0
                         let candidates = minutes >> UInt64(m0)
                         if candidates != 0 {
-                            return Civil(year: year, month: month, day: day, hour: hour, minute: m0 + candidates.trailingZeroBitCount)
+                            return Civil(
+                                year: year, month: month, day: day, hour: hour,
+                                minute: m0 + candidates.trailingZeroBitCount)
                         }
                     }
                 }
@@ -230,7 +252,10 @@ struct Civil: Hashable {
     init(epochSeconds: Int64) {
         var days = epochSeconds / 86_400
         var rest = epochSeconds % 86_400
-        if rest < 0 { rest += 86_400; days -= 1 }
+        if rest < 0 {
+            rest += 86_400
+            days -= 1
+        }
         (year, month, day) = civilDate(fromDays: days)
         hour = Int(rest / 3600)
         minute = Int(rest % 3600 / 60)

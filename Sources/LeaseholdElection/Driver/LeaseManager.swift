@@ -155,7 +155,8 @@ public final class LeaseManager: Service, Sendable {
     public func run() async throws {
         let renewConnection = RedisConnection(configuration: configuration.redis)
         let commandConnection = RedisConnection(configuration: configuration.redis)
-        let subscriber = RedisSubscriber(configuration: configuration.redis, channels: [configuration.keys.releasedChannel])
+        let subscriber = RedisSubscriber(
+            configuration: configuration.redis, channels: [configuration.keys.releasedChannel])
         let graceful = await withDiscardingTaskGroup { group in
             group.addTask { [inputSink] in
                 // Messages published while the subscriber was disconnected are lost; the PTTL
@@ -217,7 +218,9 @@ public final class LeaseManager: Service, Sendable {
             }
             if engine.isShutDown { return true }
             if let deadline = shutdownDeadline, now >= deadline {
-                logger.warning("shutdown timeout: leases not confirmed released will expire on their own", metadata: ["held": "\(engine.ledJobs)"])
+                logger.warning(
+                    "shutdown timeout: leases not confirmed released will expire on their own",
+                    metadata: ["held": "\(engine.ledJobs)"])
                 return true
             }
             var wake = step.wakeAt
@@ -267,13 +270,17 @@ public final class LeaseManager: Service, Sendable {
             arguments: [owner.member, owner.incarnation])
     }
 
-    private func execute(_ command: LeaseCommand, on connection: RedisConnection, leaving: Bool) async -> LeaseCompletion {
+    private func execute(_ command: LeaseCommand, on connection: RedisConnection, leaving: Bool) async
+        -> LeaseCompletion
+    {
         switch command {
         case .acquire(let id, let requests):
             let call = codec.acquireCall(requests)
-            return .acquire(id: id, await perform(call, on: connection) { reply throws(LeaseCallFailure) in
-                try codec.decodeAcquire(reply, count: requests.count)
-            })
+            return .acquire(
+                id: id,
+                await perform(call, on: connection) { reply throws(LeaseCallFailure) in
+                    try codec.decodeAcquire(reply, count: requests.count)
+                })
         case .renew(let id, let batch):
             var metadata = configuration.member.metadata
             metadata["weight"] = String(configuration.member.weight)
@@ -282,13 +289,16 @@ public final class LeaseManager: Service, Sendable {
             let result = await perform(call, on: connection) { reply throws(LeaseCallFailure) in
                 try codec.decodeRenew(reply, count: batch.leases.count)
             }
-            configuration.metrics.renewDuration.recordNanoseconds(Int64((ContinuousClock.now - started).secondsValue * 1e9))
+            configuration.metrics.renewDuration.recordNanoseconds(
+                Int64((ContinuousClock.now - started).secondsValue * 1e9))
             return .renew(id: id, result)
         case .release(let id, let items, let reason):
             let call = codec.releaseCall(items, reason: reason, leaving: leaving)
-            return .release(id: id, await perform(call, on: connection) { reply throws(LeaseCallFailure) in
-                try codec.decodeRelease(reply, count: items.count)
-            })
+            return .release(
+                id: id,
+                await perform(call, on: connection) { reply throws(LeaseCallFailure) in
+                    try codec.decodeRelease(reply, count: items.count)
+                })
         }
     }
 
@@ -301,8 +311,10 @@ public final class LeaseManager: Service, Sendable {
             reply = try await connection.evaluate(call.script, keys: call.keys, arguments: call.arguments)
         } catch {
             configuration.metrics.redisErrors(operation: call.operation).increment()
-            return .failure(LeaseCallFailure(
-                outcomeUnknown: error.mayHaveExecuted, message: error.description, attempted: error.kind != .unavailable))
+            return .failure(
+                LeaseCallFailure(
+                    outcomeUnknown: error.mayHaveExecuted, message: error.description,
+                    attempted: error.kind != .unavailable))
         }
         do {
             return .success(try decode(reply))
@@ -320,7 +332,8 @@ public final class LeaseManager: Service, Sendable {
             var snapshot: [String: LeaseGrant] = [:]
             for lease in engine.heldLeases {
                 snapshot[lease.job] = LeaseGrant(
-                    job: lease.job, token: lease.token, validUntil: origin + lease.validUntil, stepDownAt: origin + lease.stepDownAt)
+                    job: lease.job, token: lease.token, validUntil: origin + lease.validUntil,
+                    stepDownAt: origin + lease.stepDownAt)
             }
             grants.withLock { $0 = snapshot }
         }

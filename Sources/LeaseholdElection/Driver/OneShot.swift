@@ -1,8 +1,7 @@
 import Synchronization
 
-/// A value set once that any number of tasks can wait for; structured code uses it where an
-/// unstructured task handle used to be kept only to cancel or await it (the runtime's
-/// leaderships, the test members).
+/// A value set once that any number of tasks can wait for; structured code waits on it instead of
+/// keeping a task handle to cancel or await (the runtime's leaderships, the test members).
 package final class OneShot<Value: Sendable>: Sendable {
     private struct State: ~Copyable {
         var value: Value?

@@ -55,7 +55,8 @@ extension LeaseEngine {
 
         init(_ states: [JobState]) {
             self.states = states
-            self.index = Dictionary(states.enumerated().map { ($1.spec.name, $0) }, uniquingKeysWith: { first, _ in first })
+            self.index = Dictionary(
+                states.enumerated().map { ($1.spec.name, $0) }, uniquingKeysWith: { first, _ in first })
         }
 
         subscript(name: String) -> JobState? {

@@ -92,7 +92,8 @@ package struct LeaseEngine: Sendable {
         // leases (TTL ≥ heartbeat + slack × 2) can expire.
         self.fleet = Membership(
             me: MemberInfo(name: settings.owner.member, expiresAtMs: .max, weight: settings.weight),
-            heartbeatTTL: heartbeatTTL, livenessGrace: max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeatTTL) / 2)))
+            heartbeatTTL: heartbeatTTL,
+            livenessGrace: max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeatTTL) / 2)))
         self.nextTickAt = now
     }
 
@@ -137,7 +138,8 @@ package struct LeaseEngine: Sendable {
 
     /// The preferred member of a job among the members live at `now`, by rendezvous.
     package func preferredMember(of job: String, now: Duration) -> String? {
-        Rendezvous.preferred(job: job, among: fleet.live(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) })
+        Rendezvous.preferred(
+            job: job, among: fleet.live(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) })
     }
 
     // MARK: - Inputs
@@ -178,7 +180,8 @@ package struct LeaseEngine: Sendable {
     /// release). Nothing happens unless the job is led (with `token`, when given).
     package mutating func release(job: String, token expected: UInt64? = nil, reason: ReleaseReason, now: Duration) {
         guard var state = jobs[job], case .leading(let token, _, _) = state.phase,
-              expected == nil || expected == token else { return }
+            expected == nil || expected == token
+        else { return }
         state.phase = .releasing(token: token, reason: reason, sent: false)
         jobs[job] = state
         leaseRevision += 1
@@ -227,7 +230,9 @@ package struct LeaseEngine: Sendable {
 
     private mutating func stepDownExpiredLeaders(now: Duration) {
         for i in jobs.states.indices {
-            guard case .leading(let token, _, let stepDownAt) = jobs.states[i].phase, now >= stepDownAt else { continue }
+            guard case .leading(let token, _, let stepDownAt) = jobs.states[i].phase, now >= stepDownAt else {
+                continue
+            }
             // The renewal did not come back in time. The lease may still be ours in Redis
             // (a slow reply): mark it so a later acquire takes it up or shutdown releases it.
             jobs.states[i].phase = .standby(attemptAt: now)
@@ -248,12 +253,12 @@ package struct LeaseEngine: Sendable {
         if live != preferredMemo.members { preferredMemo = (live, [:]) }
         for i in jobs.states.indices {
             guard case .leading = jobs.states[i].phase, !jobs.states[i].handoffSuggested,
-                  case .spread(_, let stability) = jobs.states[i].spec.placement,
-                  let leadingSince = jobs.states[i].leadingSince, now - leadingSince >= stability
+                case .spread(_, let stability) = jobs.states[i].spec.placement,
+                let leadingSince = jobs.states[i].leadingSince, now - leadingSince >= stability
             else { continue }
             let name = jobs.states[i].spec.name
             guard let preferred = memoizedPreferred(of: name, among: live), preferred != me,
-                  let since = fleet.firstSeen[preferred], now - since >= stability
+                let since = fleet.firstSeen[preferred], now - since >= stability
             else { continue }
             jobs.states[i].handoffSuggested = true
             pendingEvents.append(.handoffSuggested(job: name, to: preferred))
@@ -272,7 +277,8 @@ package struct LeaseEngine: Sendable {
         for i in jobs.states.indices {
             guard case .standby = jobs.states[i].phase else { continue }
             // We may own this lease without knowing: release it by value, whatever its token.
-            jobs.states[i].phase = jobs.states[i].mayHold ? .releasing(token: nil, reason: .released, sent: false) : .retired
+            jobs.states[i].phase =
+                jobs.states[i].mayHold ? .releasing(token: nil, reason: .released, sent: false) : .retired
         }
     }
 
@@ -315,8 +321,10 @@ package struct LeaseEngine: Sendable {
         // Until the reply: if it never comes, retry after a short backoff (the step-down
         // timers guard validity meanwhile).
         nextTickAt = now + backoff(failures: tickFailures + 1, cap: tickInterval)
-        return .renew(id: id, batch: RenewBatch(
-            leases: items, heartbeatTTLMs: heartbeatTTL.wholeMilliseconds, previousTickMs: lastTickRedisMs))
+        return .renew(
+            id: id,
+            batch: RenewBatch(
+                leases: items, heartbeatTTLMs: heartbeatTTL.wholeMilliseconds, previousTickMs: lastTickRedisMs))
     }
 
     private mutating func makeAcquireCommands(now: Duration) -> [LeaseCommand] {
@@ -324,14 +332,16 @@ package struct LeaseEngine: Sendable {
         var due: [AcquireRequest] = []
         for i in jobs.states.indices {
             guard case .standby(let attemptAt) = jobs.states[i].phase, attemptAt <= now,
-                  gateOpen(for: jobs.states[i]) else { continue }
+                gateOpen(for: jobs.states[i])
+            else { continue }
             var state = jobs.states[i]
             let name = state.spec.name
             // Never skip while we may hold the lease ourselves (an unknown outcome): only our
             // own attempt can take such a lease up again, and everyone else skips it.
             if !state.forceAttempt, !state.mayHold, let holder = state.holder, holder.member != settings.owner.member,
-               let heartbeatEnd = fleet.heartbeatEnd(of: holder, now: now),
-               now - (state.lastAttemptAt ?? now) < state.spec.timing.ttl * 10 {
+                let heartbeatEnd = fleet.heartbeatEnd(of: holder, now: now),
+                now - (state.lastAttemptAt ?? now) < state.spec.timing.ttl * 10
+            {
                 // The holder still heartbeats, and its leases are renewed in the same script
                 // call as its heartbeat: asking now would only find the lease held. Look
                 // again when that heartbeat would lapse (a crashed holder's heartbeat lapses
@@ -356,7 +366,8 @@ package struct LeaseEngine: Sendable {
             if let expiry = state.observedExpiry, now > expiry { gap = (now - expiry).wholeMilliseconds }
             var request = AcquireRequest(job: name, ttlMs: state.spec.timing.ttlMilliseconds, gapHintMs: gap)
             if case .spread(let standbyDelay, _) = state.spec.placement,
-               preferredMember(of: name, now: now).map({ $0 != settings.owner.member }) ?? false {
+                preferredMember(of: name, now: now).map({ $0 != settings.owner.member }) ?? false
+            {
                 // Our own view of when the lease became free may be stale (we missed the
                 // release, or our routine expiry check coincides with the holder's tick, when
                 // handoffs are released): let Redis enforce the standby delay.
@@ -497,7 +508,8 @@ package struct LeaseEngine: Sendable {
         state.phase = .leading(token: token, validUntil: validUntil, stepDownAt: stepDownAt)
         state.leadingSince = now
         leaseRevision += 1
-        pendingEvents.append(.acquired(job: state.spec.name, token: token, validUntil: validUntil, takeover: takeover, gapMs: gapMs))
+        pendingEvents.append(
+            .acquired(job: state.spec.name, token: token, validUntil: validUntil, takeover: takeover, gapMs: gapMs))
     }
 
     private mutating func handleRenew(
@@ -521,11 +533,13 @@ package struct LeaseEngine: Sendable {
             if !items.isEmpty { leaseRevision += 1 }
             for (item, renewed) in zip(items, reply.renewed) {
                 guard var state = jobs[item.job], case .leading(let token, let validUntil, _) = state.phase,
-                      token == item.token else { continue }
+                    token == item.token
+                else { continue }
                 if renewed {
                     let timing = state.spec.timing
                     let newValidUntil = max(validUntil, sentAt + timing.validityWindow)
-                    state.phase = .leading(token: token, validUntil: newValidUntil, stepDownAt: newValidUntil - timing.grace)
+                    state.phase = .leading(
+                        token: token, validUntil: newValidUntil, stepDownAt: newValidUntil - timing.grace)
                 } else {
                     state.phase = .standby(attemptAt: now)
                     state.handoffSuggested = false
@@ -578,7 +592,8 @@ package struct LeaseEngine: Sendable {
                 state.phase = .retired
             } else {
                 state.freeSince = now
-                state.phase = .standby(attemptAt: placementDelayedAttempt(for: state, earliest: now + .milliseconds(1), now: now))
+                state.phase = .standby(
+                    attemptAt: placementDelayedAttempt(for: state, earliest: now + .milliseconds(1), now: now))
             }
             jobs[item.job] = state
             if let token, !quiet {
@@ -598,8 +613,8 @@ package struct LeaseEngine: Sendable {
 
     private func placementDelayedAttempt(for state: JobState, earliest: Duration, now: Duration) -> Duration {
         guard case .spread(let standbyDelay, _) = state.spec.placement, membersKnown,
-              let preferred = preferredMember(of: state.spec.name, now: now),
-              preferred != settings.owner.member
+            let preferred = preferredMember(of: state.spec.name, now: now),
+            preferred != settings.owner.member
         else { return earliest }
         // The preferred member is live: let it take the lease first.
         let freeSince = state.freeSince ?? state.observedExpiry ?? now

@@ -55,7 +55,7 @@ struct Membership: Sendable {
     func heartbeatEnd(of owner: OwnerID, now: Duration) -> Duration? {
         let member = owner.member
         guard let clock = redisClock, departed[member] == nil || now - departed[member]! >= heartbeatTTL,
-              let info = members.first(where: { $0.name == member }), info.incarnation == owner.incarnation
+            let info = members.first(where: { $0.name == member }), info.incarnation == owner.incarnation
         else { return nil }
         let end = clock.local + .milliseconds(info.expiresAtMs - clock.redisMs) + livenessGrace
         return end > now ? end : nil

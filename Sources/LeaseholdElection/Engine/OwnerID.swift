@@ -58,8 +58,8 @@ public struct LeaseValue: Sendable, Hashable, CustomStringConvertible {
     /// Parses `member@incarnation:token`; nil for anything else.
     public init?(parsing text: String) {
         guard let colon = text.lastIndex(of: ":"),
-              let owner = OwnerID(parsing: text[..<colon]),
-              let token = UInt64(text[text.index(after: colon)...])
+            let owner = OwnerID(parsing: text[..<colon]),
+            let token = UInt64(text[text.index(after: colon)...])
         else { return nil }
         self.owner = owner
         self.token = token

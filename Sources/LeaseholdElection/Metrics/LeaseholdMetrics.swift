@@ -36,7 +36,8 @@ public struct LeaseholdMetrics: Sendable {
 
     /// Duration of the one renew call per tick.
     public var renewDuration: Timer {
-        Timer(label: "leasehold_renew_duration_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+        Timer(
+            label: "leasehold_renew_duration_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
     }
 
     /// 1 while Redis answers, else 0.

@@ -38,7 +38,9 @@ package struct LeaseScriptCodec: Sendable {
         keyList.reserveCapacity(1 + requests.count * 4)
         args.reserveCapacity(4 + requests.count * 4)
         for request in requests {
-            keyList += [keys.lease(request.job), keys.fence(request.job), keys.state(request.job), keys.events(request.job)]
+            keyList += [
+                keys.lease(request.job), keys.fence(request.job), keys.state(request.job), keys.events(request.job),
+            ]
             args += [
                 request.job, String(request.ttlMs), request.gapHintMs.map(String.init) ?? "",
                 request.minFreeMs.map(String.init) ?? "",
@@ -97,7 +99,7 @@ package struct LeaseScriptCodec: Sendable {
             switch fields.first?.integer {
             case 1?:
                 guard fields.count == 4, let token = fields[1].string.flatMap(UInt64.init),
-                      let kind = fields[2].string.flatMap(TakeoverKind.init(rawValue:))
+                    let kind = fields[2].string.flatMap(TakeoverKind.init(rawValue:))
                 else { throw Self.malformed("bad acquired outcome") }
                 outcomes.append(.acquired(token: token, takeover: kind, gapMs: fields[3].string.flatMap { Int64($0) }))
             case 2?:
@@ -122,7 +124,9 @@ package struct LeaseScriptCodec: Sendable {
             throw Self.malformed("renew reply has \(items.count) elements, expected 5")
         }
         let flags = try Self.array(items[1], what: "renewed flags")
-        guard flags.count == count else { throw Self.malformed("renew reply has \(flags.count) flags, expected \(count)") }
+        guard flags.count == count else {
+            throw Self.malformed("renew reply has \(flags.count) flags, expected \(count)")
+        }
         var renewed: [Bool] = []
         renewed.reserveCapacity(count)
         for flag in flags {
@@ -130,13 +134,15 @@ package struct LeaseScriptCodec: Sendable {
             renewed.append(value == 1)
         }
         let flat = try Self.array(items[2], what: "member list")
-        guard flat.count % 4 == 0 else { throw Self.malformed("member list length \(flat.count) is not a multiple of 4") }
+        guard flat.count % 4 == 0 else {
+            throw Self.malformed("member list length \(flat.count) is not a multiple of 4")
+        }
         var members: [MemberInfo] = []
         var index = 0
         while index < flat.count {
             guard let name = flat[index].string, let expiry = flat[index + 1].string.flatMap(Double.init),
-                  let weight = flat[index + 2].string.flatMap(Double.init), expiry.isFinite, weight.isFinite,
-                  abs(expiry) < 9.0e18  // Int64(expiry) traps beyond Int64's range
+                let weight = flat[index + 2].string.flatMap(Double.init), expiry.isFinite, weight.isFinite,
+                abs(expiry) < 9.0e18  // Int64(expiry) traps beyond Int64's range
             else { throw Self.malformed("bad member entry") }
             let incarnation = flat[index + 3].string.flatMap { $0.isEmpty ? nil : $0 }
             members.append(MemberInfo(name: name, expiresAtMs: Int64(expiry), weight: weight, incarnation: incarnation))
@@ -144,13 +150,17 @@ package struct LeaseScriptCodec: Sendable {
         }
         let duplicate = items[3].string.flatMap { $0.isEmpty ? nil : $0 }
         let requests = try Self.array(items[4], what: "handoff requests").compactMap(\.string)
-        return RenewReply(redisNowMs: now, renewed: renewed, members: members, duplicateIncarnation: duplicate, handoffRequests: requests)
+        return RenewReply(
+            redisNowMs: now, renewed: renewed, members: members, duplicateIncarnation: duplicate,
+            handoffRequests: requests)
     }
 
     /// Decodes a release reply for `count` items.
     package func decodeRelease(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> [Bool] {
         let flags = try Self.array(reply, what: "release reply")
-        guard flags.count == count else { throw Self.malformed("release reply has \(flags.count) flags, expected \(count)") }
+        guard flags.count == count else {
+            throw Self.malformed("release reply has \(flags.count) flags, expected \(count)")
+        }
         return flags.map { $0.integer == 1 }
     }
 

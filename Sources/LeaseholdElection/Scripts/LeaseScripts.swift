@@ -19,7 +19,8 @@ package enum LeaseScripts {
     /// The token is `max(fence + 1, redis_time_µs)`: if the fence key is lost (restart
     /// without persistence) the next token still exceeds every earlier one, as long as the
     /// server clock does not step back.
-    package static let acquire = RedisScript(#"""
+    package static let acquire = RedisScript(
+        #"""
         local owner, member, maxlen, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
         local t = redis.call('TIME')
         local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -78,7 +79,8 @@ package enum LeaseScripts {
     /// metadata field/value pairs for the member hash.
     /// Reply: `{now_ms, {renewed 1|0 per job}, {name, expiry_ms, weight, incarnation, ...live members},
     /// duplicate incarnation or '', {job names an operator asked to hand over}}`.
-    package static let renew = RedisScript(#"""
+    package static let renew = RedisScript(
+        #"""
         local owner, member, hb, inc = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
         local prev_tick, prefix, maxlen, n = tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8])
         local t = redis.call('TIME')
@@ -137,7 +139,8 @@ package enum LeaseScripts {
     /// The message published is the job name, followed by ` <member>` when the member is
     /// leaving, so standbys stop counting it as a live preferred member at once.
     /// Reply: `{1|0 per job}`.
-    package static let release = RedisScript(#"""
+    package static let release = RedisScript(
+        #"""
         local owner, member, reason, channel, maxlen, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
         local suffix = ''
         if ARGV[7] == '1' then suffix = ' ' .. member end
@@ -176,7 +179,8 @@ package enum LeaseScripts {
     ///
     /// KEYS: lease, target hash. ARGV: expected lease value, then field/value pairs.
     /// Reply: 1 if written, 0 if the lease is no longer held with that token.
-    package static let fencedHashSet = RedisScript(#"""
+    package static let fencedHashSet = RedisScript(
+        #"""
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         local fields = {}
         for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -188,7 +192,8 @@ package enum LeaseScripts {
     ///
     /// KEYS: lease, target. ARGV: expected lease value, value.
     /// Reply: 1 if written, 0 if the lease is no longer held with that token.
-    package static let fencedSet = RedisScript(#"""
+    package static let fencedSet = RedisScript(
+        #"""
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         redis.call('SET', KEYS[2], ARGV[2])
         return 1
@@ -202,7 +207,8 @@ package enum LeaseScripts {
     /// jobs), next slot ms ('' for continuous jobs), member, token, runs maxlen.
     /// Reply: `{1, now_ms}` started; `{0}` not the holder; `{2, next_run_at}` the slot was
     /// already taken (the schedule moved on: wait for the slot returned).
-    package static let beginRun = RedisScript(#"""
+    package static let beginRun = RedisScript(
+        #"""
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
         local slot, next_slot = ARGV[2], ARGV[3]
         if slot ~= '' then
@@ -223,7 +229,8 @@ package enum LeaseScripts {
     ///
     /// KEYS: lease, state. ARGV: expected lease value, result, duration ms.
     /// Reply: 1 recorded, 0 not the holder any more.
-    package static let finishRun = RedisScript(#"""
+    package static let finishRun = RedisScript(
+        #"""
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         local t = redis.call('TIME')
         local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -236,7 +243,8 @@ package enum LeaseScripts {
     /// recorded, unless another incarnation has taken the name over meanwhile.
     ///
     /// KEYS: members zset, member hash. ARGV: member, incarnation. Reply: 1 if marked.
-    package static let leave = RedisScript(#"""
+    package static let leave = RedisScript(
+        #"""
         if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[2] then return 0 end
         local t = redis.call('TIME')
         local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
