@@ -1,5 +1,11 @@
-import Foundation
+import Leasehold
 import Logging
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// How the daemon writes its log lines.
 public enum LogFormat: String, Sendable, CaseIterable {
@@ -12,7 +18,7 @@ public enum LogFormat: String, Sendable, CaseIterable {
 /// A swift-log handler writing one line per event to stderr, as text or JSON.
 ///
 /// Writes go through a lock so lines from concurrent tasks never interleave.
-public struct DaemonLogHandler: LogHandler {
+public struct DaemonLogHandler: Logging.LogHandler {
     /// Line format.
     public let format: LogFormat
     /// Logger label (shown in JSON as `logger`).
@@ -53,18 +59,15 @@ public struct DaemonLogHandler: LogHandler {
         switch format {
         case .text:
             let fields = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\(textValue($0.value))" }
-            let levelText = level.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)
+            let levelText = level.rawValue + String(repeating: " ", count: max(0, 7 - level.rawValue.count))
             return ([time, levelText, message] + fields).joined(separator: " ")
         case .json:
-            var object: [String: Any] = ["time": time, "level": level.rawValue, "message": message, "logger": label]
+            var object: [String: JSONValue] = [
+                "time": .string(time), "level": .string(level.rawValue), "message": .string(message),
+                "logger": .string(label),
+            ]
             for (key, value) in metadata where object[key] == nil { object[key] = jsonValue(value) }
-            guard
-                let data = try? JSONSerialization.data(
-                    withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-            else {
-                return #"{"level":"error","message":"unencodable log line"}"#
-            }
-            return String(decoding: data, as: UTF8.self)
+            return JSONValue.object(object.sorted { $0.key < $1.key }).serialized
         }
     }
 
@@ -73,12 +76,13 @@ public struct DaemonLogHandler: LogHandler {
         return text.contains(" ") || text.isEmpty ? "\"\(text)\"" : text
     }
 
-    private static func jsonValue(_ value: Logger.Metadata.Value) -> Any {
+    private static func jsonValue(_ value: Logger.Metadata.Value) -> JSONValue {
         switch value {
-        case .string(let text): return text
-        case .stringConvertible(let convertible): return convertible.description
-        case .array(let items): return items.map(jsonValue)
-        case .dictionary(let dictionary): return dictionary.mapValues(jsonValue)
+        case .string(let text): .string(text)
+        case .stringConvertible(let convertible): .string(convertible.description)
+        case .array(let items): .array(items.map(jsonValue))
+        case .dictionary(let dictionary):
+            .object(dictionary.sorted { $0.key < $1.key }.map { ($0.key, jsonValue($0.value)) })
         }
     }
 
@@ -87,11 +91,7 @@ public struct DaemonLogHandler: LogHandler {
         return date.formatted(style)
     }
 
-    private static let lock = NSLock()
-
     private static func write(_ line: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        FileHandle.standardError.write(Data(line.utf8))
+        StandardError.write(line)
     }
 }

@@ -1,11 +1,21 @@
 import ArgumentParser
-import Foundation
 import Leasehold
 import Logging
 import Metrics
 import Prometheus
 import RedisClient
 import ServiceLifecycle
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// Command-line options of a Leasehold daemon.
 public struct DaemonOptions: ParsableArguments {
@@ -156,7 +166,7 @@ public enum LeaseholdDaemon {
     }
 
     private static func printError(_ line: String) {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        StandardError.write(line + "\n")
     }
 
     /// Parses `HOST:PORT` (or `[v6]:PORT`).

@@ -1,9 +1,14 @@
-import Foundation
 import Leasehold
 import Logging
 import RedisClient
 import ServiceLifecycle
 import Synchronization
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// One member of the fleet as a swift-service-lifecycle `Service`: it competes for every job
 /// of the catalog, runs the handlers of the jobs it leads, and on graceful shutdown stops

@@ -1,4 +1,3 @@
-import Foundation
 import Leasehold
 import Logging
 import NIOCore
@@ -6,6 +5,12 @@ import NIOHTTP1
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The daemon's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (process up),
 /// `/readyz` (Redis reachable and catalog loaded), `/status` (this member's view as JSON).
@@ -60,19 +65,22 @@ public final class StatusHTTPServer: Service, Sendable {
 
     private func statusJSON() -> String {
         let now = ContinuousClock.now
-        let leases: [[String: Any]] = member.manager.currentGrants.map { grant in
-            ["job": grant.job, "token": grant.token, "valid_for_ms": (grant.validUntil - now).wholeMilliseconds]
+        let leases: [JSONValue] = member.manager.currentGrants.map { grant in
+            .object([
+                ("job", .string(grant.job)), ("token", .uint(grant.token)),
+                ("valid_for_ms", .int((grant.validUntil - now).wholeMilliseconds)),
+            ])
         }
-        let object: [String: Any] = [
-            "member": member.manager.owner.member,
-            "instance": member.manager.owner.description,
-            "redis_up": member.isRedisUp,
-            "jobs": member.catalog.jobs.map(\.name),
-            "leading": leases,
-            "members": member.manager.liveMembers.map(\.name),
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self) + "\n"
+        // Keys in sorted order, as the page has always been written.
+        let object: JSONValue = .object([
+            ("instance", .string(member.manager.owner.description)),
+            ("jobs", .array(member.catalog.jobs.map { .string($0.name) })),
+            ("leading", .array(leases)),
+            ("member", .string(member.manager.owner.member)),
+            ("members", .array(member.manager.liveMembers.map { .string($0.name) })),
+            ("redis_up", .bool(member.isRedisUp)),
+        ])
+        return object.serialized + "\n"
     }
 
     /// Listens until graceful shutdown.

@@ -1,4 +1,5 @@
 import Foundation
+import Leasehold
 import Testing
 
 @testable import LeaseholdCLI

@@ -1,4 +1,9 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+    import FoundationInternationalization  // named time zones (ICU)
+#else
+    import Foundation
+#endif
 
 /// A value with the location it came from, so cross-field checks can point at the right node.
 struct Located<T> {
@@ -124,7 +129,9 @@ struct Validator {
                 }
                 if let node = redis.value(for: "namespace"), let ns = string(node, key: "namespace") {
                     let ok = ns.unicodeScalars.allSatisfy {
-                        $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0))
+                        $0.isASCII
+                            && ($0.properties.isAlphabetic || ("0"..."9").contains($0)
+                                || "_.-".unicodeScalars.contains($0))
                     }
                     if ok {
                         namespace = ns

@@ -1,6 +1,11 @@
-import Foundation
 import Logging
 import RedisClient
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Thrown by `LeaseContext.checkLeadership()` once this member may no longer act for the job.
 public struct LeadershipLostError: Error, Sendable, CustomStringConvertible {

@@ -1,6 +1,11 @@
-import Foundation
 import Logging
 import Synchronization
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Built-in handler `shell`: runs a command (argv, no shell unless you write `sh -c`) under a
 /// per-run supervisor process that kills the command's whole process group once the

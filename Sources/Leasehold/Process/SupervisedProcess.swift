@@ -1,6 +1,12 @@
 import CProcessSupervisor
-import Foundation
+import Dispatch
 import Synchronization
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 #if canImport(Glibc)
     import Glibc
@@ -103,9 +109,9 @@ package final class SupervisedProcess: Sendable {
             stdoutFD: handles.stdout_fd, stderrFD: handles.stderr_fd, statusFD: handles.status_fd,
             supervisorPID: handles.supervisor_pid, processGroupID: handles.job_pid,
             feed: feed, completion: { completion.finish($0) }, onOutputLine: onOutputLine)
-        let thread = Thread { reader.run() }
-        thread.name = "leasehold.process.\(handles.job_pid)"
-        thread.start()
+        // A serial queue of its own: the reader blocks in poll(2), and such queues get a thread
+        // of their own from Dispatch's overcommit pool instead of starving the shared ones.
+        DispatchQueue(label: "leasehold.process.\(handles.job_pid)").async { reader.run() }
         return process
     }
 

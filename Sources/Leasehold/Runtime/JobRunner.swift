@@ -1,6 +1,11 @@
-import Foundation
 import Logging
 import RedisClient
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// How one run of a handler ended.
 package enum RunResult: String, Sendable, Hashable {

@@ -1,4 +1,9 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+    import FoundationInternationalization  // named time zones (ICU)
+#else
+    import Foundation
+#endif
 
 /// Why a cron expression was rejected; `field` names the offending field when there is one.
 public struct CronError: Error, Sendable, Hashable, CustomStringConvertible {
