@@ -103,7 +103,7 @@ public final class LeaseholdService: Service, Sendable {
     public var isRedisUp: Bool { redisUp.withLock { $0 } }
 
     /// Runs until graceful shutdown: then stops handlers, releases leases and returns. The
-    /// lease driver, every job runner and the shutdown itself run as children of this call.
+    /// lease driver, every leadership's work and the shutdown itself run as children of this call.
     /// Cancelling it abandons everything: handlers are cancelled, no lease is released.
     public func run() async throws {
         logger.info(
@@ -115,9 +115,6 @@ public final class LeaseholdService: Service, Sendable {
         let (stopRequests, requestStop) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await self.manager.run() }
-            for runner in runners.values {
-                group.addTask { await runner.run() }
-            }
             group.addTask {
                 for await _ in stopRequests {
                     await self.stop()
@@ -126,7 +123,11 @@ public final class LeaseholdService: Service, Sendable {
             }
             await withGracefulShutdownHandler {
                 for await event in manager.events {
-                    await handle(event)
+                    // Each leadership is led in a child task that lives only as long as it
+                    // does: a job costs a task only while this member leads it.
+                    if let (runner, leadership) = await handle(event) {
+                        group.addTask { await runner.lead(leadership) }
+                    }
                     if exitReason != nil { requestStop.yield() }
                 }
             } onGracefulShutdown: {
@@ -158,7 +159,8 @@ public final class LeaseholdService: Service, Sendable {
         }
     }
 
-    private func handle(_ event: LeaseManagerEvent) async {
+    /// Reacts to one event; returns the leadership to lead when the event is an acquisition.
+    private func handle(_ event: LeaseManagerEvent) async -> (JobRunner, JobRunner.Leadership)? {
         switch event {
         case .acquired(let grant, let takeover, let gap):
             var meta: Logger.Metadata = [
@@ -175,8 +177,8 @@ public final class LeaseholdService: Service, Sendable {
             if stopping.withLock({ $0 }) {
                 // An acquire that raced the shutdown: nothing may start now, give it back.
                 manager.release(job: grant.job, token: grant.token, reason: .released)
-            } else {
-                await runners[grant.job]?.acquired(grant)
+            } else if let runner = runners[grant.job] {
+                return (runner, await runner.acquired(grant))
             }
         case .lost(let job, let token, let reason):
             logger.warning(
@@ -228,6 +230,7 @@ public final class LeaseholdService: Service, Sendable {
             metrics.members.record(members.count)
             logger.info("members changed", metadata: ["members": "\(members.map(\.name).joined(separator: ","))"])
         }
+        return nil
     }
 }
 

@@ -60,23 +60,30 @@ package actor JobRunner {
     package nonisolated let spec: JobSpec
     private let handler: any JobHandler
     private let environment: JobRunnerEnvironment
-    private let leaderships: AsyncStream<Leadership>
-    private let leadershipSink: AsyncStream<Leadership>.Continuation
-    /// The latest leadership handed to `run()` (it may still wait for the previous one).
+    /// The latest leadership (it may still wait for the previous one to end).
     private var current: Leadership?
+    /// Set by `finish()`: a leadership handed in later stops at once.
+    private var finished = false
     private var token: UInt64?
     private var handoffRequested = false
     private var runningHandler = false
 
-    /// One leadership: its grant, why it must stop, and when its work has ended.
-    private final class Leadership: Sendable {
+    /// One leadership: its grant, why it must stop, and when its work has ended. The member
+    /// leads it in a task of its own (`lead(_:)`) that exists only while it lasts, so a job
+    /// this member does not lead costs no task at all.
+    package final class Leadership: Sendable {
         let grant: LeaseGrant
         let stop = OneShot<StopReason>()
         let ended = OneShot<Void>()
-        init(_ grant: LeaseGrant) { self.grant = grant }
+        /// The previous leadership's end: a new one starts only once the old work has stopped.
+        let after: OneShot<Void>?
+        init(_ grant: LeaseGrant, after: OneShot<Void>?) {
+            self.grant = grant
+            self.after = after
+        }
     }
 
-    private enum StopReason: Sendable {
+    enum StopReason: Sendable {
         /// Leadership ended without our choice; a handler running past `validUntil` overruns.
         case lost(validUntil: ContinuousClock.Instant?)
         /// Placement or an operator moves the job.
@@ -90,7 +97,6 @@ package actor JobRunner {
         self.spec = spec
         self.handler = handler
         self.environment = environment
-        (leaderships, leadershipSink) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
     private var logger: Logger {
@@ -99,31 +105,25 @@ package actor JobRunner {
         return logger
     }
 
-    /// Leads every leadership it is given, one after another, until `finish()`. Cancelling
-    /// it stops a running handler at once and releases nothing (the lease layer abandons).
-    package func run() async {
-        for await leadership in leaderships {
-            await lead(leadership)
-            leadership.ended.fire(())
-        }
-        current?.ended.fire(())
-    }
-
-    /// The lease layer has stopped (every lease released or abandoned): stop what still runs
-    /// and let `run()` return.
+    /// The lease layer has stopped (every lease released or abandoned): stop what still runs.
     package func finish() {
+        finished = true
         current?.stop.fire(.shutdown)
         token = nil
-        leadershipSink.finish()
     }
 
-    /// This member became leader: start leading once any previous leadership has stopped.
-    package func acquired(_ grant: LeaseGrant) {
-        let leadership = Leadership(grant)
+    /// This member became leader: the caller leads the returned leadership with `lead(_:)`
+    /// in a task of its own; it starts once any previous leadership has stopped.
+    package func acquired(_ grant: LeaseGrant) -> Leadership {
+        let leadership = Leadership(grant, after: current?.ended)
         current = leadership
+        if finished {
+            leadership.stop.fire(.shutdown)
+            return leadership
+        }
         token = grant.token
         handoffRequested = false
-        leadershipSink.yield(leadership)
+        return leadership
     }
 
     /// Leadership ended without our choice: stop the handler now.
@@ -168,48 +168,19 @@ package actor JobRunner {
 
     // MARK: - Leading
 
-    /// Runs one leadership's work until it ends by itself or its stop fires; a handler still
-    /// running when a lost lease's validity ends is reported: it may act as a second leader
-    /// (shell jobs are killed by their supervisor regardless).
-    private func lead(_ leadership: Leadership) async {
+    /// Leads one leadership (from `acquired(_:)`) once the previous one has ended, until its
+    /// work ends by itself or its stop fires. Cancelling it stops a running handler at once and
+    /// releases nothing (the lease layer abandons).
+    package func lead(_ leadership: Leadership) async {
+        defer { leadership.ended.fire(()) }
+        if let after = leadership.after, await after.wait() == nil { return }
         guard leadership.stop.value == nil else { return }
-        let workDone = OneShot<Void>()
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await self.work(leadership.grant)
-                workDone.fire(())
-            }
-            group.addTask { _ = await leadership.stop.wait() }
-            await group.next()
-            group.cancelAll()
-            guard case .lost(let validUntil?)? = leadership.stop.value else { return }
-            let stoppedInTime = await withTaskGroup(of: Bool.self) { race in
-                race.addTask { await workDone.wait() != nil }
-                race.addTask {
-                    try? await Task.sleep(until: validUntil, clock: .continuous)
-                    return false
-                }
-                let first = await race.next() ?? true
-                race.cancelAll()
-                return first
-            }
-            if !stoppedInTime, !Task.isCancelled {
-                environment.metrics.handlerOverrun(job: spec.name).increment()
-                environment.logger.error(
-                    "handler still running after its validity ended: it ignores cancellation",
-                    metadata: [
-                        "job": "\(spec.name)", "token": "\(leadership.grant.token)",
-                    ])
-            }
-        }
-    }
-
-    private func work(_ grant: LeaseGrant) async {
+        let grant = leadership.grant
         switch spec.schedule {
         case .continuous:
-            await leadContinuously(grant)
+            _ = await runUntilStopped(leadership) { await self.leadContinuously(grant) }
         case .every(let interval):
-            await leadOnSchedule(grant) { slot, now in
+            await leadOnSchedule(leadership) { slot, now in
                 // Keep the rhythm: the next slot is a whole number of intervals after this one.
                 var next = slot.addingTimeInterval(interval.secondsValue)
                 if next <= now {
@@ -221,7 +192,7 @@ package actor JobRunner {
                 now
             }
         case .cron(let cron):
-            await leadOnSchedule(grant) { slot, now in
+            await leadOnSchedule(leadership) { slot, now in
                 cron.nextFire(after: max(slot, now))
             } first: { now in
                 cron.nextFire(after: now)
@@ -230,6 +201,46 @@ package actor JobRunner {
         if handoffRequested {
             environment.manager.release(job: spec.name, token: grant.token, reason: .handedOff)
         }
+    }
+
+    /// Runs `body` in a child task until it returns or the leadership's stop fires (then the
+    /// child is cancelled); nil when the stop came first. A handler still running when a lost
+    /// lease's validity ends is reported: it may act as a second leader (shell jobs are killed
+    /// by their supervisor regardless).
+    private func runUntilStopped<T: Sendable>(
+        _ leadership: Leadership, _ body: @escaping @Sendable () async -> T
+    ) async -> T? {
+        let result = OneShot<T>()
+        let wake = OneShot<Void>()
+        let observer = leadership.stop.onFire { _ in wake.fire(()) }
+        defer { leadership.stop.removeObserver(observer) }
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                result.fire(await body())
+                wake.fire(())
+            }
+            _ = await wake.wait()
+            if let value = result.value { return value }
+            group.cancelAll()
+            guard case .lost(let validUntil?)? = leadership.stop.value else { return nil }
+            if case .timedOut = await result.wait(until: validUntil), !Task.isCancelled {
+                environment.metrics.handlerOverrun(job: spec.name).increment()
+                environment.logger.error(
+                    "handler still running after its validity ended: it ignores cancellation",
+                    metadata: [
+                        "job": "\(spec.name)", "token": "\(leadership.grant.token)",
+                    ])
+            }
+            return nil
+        }
+    }
+
+    /// Waits `duration` unless the leadership stops first: false when it stopped (or this task
+    /// was cancelled). No task sleeps: a thousand jobs waiting for their next slot cost a
+    /// thousand timers.
+    private func pause(_ leadership: Leadership, for duration: Duration) async -> Bool {
+        if case .timedOut = await leadership.stop.wait(until: .now + duration) { return true }
+        return false
     }
 
     private func leadContinuously(_ grant: LeaseGrant) async {
@@ -261,49 +272,78 @@ package actor JobRunner {
         }
     }
 
+    /// Leads a scheduled job in the leadership's own task: read the slot, wait until it, start
+    /// and run it. Between slots nothing but that task and a timer exists; the Redis calls and
+    /// the run happen in short-lived child tasks, because a task keeps its stack slabs until it
+    /// ends and a thousand jobs waiting for their next hour would otherwise each hold the
+    /// high-water mark of a run.
     private func leadOnSchedule(
-        _ grant: LeaseGrant, next: @Sendable (Date, Date) -> Date?, first: @Sendable (Date) -> Date?
+        _ leadership: Leadership, next: @escaping @Sendable (Date, Date) -> Date?,
+        first: @escaping @Sendable (Date) -> Date?
     ) async {
-        while !Task.isCancelled {
+        let grant = leadership.grant
+        while leadership.stop.value == nil, !Task.isCancelled {
             let slot: Date
-            do {
-                let stored = try await readNextRun()
+            switch await transient({ try await self.readNextRun() }) {
+            case .success(let stored):
                 guard let planned = stored ?? first(Date()) else {
                     logger.warning("schedule has no future run; idling while leader")
-                    try await Task.sleep(for: .seconds(3600))
+                    guard await pause(leadership, for: .seconds(3600)) else { return }
                     continue
                 }
                 slot = planned
-                let wait = slot.timeIntervalSinceNow
-                if wait > 0 { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) }
-            } catch is CancellationError {
-                return
-            } catch {
+            case .failure(let error):
+                if error is CancellationError || Task.isCancelled { return }
                 environment.metrics.redisErrors(operation: "schedule").increment()
                 logger.warning("cannot read schedule state: \(error)")
-                try? await Task.sleep(for: .seconds(1))
+                guard await pause(leadership, for: .seconds(1)) else { return }
                 continue
             }
-            if Task.isCancelled { return }
+            let wait = slot.timeIntervalSinceNow
+            if wait > 0 {
+                guard await pause(leadership, for: .milliseconds(Int64(wait * 1000))) else { return }
+            }
             guard let following = next(slot, Date()) else { return }
-            switch await beginRun(grant, slot: slot, next: following) {
-            case .started:
-                _ = await runHandler(grant, scheduledAt: slot)
-                if handoffRequested { return }
-            case .slotTaken:
-                continue
-            case .notHolder:
+            let outcome = await runUntilStopped(leadership) { () async -> BeginOutcome in
+                let outcome = await self.beginRun(grant, slot: slot, next: following)
+                if outcome == .started { _ = await self.runHandler(grant, scheduledAt: slot) }
+                return outcome
+            }
+            switch outcome {
+            case nil, .notHolder?:
                 return
-            case .failed:
+            case .started?:
+                if handoffRequested { return }
+            case .slotTaken?:
+                continue
+            case .failed?:
                 // As above; the loop re-reads next_run_at, so whether the failed call advanced
                 // the slot (unknown outcome) is settled by Redis, and no slot runs twice.
-                try? await Task.sleep(for: Self.beginRetryDelay)
+                guard await pause(leadership, for: Self.beginRetryDelay) else { return }
                 continue
             }
         }
     }
 
-    private enum BeginOutcome { case started, slotTaken, notHolder, failed }
+    /// Runs `body` in a child task that ends with it (cancelled with this one), so the deep
+    /// frames of a Redis call or a run do not stay in the caller's task allocator.
+    private func transient<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
+        await withTaskGroup(of: T.self) { group in
+            group.addTask(operation: body)
+            return await group.next()!
+        }
+    }
+
+    /// The throwing form: the error (or the value) comes back as a `Result`.
+    private func transient<T: Sendable>(
+        _ body: @escaping @Sendable () async throws -> T
+    ) async -> Result<T, any Error> {
+        await transient { () async -> Result<T, any Error> in
+            do { return .success(try await body()) } catch { return .failure(error) }
+        }
+    }
+
+    private enum BeginOutcome: Sendable { case started, slotTaken, notHolder, failed }
     /// Pause before retrying a `beginRun` that failed (Redis error or unknown outcome).
     static let beginRetryDelay: Duration = .seconds(1)
 
