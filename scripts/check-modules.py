@@ -13,7 +13,7 @@ import json, os, re, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORBIDDEN = {"CLibYAML", "CProcessSupervisor"}
-SYSTEM = {"Foundation", "FoundationEssentials", "Dispatch", "Glibc", "Musl", "Darwin", "Synchronization",
+SYSTEM = {"Foundation", "FoundationEssentials", "FoundationInternationalization", "Dispatch", "Glibc", "Musl", "Darwin", "Synchronization",
           "Testing", "XCTest", "PackageDescription", "_Concurrency", "Android", "WinSDK"}
 
 package = json.loads(subprocess.run(["swift", "package", "dump-package"], cwd=ROOT, check=True,

@@ -36,8 +36,10 @@ package final class OneShot<Value: Sendable>: Sendable {
     package func fire(_ value: Value) {
         let (waiters, bounded, observers) = state.withLock { state in
             guard state.value == nil else {
-                return ([CheckedContinuation<Value?, Never>](), [CheckedContinuation<BoundedWait, Never>](),
-                        [@Sendable (Value) -> Void]())
+                return (
+                    [CheckedContinuation<Value?, Never>](), [CheckedContinuation<BoundedWait, Never>](),
+                    [@Sendable (Value) -> Void]()
+                )
             }
             state.value = value
             defer {
