@@ -92,7 +92,7 @@ package actor JobRunner {
         case shutdown
     }
 
-    /// Creates the runner; it does nothing until `run()` and `acquired`.
+    /// Creates the runner; it does nothing until `acquired(_:)` hands out a leadership to `lead(_:)`.
     package init(spec: JobSpec, handler: any JobHandler, environment: JobRunnerEnvironment) {
         self.spec = spec
         self.handler = handler
