@@ -35,7 +35,8 @@ package struct CLISettings: Sendable {
     /// validation; an invalid catalog is a configuration error (exit 2). A missing *default*
     /// file is fine when the Redis URL comes from `--redis` or `LEASEHOLD_REDIS_URL`.
     package static func resolve(
-        config: String?, redis: String?, namespace: String?, environment: [String: String]
+        config: String?, redis: String?, namespace: String?, environment: [String: String],
+        passwordFile: String? = nil
     ) throws(CLIFailure) -> CLISettings {
         let envURL = RedisURLSetting.environmentURL(environment)
         let path = config ?? defaultConfigPath
@@ -52,11 +53,18 @@ package struct CLISettings: Sendable {
             )
         }
         let url = RedisURLSetting.resolve(flag: redis, environment: environment, catalog: catalog).url
-        let endpoint: RedisEndpoint
+        var endpoint: RedisEndpoint
         do {
             endpoint = try RedisEndpoint(url: url)
         } catch {
             throw CLIFailure.usage(CLIFailure.oneLine(error.message))
+        }
+        do {
+            // A mode warning is the daemon's to give; the CLI reads the same file quietly.
+            _ = try RedisPasswordFile.apply(
+                to: &endpoint, flag: passwordFile, environment: environment, catalog: catalog)
+        } catch {
+            throw CLIFailure.usage(error.message)
         }
         let ns = namespace ?? catalog?.namespace ?? defaultNamespace
         guard !ns.isEmpty, ns.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {

@@ -67,6 +67,13 @@ struct GlobalOptions: ParsableArguments {
     var redis: String?
 
     @Option(
+        name: .customLong("redis-password-file"),
+        help: ArgumentHelp(
+            "File holding the Redis password; beats LEASEHOLD_REDIS_PASSWORD_FILE, which beats the catalog's redis.password_file.",
+            valueName: "path"))
+    var redisPasswordFile: String?
+
+    @Option(
         name: .long,
         help: ArgumentHelp(
             "The key namespace; beats the catalog's redis.namespace (default leasehold).", valueName: "ns"))
@@ -76,7 +83,9 @@ struct GlobalOptions: ParsableArguments {
     var json = false
 
     func settings(_ io: CLIIO) throws(CLIFailure) -> CLISettings {
-        try CLISettings.resolve(config: config, redis: redis, namespace: namespace, environment: io.environment)
+        try CLISettings.resolve(
+            config: config, redis: redis, namespace: namespace, environment: io.environment,
+            passwordFile: redisPasswordFile)
     }
 }
 

@@ -30,6 +30,14 @@ public struct DaemonOptions: ParsableArguments {
     )
     public var redis: String?
 
+    /// Redis password file.
+    @Option(
+        name: .customLong("redis-password-file"),
+        help:
+            "File holding the Redis password (read once; beats LEASEHOLD_REDIS_PASSWORD_FILE and the catalog's redis.password_file, and any password in the URL)."
+    )
+    public var redisPasswordFile: String?
+
     /// Member name.
     @Option(help: "Member name, unique in the fleet (default: the hostname).")
     public var name: String?
@@ -91,13 +99,27 @@ public enum LeaseholdDaemon {
             for problem in error.errors { printError(problem.description) }
             return configErrorExitCode
         }
-        let (urlText, source) = RedisURLSetting.resolve(
-            flag: options.redis, environment: ProcessInfo.processInfo.environment, catalog: catalog)
-        let endpoint: RedisEndpoint
+        let environment = ProcessInfo.processInfo.environment
+        let (urlText, source) = RedisURLSetting.resolve(flag: options.redis, environment: environment, catalog: catalog)
+        var endpoint: RedisEndpoint
         do {
             endpoint = try RedisEndpoint(url: urlText)
         } catch {
             return fail("invalid Redis URL from \(source): \(error.message)")
+        }
+        if options.redis != nil, endpoint.password != nil {
+            logger.warning(
+                "--redis carries a password, which every user of this host can read in ps: use \(RedisPasswordFile.flag), \(RedisPasswordFile.environmentVariable) or \(RedisURLSetting.environmentVariable)"
+            )
+        }
+        do {
+            if let warning = try RedisPasswordFile.apply(
+                to: &endpoint, flag: options.redisPasswordFile, environment: environment, catalog: catalog)
+            {
+                logger.warning("\(warning)")
+            }
+        } catch {
+            return fail(error.message)
         }
         let name =
             options.name ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "member"

@@ -68,6 +68,10 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
     /// Same as `description`: redacted.
     public var debugDescription: String { "RedisEndpoint(\(description))" }
 
+    /// `url` with anything that may be a password replaced by `***`, for messages about a URL
+    /// that was rejected before it could be parsed (the catalog validator's scheme check).
+    package static func redactedURL(_ url: String) -> String { URLParser.redact(url) }
+
     /// A mirror without the password, so `dump` and debuggers cannot leak it.
     public var customMirror: Mirror {
         Mirror(
@@ -94,7 +98,9 @@ private struct URLParser {
             message: "invalid Redis URL \"\(Self.redact(raw))\": \(reason) — \(Self.expected)")
     }
 
-    /// The raw input with anything that may be a password replaced by `***`.
+    /// The raw input with anything that may be a password replaced by `***`: the userinfo of
+    /// `scheme://user:pw@host` keeps its user, and malformed forms without `://` (`:pw@host`,
+    /// `redis:/:pw@h`, `redis:pw@h`) lose everything between the scheme and the last `@`.
     static func redact(_ raw: String) -> String {
         var text = raw
         if let schemeEnd = text.firstRange(of: "://"), let at = text[schemeEnd.upperBound...].lastIndex(of: "@") {
@@ -106,6 +112,16 @@ private struct URLParser {
                 replacement = "***"
             }
             text.replaceSubrange(schemeEnd.upperBound..<at, with: replacement)
+        } else if text.firstRange(of: "://") == nil, let at = text.lastIndex(of: "@") {
+            // A scheme-like prefix (`redis:`, `redis:/`) stays; the rest up to the '@' may be a password.
+            var start = text.startIndex
+            if let colon = text[..<at].firstIndex(of: ":"), colon > text.startIndex,
+                text[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+.-".contains($0)) })
+            {
+                start = text.index(after: colon)
+                while start < at, text[start] == "/" { start = text.index(after: start) }
+            }
+            if start < at { text.replaceSubrange(start..<at, with: "***") }
         }
         if let query = text.firstIndex(of: "?") {
             let head = text[...query]

@@ -277,6 +277,33 @@ struct CLIRedisTests {
         #expect(env.err.contains("127.0.0.1:\(port)"))
     }
 
+    @Test func aPasswordFileAuthenticatesTheCLI() async throws {
+        let server = try await RedisServerProcess(.init(password: "s3cret"))
+        _ = try await server.command("SET", "leasehold:{j}:lease", "m9@abc:7", "PX", "60000")
+        let file = try cliTempFile("s3cret\n")
+        chmod(file, 0o600)
+        let catalog = try cliTempFile("version: 1\njobs:\n  - { name: j, handler: log, schedule: { every: 1h } }\n")
+        let plain = "redis://127.0.0.1:\(server.port)/0"
+        func cliRun(_ arguments: [String], environment: [String: String] = [:]) async -> (
+            code: Int32, out: String, err: String
+        ) {
+            await LeaseholdCLITests.cliRun(arguments + ["--config", catalog], environment: environment)
+        }
+        let refused = await cliRun(["status", "--redis", plain, "--json"])
+        #expect(refused.code == 1, "\(refused)")
+        for run in [
+            await cliRun(["status", "--redis", plain, "--redis-password-file", file, "--json"]),
+            await cliRun(
+                ["status", "--redis", plain, "--json"], environment: ["LEASEHOLD_REDIS_PASSWORD_FILE": file]),
+        ] {
+            #expect(run.code == 0, "\(run.err)")
+            #expect(run.out.contains("m9"), "\(run.out)")
+        }
+        let missing = await cliRun(["status", "--redis", plain, "--redis-password-file", file + ".missing"])
+        #expect(missing.code == 2)
+        #expect(missing.err.contains(file + ".missing") && !missing.err.contains("s3cret"), "\(missing.err)")
+    }
+
     @Test func snapshotOfManyJobsTakesFewRoundTrips() async throws {
         let server = try await RedisServerProcess()
         let count = 6_000

@@ -411,6 +411,20 @@ let badCatalogs: [BadCatalog] = [
             "jobs.yaml:4:14: invalid namespace 'lease hold': expected letters, digits, '_', '.' or '-'",
         ]),
     BadCatalog(
+        name: "bad redis scheme with a password, and a bad password_file",
+        yaml: """
+            version: 1
+            redis:
+              url: "http://app:hunter2@localhost:6379"
+              password_file: ""
+            jobs:
+              - {name: a, handler: log, schedule: continuous}
+            """,
+        expected: [
+            "jobs.yaml:3:8: invalid redis url 'http://app:***@localhost:6379': expected redis://host:port/db, rediss://… or unix:///path",
+            "jobs.yaml:4:18: invalid password_file: expected the path of a file holding the password",
+        ]),
+    BadCatalog(
         name: "many problems at once",
         yaml: """
             version: 1

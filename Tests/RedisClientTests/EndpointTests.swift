@@ -127,6 +127,11 @@ struct EndpointTests {
         "unix:///tmp/r.sock?password=hunter2&bogus=1",
         "rediss://:hunter2@h",
         "redis://:hunter2@ho st",
+        ":hunter2@host",
+        "redis:/:hunter2@h",
+        "redis:hunter2@h",
+        "app:hunter2@host:6379",
+        "redis//app:hunter2@h",
     ])
     func errorsRedactPassword(_ url: String) {
         do {

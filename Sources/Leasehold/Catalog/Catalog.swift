@@ -82,6 +82,9 @@ public struct Catalog: Sendable {
     public var redisURL: String?
     /// Redis key namespace.
     public var namespace: String
+    /// `redis.password_file`, resolved against the catalog's directory; the caller applies
+    /// `--redis-password-file` / `LEASEHOLD_REDIS_PASSWORD_FILE` over it.
+    public var redisPasswordFile: String?
     /// Jobs in file order.
     public var jobs: [JobSpec]
     /// The path as given to the loader.

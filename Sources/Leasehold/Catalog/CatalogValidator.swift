@@ -1,3 +1,5 @@
+import RedisClient
+
 #if canImport(FoundationEssentials)
     import FoundationEssentials
     import FoundationInternationalization  // named time zones (ICU)
@@ -33,11 +35,17 @@ struct Validator {
     var errors: [ConfigError] = []
 
     static let topKeys = ["version", "redis", "defaults", "jobs"]
-    static let redisKeys = ["url", "namespace"]
+    static let redisKeys = ["url", "namespace", "password_file"]
     static let jobKeys = ["name", "handler", "schedule", "config"] + Settings.keys
     static let scheduleKeys = ["every", "cron", "timezone"]
     static let durationHelp = "expected a number with a unit (ms, s, m, h), e.g. 10s or 1m30s"
     static let scheduleHelp = "expected continuous, {every: 30s} or {cron: \"*/5 * * * *\", timezone: Europe/Berlin}"
+
+    /// The directory part of `path` with its trailing slash, or "" for a bare file name.
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "" }
+        return String(path[...slash])
+    }
 
     init(file: String, knownHandlers: [String]) {
         self.file = file
@@ -109,6 +117,7 @@ struct Validator {
         }
 
         var redisURL: String?
+        var passwordFile: String?
         var namespace = "leasehold"
         if let redis = root.value(for: "redis") {
             if redis.asMapping == nil {
@@ -124,7 +133,18 @@ struct Validator {
                     } else {
                         error(
                             node.location,
-                            "invalid redis url '\(url)': expected redis://host:port/db, rediss://… or unix:///path")
+                            "invalid redis url '\(RedisEndpoint.redactedURL(url))': expected redis://host:port/db, rediss://… or unix:///path"
+                        )
+                    }
+                }
+                if let node = redis.value(for: "password_file"),
+                    let path = string(node, key: "password_file", expected: "the path of a file holding the password")
+                {
+                    if path.isEmpty || path.contains("\0") {
+                        error(node.location, "invalid password_file: expected the path of a file holding the password")
+                    } else {
+                        // Relative to the catalog, as a deploy tool writes them side by side.
+                        passwordFile = path.hasPrefix("/") ? path : Self.directory(of: file) + path
                     }
                 }
                 if let node = redis.value(for: "namespace"), let ns = string(node, key: "namespace") {
@@ -170,7 +190,9 @@ struct Validator {
                 jobs.append(job)
             }
         }
-        return Catalog(version: version, redisURL: redisURL, namespace: namespace, jobs: jobs, path: file)
+        var catalog = Catalog(version: version, redisURL: redisURL, namespace: namespace, jobs: jobs, path: file)
+        catalog.redisPasswordFile = passwordFile
+        return catalog
     }
 
     // MARK: settings

@@ -8,18 +8,27 @@ public struct ProcessSpec: Sendable, Hashable {
     public var workingDirectory: String?
     /// Time between SIGTERM and SIGKILL of the job's process group.
     public var killGrace: Duration
+    /// Variables of the daemon's environment the job does not inherit (`environment` may still
+    /// set them explicitly).
+    public var withheldEnvironment: Set<String>
+
+    /// The variables the daemon and the CLI read their own settings from. They may carry the
+    /// Redis password, so no job inherits them by default.
+    public static let daemonSettingsVariables: Set<String> = ["LEASEHOLD_REDIS_URL", "LEASEHOLD_REDIS_PASSWORD_FILE"]
 
     /// Creates a spec; the defaults match the `shell` handler's defaults.
     public init(
         command: [String],
         environment: [String: String] = [:],
         workingDirectory: String? = nil,
-        killGrace: Duration = .seconds(10)
+        killGrace: Duration = .seconds(10),
+        withheldEnvironment: Set<String> = ProcessSpec.daemonSettingsVariables
     ) {
         self.command = command
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.killGrace = killGrace
+        self.withheldEnvironment = withheldEnvironment
     }
 }
 

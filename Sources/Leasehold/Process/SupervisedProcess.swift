@@ -52,7 +52,7 @@ package final class SupervisedProcess: Sendable {
         guard let name = spec.command.first, !name.isEmpty else {
             throw ProcessSpawnError(kind: .invalidSpec, message: "empty command")
         }
-        var environment = ProcessInfo.processInfo.environment
+        var environment = ProcessInfo.processInfo.environment.filter { !spec.withheldEnvironment.contains($0.key) }
         for (key, value) in spec.environment {
             guard !key.isEmpty, !key.contains("="), !key.contains("\0"), !value.contains("\0") else {
                 throw ProcessSpawnError(
