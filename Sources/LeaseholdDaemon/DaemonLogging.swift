@@ -60,7 +60,9 @@ public struct DaemonLogHandler: Logging.LogHandler {
         case .text:
             let fields = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\(textValue($0.value))" }
             let levelText = level.rawValue + String(repeating: " ", count: max(0, 7 - level.rawValue.count))
-            return ([time, levelText, message] + fields).joined(separator: " ")
+            // One event is one line: a message or value with a line break (an error text, a
+            // job's output) must not start what looks like another daemon line.
+            return ([time, levelText, LogText.escaped(message)] + fields).joined(separator: " ")
         case .json:
             var object: [String: JSONValue] = [
                 "time": .string(time), "level": .string(level.rawValue), "message": .string(message),
@@ -72,7 +74,7 @@ public struct DaemonLogHandler: Logging.LogHandler {
     }
 
     private static func textValue(_ value: Logger.Metadata.Value) -> String {
-        let text = value.description
+        let text = LogText.escaped(value.description)
         return text.contains(" ") || text.isEmpty ? "\"\(text)\"" : text
     }
 

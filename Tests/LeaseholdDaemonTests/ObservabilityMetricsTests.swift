@@ -325,6 +325,21 @@ struct ObservabilityMetricsTests {
         #expect(object["time"] as? String == "2026-11-26T22:00:00.125Z")
     }
 
+    @Test("Control characters in a message or a field never start a new log line or reach the terminal")
+    func textRenderingEscapesControlCharacters() throws {
+        let date = Date(timeIntervalSince1970: 1_795_730_400.125)
+        let forged = "ok\r\n2026-11-26T22:00:00.000Z info    acquired leadership job=fake\u{1B}[2J\u{9B}\u{7F}"
+        let line = DaemonLogHandler.render(
+            format: .text, label: "leaseholdd", level: .info, message: forged, metadata: ["detail": "a\nb"], date: date)
+        #expect(!line.contains("\n") && !line.contains("\r") && !line.unicodeScalars.contains { $0.value == 0x1B })
+        #expect(
+            line
+                == #"2026-11-26T22:00:00.125Z info    ok\r\n2026-11-26T22:00:00.000Z info    acquired leadership job=fake\x1b[2J\x9b\x7f detail=a\nb"#
+        )
+        #expect(LogText.escaped("plain text, tabs\tand \\x1b literally") == "plain text, tabs\\tand \\x1b literally")
+        #expect(LogText.escaped(LogText.escaped(forged)) == LogText.escaped(forged))
+    }
+
     @Test("The Prometheus parser rejects what a scraper would reject")
     func parserIsStrict() throws {
         let good = """

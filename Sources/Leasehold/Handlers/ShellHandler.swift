@@ -73,8 +73,9 @@ public struct ShellHandler: JobHandler {
         let logger = context.logger
         let process = try SupervisedProcess.spawn(spec, deadline: context.validUntil) { stream, line in
             switch stream {
-            case .stdout: logger.info("\(line)", metadata: ["stream": "stdout"])
-            case .stderr: logger.warning("\(line)", metadata: ["stream": "stderr"])
+            // The job's bytes, not ours: no CR, LF or escape sequence reaches the log as such.
+            case .stdout: logger.info("\(LogText.escaped(line))", metadata: ["stream": "stdout"])
+            case .stderr: logger.warning("\(LogText.escaped(line))", metadata: ["stream": "stderr"])
             }
         }
         // Keep feeding the supervisor the validity as renewals extend it; if this process
