@@ -1,3 +1,4 @@
+import Dispatch
 import Leasehold
 import Logging
 import RedisClient
@@ -8,6 +9,11 @@ import Synchronization
     import FoundationEssentials
 #else
     import Foundation
+#endif
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
 #endif
 
 /// One member of the fleet as a swift-service-lifecycle `Service`: it competes for every job
@@ -48,7 +54,7 @@ public final class LeaseholdService: Service, Sendable {
     private let jobTimings: [String: LeaseTiming]
     private let logger: Logger
     private let metrics: LeaseholdMetrics
-    private let exitRequest = ExitRequest()
+    private let exitRequest: ExitRequest
     private let redisUp = Mutex<Bool>(false)
 
     /// Builds the member: handlers are created here, so config errors surface before any
@@ -82,6 +88,7 @@ public final class LeaseholdService: Service, Sendable {
                 shutdownTimeout: configuration.shutdownTimeout, metrics: metrics),
             jobs: jobs, logger: logger)
         self.jobTimings = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0.timing) })
+        self.exitRequest = ExitRequest(deadline: configuration.shutdownTimeout + .seconds(10))
         let exitRequest = self.exitRequest
         let environment = JobRunnerEnvironment(
             manager: manager, redis: RedisConnection(configuration: redis),
@@ -243,9 +250,29 @@ public enum LeaseholdVersion {
 /// The first reason a handler demanded that the daemon exit (`on_lost_leadership: exit`).
 private final class ExitRequest: Sendable {
     private let storage = Mutex<String?>(nil)
+    /// How long the graceful shutdown that follows may take before the process exits anyway.
+    private let deadline: Duration
 
-    /// Records `reason` unless one was recorded already.
-    func set(_ reason: String) { storage.withLock { $0 = $0 ?? reason } }
+    init(deadline: Duration) { self.deadline = deadline }
+
+    /// Records `reason` unless one was recorded already. The first one also arms a watchdog:
+    /// a handler that ignores cancellation (the reason may be exactly that) would keep the
+    /// graceful shutdown waiting forever, and the operator asked for an exit.
+    func set(_ reason: String) {
+        let first = storage.withLock { stored in
+            defer { stored = stored ?? reason }
+            return stored == nil
+        }
+        guard first else { return }
+        let (seconds, attoseconds) = deadline.components
+        let nanoseconds = Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        DispatchQueue.global().asyncAfter(deadline: DispatchTime.now() + .nanoseconds(nanoseconds)) {
+            StandardError.write(
+                "leaseholdd: graceful shutdown did not finish within \(CatalogValue.text(self.deadline)) (a handler ignores cancellation); exiting: \(reason)\n"
+            )
+            exit(LeaseholdDaemon.lostLeadershipExitCode)
+        }
+    }
 
     /// The recorded reason.
     var reason: String? { storage.withLock { $0 } }

@@ -15,6 +15,12 @@ extension LeaseholdMetrics {
             factory: factory)
     }
 
+    /// 1 while a stopped handler of the job has not returned long after it was told to stop
+    /// (the member has withdrawn from the job meanwhile), else 0.
+    public func handlerStuck(job: String) -> Gauge {
+        Gauge(label: "leasehold_handler_stuck", dimensions: [("job", job)], factory: factory)
+    }
+
     /// Counts handlers still running after their validity ended.
     public func handlerOverrun(job: String) -> Counter {
         Counter(label: "leasehold_handler_overrun_total", dimensions: [("job", job)], factory: factory)

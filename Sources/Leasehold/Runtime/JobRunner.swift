@@ -222,17 +222,48 @@ package actor JobRunner {
             _ = await wake.wait()
             if let value = result.value { return value }
             group.cancelAll()
-            guard case .lost(let validUntil?)? = leadership.stop.value else { return nil }
-            if case .timedOut = await result.wait(until: validUntil), !Task.isCancelled {
-                environment.metrics.handlerOverrun(job: spec.name).increment()
-                environment.logger.error(
-                    "handler still running after its validity ended: it ignores cancellation",
-                    metadata: [
-                        "job": "\(spec.name)", "token": "\(leadership.grant.token)",
-                    ])
+            let stoppedAt = ContinuousClock.now
+            var validUntil: ContinuousClock.Instant?
+            if case .lost(let until?)? = leadership.stop.value {
+                validUntil = until
+                if case .timedOut = await result.wait(until: until), !Task.isCancelled {
+                    environment.metrics.handlerOverrun(job: spec.name).increment()
+                    environment.logger.error(
+                        "handler still running after its validity ended: it ignores cancellation",
+                        metadata: [
+                            "job": "\(spec.name)", "token": "\(leadership.grant.token)",
+                        ])
+                }
+            }
+            // A handler that still has not returned a lease TTL after it had to stop (or after
+            // its validity ended) is stuck: the next leadership here would wait for it forever
+            // while this member kept the lease, so the job could run nowhere. Withdraw from
+            // the job until the handler returns, so another member leads it.
+            let stuckAt = max(validUntil ?? stoppedAt, stoppedAt) + spec.lease
+            if case .timedOut = await result.wait(until: stuckAt), !Task.isCancelled {
+                await withdrawWhileStuck(leadership) { await group.waitForAll() }
             }
             return nil
         }
+    }
+
+    /// Marks the job's handler stuck, withdraws this member from the job, waits in `handlerEnds`
+    /// for the handler to return at last, then competes again.
+    private func withdrawWhileStuck(_ leadership: Leadership, until handlerEnds: () async -> Void) async {
+        let metadata: Logger.Metadata = ["job": "\(spec.name)", "token": "\(leadership.grant.token)"]
+        environment.metrics.handlerStuck(job: spec.name).record(1)
+        environment.logger.error(
+            "handler stuck: it has not returned a lease TTL after it was told to stop; releasing the job and not competing for it until it returns",
+            metadata: metadata)
+        environment.manager.withdraw(job: spec.name)
+        if spec.onLostLeadership == .exit {
+            environment.requestExit(
+                spec.name, "the handler of '\(spec.name)' is stuck (on_lost_leadership: exit)")
+        }
+        await handlerEnds()
+        environment.metrics.handlerStuck(job: spec.name).record(0)
+        environment.logger.notice("stuck handler returned; competing for the job again", metadata: metadata)
+        environment.manager.rejoin(job: spec.name)
     }
 
     /// Waits `duration` unless the leadership stops first: false when it stopped (or this task

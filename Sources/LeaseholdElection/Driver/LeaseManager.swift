@@ -75,6 +75,8 @@ public final class LeaseManager: Service, Sendable {
         case completion(LeaseCompletion)
         case releasedMessage(String)
         case release(job: String, token: UInt64?, reason: ReleaseReason)
+        case withdraw(job: String, reason: ReleaseReason)
+        case rejoin(job: String)
         case shutdown
         case releaseAll
         case recheck
@@ -130,6 +132,17 @@ public final class LeaseManager: Service, Sendable {
     /// that leadership is released (a later one, acquired meanwhile, is kept).
     public func release(job: String, token: UInt64? = nil, reason: ReleaseReason = .released) {
         inputSink.yield(.release(job: job, token: token, reason: reason))
+    }
+
+    /// Stops competing for `job` until `rejoin(job:)`, giving back a lease held for it: for
+    /// work that cannot run on this member now, so another member can lead the job.
+    public func withdraw(job: String, reason: ReleaseReason = .released) {
+        inputSink.yield(.withdraw(job: job, reason: reason))
+    }
+
+    /// Competes for `job` again after `withdraw(job:reason:)`.
+    public func rejoin(job: String) {
+        inputSink.yield(.rejoin(job: job))
     }
 
     /// Stops acquiring; `run()` returns once the layer above has released every lease (or
@@ -246,6 +259,10 @@ public final class LeaseManager: Service, Sendable {
                 engine.releasedMessage(job: job, leavingMember: leaving, now: at)
             case .release(let job, let token, let reason):
                 engine.release(job: job, token: token, reason: reason, now: at)
+            case .withdraw(let job, let reason):
+                engine.withdraw(job: job, reason: reason, now: at)
+            case .rejoin(let job):
+                engine.rejoin(job: job, now: at)
             case .shutdown:
                 if shutdownDeadline == nil {
                     engine.beginShutdown(now: at)

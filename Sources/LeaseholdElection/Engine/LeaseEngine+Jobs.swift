@@ -45,6 +45,9 @@ extension LeaseEngine {
         var unsureReleaseOf: UInt64?
         /// The release in flight only settles `unsureReleaseOf`: it reports no event.
         var quietRelease = false
+        /// The layer above asked this member to stop competing for the job (its work cannot
+        /// run here for now): no acquire is sent until it rejoins.
+        var withdrawn = false
     }
 
     /// The engine's jobs in catalog order: addressable by name, and walked without hashing,

@@ -187,6 +187,28 @@ package struct LeaseEngine: Sendable {
         leaseRevision += 1
     }
 
+    /// Stops competing for `job` until `rejoin(job:now:)`: a lease this member holds is given
+    /// back (with `reason`), and no acquire is sent meanwhile. For work that cannot run here
+    /// now (a handler that never returned), so the job can be led elsewhere.
+    package mutating func withdraw(job: String, reason: ReleaseReason, now: Duration) {
+        guard var state = jobs[job], !state.withdrawn else { return }
+        state.withdrawn = true
+        jobs[job] = state
+        release(job: job, reason: reason, now: now)
+    }
+
+    /// Competes for `job` again after `withdraw(job:reason:now:)`, at once.
+    package mutating func rejoin(job: String, now: Duration) {
+        guard var state = jobs[job], state.withdrawn else { return }
+        state.withdrawn = false
+        state.forceAttempt = true
+        if case .standby = state.phase { state.phase = .standby(attemptAt: now) }
+        jobs[job] = state
+    }
+
+    /// Whether `job` is withdrawn (for status and tests).
+    package func isWithdrawn(_ job: String) -> Bool { jobs[job]?.withdrawn ?? false }
+
     /// Stop acquiring; leaders keep renewing until the layer above releases them.
     package mutating func beginShutdown(now: Duration) {
         shuttingDown = true
@@ -607,6 +629,7 @@ package struct LeaseEngine: Sendable {
     /// Standbys of `spread` jobs wait until membership is known, so a member that just
     /// started does not grab everything before it has seen the others.
     private func gateOpen(for state: JobState) -> Bool {
+        if state.withdrawn { return false }
         if case .spread = state.spec.placement { return membersKnown }
         return true
     }
