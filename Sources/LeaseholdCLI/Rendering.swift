@@ -44,6 +44,9 @@ package enum Render {
         let led = snapshot.jobs.filter { $0.leader != nil }.count
         let live = snapshot.members.filter(\.live).count
         var text = table(rows)
+        for job in snapshot.jobs {
+            if let problem = job.problem { text += "problem: \(job.name): \(problem)\n" }
+        }
         text +=
             "\(snapshot.jobs.count) \(plural(snapshot.jobs.count, "job")), \(led) led, "
             + "\(snapshot.jobs.count - led) without a leader; \(live) live \(plural(live, "member"))"
@@ -90,6 +93,7 @@ package enum Render {
             ("leaderless_ms", job.leaderless.map { .int(max(0, nowMs - $0.sinceMs)) } ?? .null),
             ("leaderless_source", job.leaderless.map { .string($0.source.rawValue) } ?? .null),
             ("next_run_at_ms", job.nextRunAtMs.map(JSONValue.int) ?? .null),
+            ("problem", job.problem.map(JSONValue.string) ?? .null),
         ])
     }
 

@@ -114,6 +114,9 @@ package struct JobStatus: Sendable, Hashable {
     package var leaderless: Leaderless?
     /// The next scheduled slot (Redis ms), if the job is scheduled.
     package var nextRunAtMs: Int64?
+    /// What is wrong with the job's keys (one of a wrong type, written by another tool), if
+    /// anything: no member can acquire the job until it is fixed.
+    package var problem: String?
 
     /// Creates a row.
     package init(

@@ -27,14 +27,14 @@ package struct SnapshotReader: Sendable {
         self.endpoint = connection.configuration.endpoint
     }
 
-    func pipeline(_ commands: [[String]]) async throws(CLIFailure) -> [RedisReply] {
+    func pipeline(_ commands: [[String]], tolerating tolerated: Bool = false) async throws(CLIFailure) -> [RedisReply] {
         let replies: [RedisReply]
         do {
             replies = try await connection.pipeline(commands)
         } catch {
             throw CLIFailure.redis(error, endpoint: endpoint)
         }
-        if let index = replies.firstIndex(where: \.isError) {
+        if !tolerated, let index = replies.firstIndex(where: \.isError) {
             throw CLIFailure.runtime(
                 "Redis error for \(commands[index].first ?? "?") \(commands[index].dropFirst().first ?? ""): \(replies[index].errorMessage ?? "")"
             )
@@ -85,13 +85,13 @@ package struct SnapshotReader: Sendable {
         var memberHashes: [[String: String]] = []
         var jobs: [JobStatus] = []
         jobs.reserveCapacity(names.count)
-        var rawStates: [(lease: String?, pttl: Int64, state: [String?])] = []
+        var rawStates: [(lease: String?, pttl: Int64, state: [String?], problem: String?)] = []
         rawStates.reserveCapacity(names.count)
         var start = 0
         repeat {
             let chunk = names[start..<min(start + Self.jobsPerPipeline, names.count)]
             var commands: [[String]] = []
-            commands.reserveCapacity(chunk.count * 3 + memberScores.count)
+            commands.reserveCapacity(chunk.count * 5 + memberScores.count)
             if start == 0 {
                 for member in memberScores { commands.append(["HGETALL", keys.member(member.name)]) }
             }
@@ -99,8 +99,12 @@ package struct SnapshotReader: Sendable {
                 commands.append(["GET", keys.lease(job)])
                 commands.append(["PTTL", keys.lease(job)])
                 commands.append(["HMGET", keys.state(job)] + Self.stateFields)
+                // A key of the wrong type (written by another tool) blocks every acquire of
+                // the job: name it instead of failing the whole status.
+                commands.append(["TYPE", keys.fence(job)])
+                commands.append(["TYPE", keys.events(job)])
             }
-            let replies = try await pipeline(commands)
+            let replies = try await pipeline(commands, tolerating: true)
             var cursor = 0
             if start == 0 {
                 for _ in memberScores {
@@ -108,12 +112,25 @@ package struct SnapshotReader: Sendable {
                     cursor += 1
                 }
             }
-            for _ in chunk {
-                let lease = replies[cursor].string
+            for job in chunk {
+                var problems: [String] = []
+                // `expected` set: the reply is TYPE's; otherwise only an error reply is a problem.
+                func check(_ reply: RedisReply, _ key: String, type expected: String? = nil) {
+                    if let message = reply.errorMessage {
+                        problems.append("\(key): \(message)")
+                    } else if let expected, let type = reply.string, type != "none", type != expected {
+                        problems.append("\(key) holds a \(type), expected a \(expected)")
+                    }
+                }
+                check(replies[cursor], keys.lease(job))
+                check(replies[cursor + 2], keys.state(job))
+                check(replies[cursor + 3], keys.fence(job), type: "string")
+                check(replies[cursor + 4], keys.events(job), type: "stream")
+                let lease = replies[cursor].isError ? nil : replies[cursor].string
                 let pttl = replies[cursor + 1].integer ?? -2
                 let state = (replies[cursor + 2].array ?? []).map { $0.isNull ? nil : $0.string }
-                rawStates.append((lease, pttl, state))
-                cursor += 3
+                rawStates.append((lease, pttl, state, problems.isEmpty ? nil : problems.joined(separator: "; ")))
+                cursor += 5
             }
             start += Self.jobsPerPipeline
         } while start < names.count
@@ -166,6 +183,7 @@ package struct SnapshotReader: Sendable {
                     token: field("last_run_token").flatMap { UInt64($0) })
             }
             status.nextRunAtMs = field("next_run_at").flatMap { Int64($0) }
+            status.problem = raw.problem
             jobs.append(status)
         }
         for index in members.indices { members[index].jobsLed = led[members[index].name] ?? 0 }

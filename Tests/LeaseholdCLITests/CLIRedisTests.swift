@@ -94,7 +94,7 @@ struct CLIRedisTests {
             #expect(table.code == 0)
             let lines = table.out.split(separator: "\n")
             #expect(lines.first?.hasPrefix("JOB") == true)
-            #expect(lines.count == jobNames.count + 3)
+            #expect(lines.count == jobNames.count + 3, "\(table.out)")
             #expect(table.out.contains("never led"))
 
             await m1.stop()
@@ -302,6 +302,27 @@ struct CLIRedisTests {
         let missing = await cliRun(["status", "--redis", plain, "--redis-password-file", file + ".missing"])
         #expect(missing.code == 2)
         #expect(missing.err.contains(file + ".missing") && !missing.err.contains("s3cret"), "\(missing.err)")
+    }
+
+    @Test func statusNamesAKeyOfTheWrongTypeInsteadOfFailing() async throws {
+        let server = try await RedisServerProcess()
+        _ = try await server.command("LPUSH", "leasehold:{broken}:events", "x")
+        _ = try await server.command("HSET", "leasehold:{broken2}:lease", "a", "b")
+        let catalog = try cliTempFile(
+            "version: 1\njobs:\n  - { name: broken, handler: log, schedule: { every: 1h } }\n"
+                + "  - { name: broken2, handler: log, schedule: { every: 1h } }\n"
+                + "  - { name: fine, handler: log, schedule: { every: 1h } }\n")
+        let json = await cliRun(["status", "--config", catalog, "--redis", server.url, "--json"])
+        #expect(json.code == 0, "\(json.err)")
+        let jobs = try #require(try cliJSON(json.out)["jobs"] as? [[String: Any]])
+        let problems = Dictionary(
+            uniqueKeysWithValues: jobs.map { ($0["name"] as? String ?? "", $0["problem"] as? String) })
+        #expect(problems["broken"]??.contains("leasehold:{broken}:events holds a list, expected a stream") == true)
+        #expect(problems["broken2"]??.contains("leasehold:{broken2}:lease") == true, "\(problems)")
+        #expect(problems["fine"]! == nil)
+        let table = await cliRun(["status", "--config", catalog, "--redis", server.url])
+        #expect(table.code == 0)
+        #expect(table.out.contains("problem: broken: leasehold:{broken}:events holds a list, expected a stream"))
     }
 
     @Test func snapshotOfManyJobsTakesFewRoundTrips() async throws {

@@ -373,6 +373,12 @@ public final class LeaseManager: Service, Sendable {
             case .membersChanged(let list):
                 members.withLock { $0 = list }
                 eventSink.yield(.membersChanged(list))
+            case .jobFailure(let job, let message?):
+                logger.error(
+                    "cannot acquire the job: Redis refused its step (fix or delete the key)",
+                    metadata: ["job": "\(job)", "error": "\(message)"])
+            case .jobFailure(let job, nil):
+                logger.notice("the job can be acquired again", metadata: ["job": "\(job)"])
             }
         }
     }

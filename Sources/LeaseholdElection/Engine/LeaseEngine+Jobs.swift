@@ -45,6 +45,9 @@ extension LeaseEngine {
         var unsureReleaseOf: UInt64?
         /// The release in flight only settles `unsureReleaseOf`: it reports no event.
         var quietRelease = false
+        /// The last per-job failure reported for this job (a key of the wrong type), so it is
+        /// reported once, not on every attempt.
+        var failure: String?
         /// The layer above asked this member to stop competing for the job (its work cannot
         /// run here for now): no acquire is sent until it rejoins.
         var withdrawn = false

@@ -454,10 +454,29 @@ package struct LeaseEngine: Sendable {
             fleet.noteRedisClock(reply.redisNowMs, at: now)
             for (name, outcome) in zip(names, reply.outcomes) {
                 guard var state = jobs[name], state.phase == .acquiring else { continue }
+                let previousFailures = state.failures
                 state.failures = 0
                 let releasedMeanwhile = state.releasedWhileAcquiring
                 state.releasedWhileAcquiring = false
+                if case .failed = outcome {
+                } else if state.failure != nil {
+                    state.failure = nil
+                    pendingEvents.append(.jobFailure(job: name, message: nil))
+                }
                 switch outcome {
+                case .failed(let message):
+                    // The step left no lease in our name; the key stays broken until someone
+                    // fixes it, so retry with backoff and report the message once.
+                    state.failures = previousFailures + 1
+                    state.mayHold = state.unknownAcquireMayLand(now: now)
+                    if state.failure != message {
+                        state.failure = message
+                        pendingEvents.append(.jobFailure(job: name, message: message))
+                    }
+                    state.phase =
+                        shuttingDown
+                        ? .retired
+                        : .standby(attemptAt: now + backoff(failures: state.failures, cap: state.spec.timing.ttl))
                 case .acquired(let token, let takeover, let gap):
                     becomeLeader(&state, token: token, sentAt: sentAt, now: now, takeover: takeover, gapMs: gap)
                 case .alreadyHeld(let token) where token == state.unsureReleaseOf && !shuttingDown:

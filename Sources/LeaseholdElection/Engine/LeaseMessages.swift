@@ -154,6 +154,9 @@ package enum AcquireOutcome: Sendable, Hashable {
     case alreadyHeld(token: UInt64)
     /// Someone else holds it, for `pttlMs` more milliseconds (-1: no TTL, -2: just gone).
     case held(by: String, pttlMs: Int64)
+    /// This job's step of the batch failed on the server (e.g. one of its keys has the wrong
+    /// type); the script left no lease in our name. `message` names the key.
+    case failed(message: String)
 }
 
 /// How a new leader came to the lease.
@@ -261,4 +264,7 @@ package enum LeadershipEvent: Sendable, Hashable {
     case redisAvailability(up: Bool, detail: String?)
     /// The set of live members changed.
     case membersChanged([MemberInfo])
+    /// Acquiring `job` failed on the server for a reason of its own (a key of the wrong
+    /// type): reported once per distinct message, nil when it works again.
+    case jobFailure(job: String, message: String?)
 }

@@ -106,6 +106,11 @@ package struct LeaseScriptCodec: Sendable {
                 guard fields.count == 2, let token = fields[1].string.flatMap(UInt64.init)
                 else { throw Self.malformed("bad re-acquired outcome") }
                 outcomes.append(.alreadyHeld(token: token))
+            case 3?:
+                guard fields.count >= 2, let message = fields[1].string else {
+                    throw Self.malformed("bad failed outcome")
+                }
+                outcomes.append(.failed(message: message))
             case 0?:
                 guard fields.count == 3, let holder = fields[1].string, let pttl = fields[2].integer
                 else { throw Self.malformed("bad held outcome") }
@@ -166,9 +171,10 @@ package struct LeaseScriptCodec: Sendable {
 
     private static func array(_ reply: RedisReply, what: String) throws(LeaseCallFailure) -> [RedisReply] {
         if case .error(let text) = reply {
-            // A script error is a bug or a wrong server, not a network fault: it ran (or
-            // failed) atomically, so its outcome is known.
-            throw LeaseCallFailure(outcomeUnknown: false, message: "Redis rejected the \(what): \(text)")
+            // Redis does not roll back a script's earlier writes when a command raises, so
+            // what ran before the error may stand: the outcome is unknown. (Each job's step
+            // catches its own errors; this is for the rest, e.g. a server without scripting.)
+            throw LeaseCallFailure(outcomeUnknown: true, message: "Redis rejected the \(what): \(text)")
         }
         guard let items = reply.array else { throw malformed("\(what) is not an array") }
         return items

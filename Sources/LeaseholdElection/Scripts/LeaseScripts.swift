@@ -14,7 +14,8 @@ package enum LeaseScripts {
     /// Reply: `{now_ms, {status, ...} per job}` where status 1 = newly acquired
     /// (`{1, token, event}`), 2 = already held by this owner (`{2, token}`, TTL reset),
     /// 0 = held by someone else (`{0, holder value, pttl ms}`), or released too recently
-    /// for this member (`{0, '', ms until it may take it}`).
+    /// for this member (`{0, '', ms until it may take it}`), 3 = this job's step failed
+    /// (`{3, "key: error"}`, e.g. a key of the wrong type) and left no lease in our name.
     ///
     /// The token is `max(fence + 1, redis_time_µs)`: if the fence key is lost (restart
     /// without persistence) the next token still exceeds every earlier one, as long as the
@@ -32,39 +33,60 @@ package enum LeaseScripts {
           local lease, fence, state, events = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
           local a = 4 + (i - 1) * 4
           local job, ttl, gap_hint, min_free = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-          local v = redis.call('GET', lease)
-          local prev, wait = nil, 0
-          if not v then
-            prev = redis.call('HMGET', state, 'holder', 'released_at')
-            if min_free ~= '' and (not prev[1] or prev[1] == '') and prev[2] then
-              wait = tonumber(min_free) - (now_ms - tonumber(prev[2]))
+          -- Each job's step fails on its own: Redis keeps a script's earlier writes when a
+          -- command raises (a key of the wrong type, written by another tool), so an error
+          -- must neither abort the batch nor leave a lease in our name that the reply denies.
+          local at, written = lease, nil
+          local ok, entry = pcall(function()
+            local v = redis.call('GET', lease)
+            local prev, wait = nil, 0
+            if not v then
+              at = state
+              prev = redis.call('HMGET', state, 'holder', 'released_at')
+              if min_free ~= '' and (not prev[1] or prev[1] == '') and prev[2] then
+                wait = tonumber(min_free) - (now_ms - tonumber(prev[2]))
+              end
             end
-          end
-          if not v and wait > 0 then
-            out[#out + 1] = {0, '', wait}
-          elseif not v then
-            local tok = (tonumber(redis.call('GET', fence) or '0') or 0) + 1
-            if now_us > tok then tok = now_us end
-            local toks = string.format('%d', tok)
-            redis.call('SET', fence, toks)
-            redis.call('SET', lease, owner .. ':' .. toks, 'PX', ttl)
-            local kind, gap, prev_holder = 'acquired', '', ''
-            if prev[1] and prev[1] ~= '' then
-              kind, gap, prev_holder = 'expired_takeover', gap_hint, prev[1]
-            elseif prev[2] then
-              gap = string.format('%d', now_ms - tonumber(prev[2]))
+            if not v and wait > 0 then
+              return {0, '', wait}
+            elseif not v then
+              at = fence
+              local tok = (tonumber(redis.call('GET', fence) or '0') or 0) + 1
+              if now_us > tok then tok = now_us end
+              local toks = string.format('%d', tok)
+              redis.call('SET', fence, toks)
+              at = lease
+              redis.call('SET', lease, owner .. ':' .. toks, 'PX', ttl)
+              written = owner .. ':' .. toks
+              local kind, gap, prev_holder = 'acquired', '', ''
+              if prev[1] and prev[1] ~= '' then
+                kind, gap, prev_holder = 'expired_takeover', gap_hint, prev[1]
+              elseif prev[2] then
+                gap = string.format('%d', now_ms - tonumber(prev[2]))
+              end
+              at = events
+              redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'member', member,
+                'owner', owner, 'token', toks, 'at', now_s, 'gap_ms', gap, 'previous', prev_holder)
+              at = state
+              redis.call('HSET', state, 'holder', owner .. ':' .. toks, 'holder_member', member,
+                'acquired_at', now_s, 'lease_ms', ttl, 'last_owner', owner, 'last_token', toks)
+              at = KEYS[1]
+              redis.call('SADD', KEYS[1], job)
+              return {1, toks, kind, gap}
+            elseif string.sub(v, 1, #owner + 1) == owner .. ':' then
+              redis.call('PEXPIRE', lease, ttl)
+              return {2, string.sub(v, #owner + 2)}
+            else
+              return {0, v, redis.call('PTTL', lease)}
             end
-            redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'member', member,
-              'owner', owner, 'token', toks, 'at', now_s, 'gap_ms', gap, 'previous', prev_holder)
-            redis.call('HSET', state, 'holder', owner .. ':' .. toks, 'holder_member', member,
-              'acquired_at', now_s, 'lease_ms', ttl, 'last_owner', owner, 'last_token', toks)
-            redis.call('SADD', KEYS[1], job)
-            out[#out + 1] = {1, toks, kind, gap}
-          elseif string.sub(v, 1, #owner + 1) == owner .. ':' then
-            redis.call('PEXPIRE', lease, ttl)
-            out[#out + 1] = {2, string.sub(v, #owner + 2)}
+          end)
+          if ok then
+            out[#out + 1] = entry
           else
-            out[#out + 1] = {0, v, redis.call('PTTL', lease)}
+            -- Undo our own lease write, so the job is exactly as free as the reply says.
+            if written and redis.call('GET', lease) == written then redis.call('DEL', lease) end
+            local message = type(entry) == 'table' and entry.err or tostring(entry)
+            out[#out + 1] = {3, at .. ': ' .. message}
           end
         end
         return out
@@ -91,15 +113,18 @@ package enum LeaseScripts {
           local k = 3 + (i - 1) * 2
           local a = 8 + (i - 1) * 3
           local job, tok, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-          local v = redis.call('GET', KEYS[k + 1])
-          if v == owner .. ':' .. tok then
-            redis.call('PEXPIRE', KEYS[k + 1], ttl)
-            renewed[i] = 1
-          else
-            renewed[i] = 0
-            redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', maxlen, '*', 'type', 'lost', 'member', member,
+          -- One job's key of the wrong type must not fail the renewal of every other lease.
+          local ok, r = pcall(function()
+            local v = redis.call('GET', KEYS[k + 1])
+            if v == owner .. ':' .. tok then
+              redis.call('PEXPIRE', KEYS[k + 1], ttl)
+              return 1
+            end
+            redis.pcall('XADD', KEYS[k + 2], 'MAXLEN', '~', maxlen, '*', 'type', 'lost', 'member', member,
               'owner', owner, 'token', tok, 'at', now_s, 'holder', v or '')
-          end
+            return 0
+          end)
+          renewed[i] = ok and r or 0
         end
         local duplicate = ''
         local seen = redis.call('HMGET', KEYS[2], 'incarnation', 'tick_at')
@@ -151,7 +176,9 @@ package enum LeaseScripts {
           local k = (i - 1) * 3
           local a = 7 + (i - 1) * 2
           local job, tok = ARGV[a + 1], ARGV[a + 2]
-          local v = redis.call('GET', KEYS[k + 1])
+          -- A lease key of the wrong type is not ours to release (and must not fail the rest).
+          local v = redis.pcall('GET', KEYS[k + 1])
+          if type(v) ~= 'string' then v = nil end
           local match = false
           if v then
             if tok == '' then
@@ -163,8 +190,9 @@ package enum LeaseScripts {
           end
           if match then
             redis.call('DEL', KEYS[k + 1])
-            redis.call('HSET', KEYS[k + 2], 'holder', '', 'released_at', now_s)
-            redis.call('XADD', KEYS[k + 3], 'MAXLEN', '~', maxlen, '*', 'type', reason, 'member', member,
+            -- The lease is gone; bookkeeping on a key of the wrong type must not hide that.
+            redis.pcall('HSET', KEYS[k + 2], 'holder', '', 'released_at', now_s)
+            redis.pcall('XADD', KEYS[k + 3], 'MAXLEN', '~', maxlen, '*', 'type', reason, 'member', member,
               'owner', owner, 'token', tok, 'at', now_s)
             redis.call('PUBLISH', channel, job .. suffix)
             out[i] = 1
