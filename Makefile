@@ -31,8 +31,8 @@ HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests
 test: deps lint
 	$(SWIFT) build --build-tests --explicit-target-dependency-import-check error
 	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)'
-	$(SWIFT) test --skip-build --filter FaultSuiteTests
-	$(SWIFT) test --skip-build --filter LeaseholdSimulationTests
+	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter FaultSuiteTests
+	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter LeaseholdSimulationTests
 
 # The module rules: the election module stays free of YAML, process and Foundation code, and
 # every imported module is declared in Package.swift.

@@ -15,7 +15,7 @@ import Testing
 /// CI profile: `swift test --filter FaultSuiteTests` (60 s of faults, at least one of each kind).
 /// Long profile: `LEASEHOLD_FAULT_SECONDS=1800 swift test --filter FaultSuiteTests`.
 /// Replay: `LEASEHOLD_FAULT_SEED=<printed seed>`; restrict: `LEASEHOLD_FAULT_KINDS=kill-9,sigstop`.
-@Suite(.serialized)
+@Suite(.serialized, .enabled(if: HeavyTests.enabled, Comment(rawValue: HeavyTests.skipReason)))
 struct FaultSuiteTests {
     @Test(.timeLimit(.minutes(FaultProfile.timeLimitMinutes)))
     func seededFaultScheduleKeepsFencingLivenessAndCleanExits() async throws {

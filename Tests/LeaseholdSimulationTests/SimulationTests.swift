@@ -1,4 +1,5 @@
 import Foundation
+import LeaseholdTesting
 import Testing
 
 @testable import Leasehold
@@ -33,7 +34,8 @@ func runSchedules(seeds: [UInt64], config: SimConfig) async -> [ScheduleResult] 
 
 private func environment(_ name: String) -> String? { ProcessInfo.processInfo.environment[name] }
 
-@Suite("Simulation: lease engine under faults")
+@Suite(
+    "Simulation: lease engine under faults", .enabled(if: HeavyTests.enabled, Comment(rawValue: HeavyTests.skipReason)))
 struct SimulationTests {
     /// Default sized so CI (debug build, 2 cores) runs ≥ 10,000 schedules in under 2 minutes.
     static let defaultSchedules = 10_000
