@@ -506,8 +506,8 @@ struct HostileCatalogTests {
         print("hostile catalog: slowest 64 KiB value: \(slowest.0), \(slowest.1)")
     }
 
-    /// Seeded random documents up to the size cap, built from YAML tokens so that libyaml gets
-    /// past the first line: whatever the shape, a quick answer.
+    /// Seeded random documents up to the size cap, built from YAML tokens: whatever the shape,
+    /// a quick answer (most fail early in libyaml, so the structured catalogs below matter more).
     @Test("seeded random token soups up to 4 MiB finish in well under the bound")
     func randomDocumentsAtTheCap() {
         var rng = FuzzTests.Rand(state: 0x4D1B)
@@ -525,6 +525,65 @@ struct HostileCatalogTests {
             let text = String(decoding: bytes, as: UTF8.self)
             let errors = timed("random document \(round), \(bytes.count) bytes") { catalogErrors(text) }
             for line in errors ?? [] { #expect(line.hasPrefix("jobs.yaml"), "round \(round): \(line.prefix(200))") }
+        }
+    }
+
+    /// A random value for a job key: mostly plausible, sometimes wrong, sometimes nested or long.
+    static func randomValue(_ rng: inout FuzzTests.Rand, depth: Int, anchors: inout Int) -> String {
+        let words = [
+            "5s", "1m30s", "continuous", "log", "shell", "\"*/5 * * * *\"", "\"0 3 * * mon-fri\"", "Europe/Berlin",
+            "Europe/Berln", "spread", "any", "cancel", "exit", "1%", "0.5%", "~", "\"\"", "10x", "-1", "\"61 * * * *\"",
+            "redis://127.0.0.1:6379/0", "placment", "1h2m3s500ms", "\"@daily\"", "é", "\"a\\nb\"",
+        ]
+        switch rng.below(depth > 3 ? 10 : 14) {
+        case 0 where anchors > 0: return "*a\(rng.below(anchors))"
+        case 1:
+            return "\""
+                + String(
+                    repeating: ["x", "9", "*/1,", "Europe/"][rng.below(4)], count: rng.below(4096) >> rng.below(8))
+                + "\""
+        case 10, 11:
+            return "["
+                + (0..<rng.below(8)).map { _ in randomValue(&rng, depth: depth + 1, anchors: &anchors) }
+                .joined(separator: ", ") + "]"
+        case 12, 13:
+            let keys = Validator.jobKeys + Validator.scheduleKeys + ["command", "x"]
+            let entries = (0..<rng.below(6)).map { i in
+                "k\(i)\(keys[rng.below(keys.count)]): \(randomValue(&rng, depth: depth + 1, anchors: &anchors))"
+            }
+            anchors += 1
+            return "&a\(anchors - 1) {" + entries.joined(separator: ", ") + "}"
+        default: return words[rng.below(words.count)]
+        }
+    }
+
+    /// Seeded catalogs that parse: many jobs with random known and unknown keys, plausible and
+    /// wrong values, nested values, anchors and aliases, up to the size cap. They reach the
+    /// validator, so every check runs on them (with thousands of errors each).
+    @Test("seeded structured catalogs up to 4 MiB validate in well under the bound")
+    func randomCatalogsAtTheCap() {
+        var rng = FuzzTests.Rand(state: 0xCA7A)
+        let keys = Validator.jobKeys + ["nmae", "shedule", "x"]
+        for round in 0..<8 {
+            let size = round < 2 ? YAMLReader.maxBytes - 100_000 : rng.below(YAMLReader.maxBytes / 8)
+            var text = "version: 1\ndefaults: { lease: 10s }\njobs:\n"
+            var anchors = 0
+            var jobs = 0
+            while text.utf8.count < size {
+                jobs += 1
+                var job = "  - name: j\(jobs)\n"
+                for key in (0..<rng.below(6)).map({ _ in keys[rng.below(keys.count)] }) where key != "name" {
+                    job += "    \(key): \(Self.randomValue(&rng, depth: 0, anchors: &anchors))\n"
+                }
+                // Duplicate keys are an error of their own; keep the document readable past them.
+                text += job
+            }
+            let catalog = text
+            let errors = timed("random catalog \(round): \(jobs) jobs, \(text.utf8.count) bytes") {
+                catalogErrors(catalog)
+            }
+            print("  \(errors?.count ?? 0) errors, first: \(errors?.first?.prefix(120) ?? "none")")
+            for line in errors ?? [] { #expect(line.hasPrefix("jobs.yaml:"), "round \(round): \(line.prefix(200))") }
         }
     }
 }
