@@ -91,6 +91,7 @@ struct CLIValidateTests {
     @Test func hostileCatalogFilesAreOneLine() async throws {
         let path = try cliTempFile(Self.good)
         let dir = String(path[..<path.lastIndex(of: "/")!])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let fifo = dir + "/fifo.yaml"
         #expect(mkfifo(fifo, 0o600) == 0)
         for target in [fifo, dir, "/dev/zero"] {
