@@ -86,6 +86,28 @@ struct CLIValidateTests {
         #expect(result.err.hasPrefix("/nonexistent/jobs.yaml: cannot read catalog file"))
     }
 
+    /// Catalogs come through pull requests: a FIFO, a directory, a device or a huge file in the
+    /// catalog's place is one line and exit code 2, not a hang or an unbounded read.
+    @Test func hostileCatalogFilesAreOneLine() async throws {
+        let path = try cliTempFile(Self.good)
+        let dir = String(path[..<path.lastIndex(of: "/")!])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fifo = dir + "/fifo.yaml"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        for target in [fifo, dir, "/dev/zero"] {
+            let result = await cliRun(["validate", target])
+            #expect(result.code == 2)
+            #expect(result.out == "")
+            #expect(result.err == "\(target): cannot read catalog file: not a regular file\n")
+        }
+        let big = dir + "/big.yaml"
+        try (Self.good + "\n#" + String(repeating: "x", count: 4 << 20)).write(
+            toFile: big, atomically: true, encoding: .utf8)
+        let result = await cliRun(["validate", big])
+        #expect(result.code == 2)
+        #expect(result.err == "\(big): catalog too large: more than 4194304 bytes (4 MiB)\n")
+    }
+
     @Test func settingsPrecedence() async throws {
         let path = try cliTempFile(Self.good)
         let fromFile = try CLISettings.resolve(config: path, redis: nil, namespace: nil, environment: [:])

@@ -453,6 +453,20 @@ let badCatalogs: [BadCatalog] = [
             "jobs.yaml:13:5: job 'ok' is missing required key 'handler'",
             "jobs.yaml:13:11: duplicate job name 'ok' (first defined at line 9)",
         ]),
+    // Hostile input: the caps are one line each, at the node that crosses them.
+    BadCatalog(
+        name: "hostile: nested more than 200 levels",
+        yaml: "version: 1\njobs: " + String(repeating: "[", count: 300),
+        // The root mapping is level 1, so the 200th '[' (column 7 + 199) is level 201.
+        expected: ["jobs.yaml:2:206: document nested too deeply: more than 200 levels"]),
+    BadCatalog(
+        name: "hostile: scalar over 64 KiB",
+        yaml: head + "  - name: a\n    handler: log\n    schedule: " + String(repeating: "x", count: 65_537) + "\n",
+        expected: ["jobs.yaml:5:15: scalar too long: 65537 bytes, more than 65536 (64 KiB)"]),
+    BadCatalog(
+        name: "hostile: catalog over 4 MiB",
+        yaml: head + "# " + String(repeating: "x", count: 4 << 20),
+        expected: ["jobs.yaml: catalog too large: more than 4194304 bytes (4 MiB)"]),
 ]
 
 @Test("bad catalogs report exactly the expected lines", arguments: badCatalogs)

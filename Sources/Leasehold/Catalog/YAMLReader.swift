@@ -10,6 +10,12 @@ package enum YAMLReader {
     /// Upper bound on nesting depth: nodes are built recursively, so a file of 10,000 '[' would
     /// otherwise overflow the stack.
     static let maxDepth = 200
+    /// Upper bound on a catalog's size in bytes (4 MiB): catalogs come through pull requests and
+    /// CI, and a real one is a few KiB, so this bounds the memory and time a hostile one can take.
+    package static let maxBytes = 4 << 20
+    /// Upper bound on one scalar's length in bytes (64 KiB), checked before any validation, so no
+    /// check (spelling hints, time zone lookups, cron parsing) ever sees a huge string.
+    package static let maxScalarBytes = 64 << 10
 
     /// Parses `text`; `file` is used in locations. Returns nil for an empty document.
     package static func parse(text: String, file: String) throws(CatalogError) -> ConfigNode? {
@@ -26,7 +32,13 @@ package enum YAMLReader {
     /// Like `parse`, but hands back structural errors (duplicate keys, bad aliases) next to the tree
     /// so the catalog validator can report them together with its own; `fatal` means no usable tree.
     static func read(bytes: [UInt8], file: String) -> (root: ConfigNode?, errors: [ConfigError], fatal: Bool) {
-        bytes.withUnsafeBufferPointer { buffer in
+        guard bytes.count <= maxBytes else {
+            let message = "catalog too large: more than \(maxBytes) bytes (4 MiB)"
+            return (
+                nil, [ConfigError(location: SourceLocation(file: file, line: 0, column: 0), message: message)], true
+            )
+        }
+        return bytes.withUnsafeBufferPointer { buffer in
             Builder(file: file).run(buffer)
         }
     }
@@ -39,6 +51,8 @@ package enum YAMLReader {
         var anchors: [String: ConfigNode] = [:]
         var nodeCount = 0
         var depth = 0
+        /// Set when a scalar was over `maxScalarBytes`: its placeholder must not reach validation.
+        var oversized = false
 
         /// Thrown internally to unwind on a syntax error (already recorded in `errors`).
         struct Abort: Error {}
@@ -78,7 +92,8 @@ package enum YAMLReader {
                 // The syntax error is in `errors`; a partial tree would only produce follow-on noise.
                 return (nil, errors, true)
             }
-            return (root, errors, false)
+            // Every oversized scalar is reported, but the tree holds placeholders for them.
+            return oversized ? (nil, errors, true) : (root, errors, false)
         }
 
         /// Pulls the next event; on a libyaml error records it (with libyaml's own mark and text) and aborts.
@@ -180,7 +195,18 @@ package enum YAMLReader {
             switch event.type {
             case YAML_SCALAR_EVENT:
                 let s = event.data.scalar
-                let text = String(decoding: UnsafeBufferPointer(start: s.value, count: Int(s.length)), as: UTF8.self)
+                var text = ""
+                if Int(s.length) > YAMLReader.maxScalarBytes {
+                    // Reported here, once, rather than echoed into every later message about it.
+                    oversized = true
+                    errors.append(
+                        ConfigError(
+                            location: location,
+                            message:
+                                "scalar too long: \(s.length) bytes, more than \(YAMLReader.maxScalarBytes) (64 KiB)"))
+                } else {
+                    text = String(decoding: UnsafeBufferPointer(start: s.value, count: Int(s.length)), as: UTF8.self)
+                }
                 let result = ConfigNode.scalar(text, location, quoted: s.style != YAML_PLAIN_SCALAR_STYLE)
                 let anchor = anchorName(s.anchor)
                 yaml_event_delete(&event)
