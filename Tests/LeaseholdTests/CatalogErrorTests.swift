@@ -425,6 +425,18 @@ let badCatalogs: [BadCatalog] = [
             "jobs.yaml:4:18: invalid password_file: expected the path of a file holding the password",
         ]),
     BadCatalog(
+        name: "a value with a line break and an escape cannot forge a second line",
+        yaml: """
+            version: 1
+            jobs:
+              - name: a
+                handler: log
+                schedule: { cron: "0 3 * * *", timezone: "Nowhere\\njobs.yaml:1:1: ok \\e[32m" }
+            """,
+        expected: [
+            #"jobs.yaml:5:46: unknown time zone 'Nowhere\njobs.yaml:1:1: ok \x1b[32m': expected an IANA name such as Europe/Berlin or UTC"#
+        ]),
+    BadCatalog(
         name: "many problems at once",
         yaml: """
             version: 1

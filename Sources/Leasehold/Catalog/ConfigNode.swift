@@ -111,9 +111,12 @@ public struct ConfigError: Error, Sendable, Hashable, CustomStringConvertible {
         self.message = message
     }
 
-    /// `jobs.yaml:12:5: message`, or `jobs.yaml: message` when there is no position.
+    /// `jobs.yaml:12:5: message`, or `jobs.yaml: message` when there is no position. Control
+    /// characters of values the message quotes are escaped: a catalog must not be able to print
+    /// a second, fake line (or terminal escapes) into CI output.
     public var description: String {
-        location.line > 0 ? "\(location): \(message)" : "\(location.file): \(message)"
+        let text = LogText.escaped(message)
+        return location.line > 0 ? "\(location): \(text)" : "\(location.file): \(text)"
     }
 }
 
