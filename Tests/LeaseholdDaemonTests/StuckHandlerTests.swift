@@ -10,6 +10,8 @@ import Testing
 
 /// Whether the stubborn handlers of a test may return (keyed by the test's namespace).
 private let stubbornGates = Mutex<[String: Bool]>([:])
+/// The namespaces whose stubborn handler on member `a` has started.
+private let stubbornRunning = Mutex<Set<String>>([])
 
 /// A continuous handler that ignores cancellation on member `a` until its gate opens, as
 /// in-process code that blocks in a library call does; on any other member it behaves.
@@ -23,6 +25,7 @@ private struct StubbornHandler: JobHandler {
             while !Task.isCancelled { try await Task.sleep(for: .milliseconds(50)) }
             return
         }
+        stubbornRunning.withLock { _ = $0.insert(namespace) }
         while stubbornGates.withLock({ $0[namespace] }) != true {
             try? await Task.sleep(for: .milliseconds(20))  // cancellation ignored on purpose
         }
@@ -72,6 +75,9 @@ struct StuckHandlerTests {
             try await redis.lease("sticky", keys: keys)
         }
         #expect(first.owner.member == "a")
+        try await eventually("a's handler running", within: .seconds(20), diagnostics: diagnostics) {
+            stubbornRunning.withLock { $0.contains(namespace) }
+        }
         // Someone deletes the lease: a loses it, its handler ignores the stop. a is the only
         // member, so it takes the lease straight back, and without the fix it kept it (and
         // renewed it) forever while the job never ran again.

@@ -200,14 +200,17 @@ struct OutageTests {
             }
 
             // Back without persistence: the lease and the fence counter are gone.
+            // A member may acquire between the server answering and restart() returning, so
+            // acquisitions count from the restart's start, the recovery time from its end.
+            let restartBegan = ContinuousClock.now
             try await redis.restart()
             let backAt = ContinuousClock.now
             try await eventually("a leader for \(job) after Redis came back", within: .seconds(15)) {
                 leaders(members, job).count == 1
             }
-            let acquisitions = members.flatMap { $0.acquisitions(job, after: backAt) }.sorted { $0.at < $1.at }
+            let acquisitions = members.flatMap { $0.acquisitions(job, after: restartBegan) }.sorted { $0.at < $1.at }
             let recovered = try #require(acquisitions.first)
-            let recovery = recovered.at - backAt
+            let recovery = max(.zero, recovered.at - backAt)
             report(
                 "kill: Redis down \(Int(milliseconds(backAt - outageStart))) ms; led again \(Int(milliseconds(recovery))) ms after Redis answered (bound TTL + renew = \(Int(milliseconds(outageTiming.ttl + outageTiming.renewEvery))) ms + slack); token \(token) -> \(recovered.grant.token)"
             )
