@@ -7,8 +7,9 @@ import Testing
 #endif
 
 // The daemon's HTTP endpoint against slow and hostile clients, with a real `leaseholdd` and
-// real loopback sockets: stalled and trickling requests, oversize heads and bodies. The
-// production limits apply (10 s idle timeout, 8 KiB head, 1 KiB body); bounds are generous.
+// real loopback sockets: many idle connections, stalled and trickling requests, oversize
+// heads and bodies. The production limits apply (10 s idle timeout, 64 connections, 8 KiB
+// head, 1 KiB body); bounds are generous.
 
 /// A catalog with one quiet job, so the daemon has Redis connections open like in production.
 private let catalog = """
@@ -40,6 +41,11 @@ private func startServing(
 /// `/healthz`'s status on 127.0.0.1:`port`, off the cooperative pool (the GET blocks).
 private func healthz(_ port: Int) async -> Int? {
     await Task.detached { httpGet(port: port, path: "/healthz")?.status }.value
+}
+
+/// How many file descriptors process `pid` has open.
+private func openDescriptors(_ pid: Int32) -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
 }
 
 /// A blocking TCP client socket with small helpers; closed on deinit.
@@ -129,6 +135,44 @@ private func statusCode(_ text: String) -> Int? {
 
 @Suite("HTTP endpoint: slow and hostile clients", .serialized, .timeLimit(.minutes(3)))
 struct HTTPLimitsTests {
+    @Test("200 idle connections: /healthz still answers, open descriptors stay near the 64-connection cap")
+    func idleConnectionsAreCapped() async throws {
+        let fleet = try await DaemonFleet(catalog: catalog)
+        let (daemon, port) = try await startServing(fleet, name: "cap-1") { "127.0.0.1:\($0)" }
+        // A scraper in keep-alive, connected before the flood: it should survive it.
+        let scraper = try #require(Client(port: port))
+        scraper.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(statusCode(scraper.read(until: "ok\n").text) == 200)
+        try await Task.sleep(for: .milliseconds(500))
+        let baseline = openDescriptors(daemon.pid)
+
+        var idle: [Client] = []
+        for _ in 0..<200 { if let client = Client(port: port) { idle.append(client) } }
+        #expect(idle.count == 200, "connects refused by the kernel: \(200 - idle.count)")
+        let started = ContinuousClock.now
+        // Well under the 10 s idle timeout: stalled connections make room, they are not waited out.
+        try await eventually("/healthz to answer with 200 idle connections", within: .seconds(5)) {
+            await healthz(port) == 200
+        }
+        let healthzAfter = ContinuousClock.now - started
+        // The cap holds the daemon's descriptors; without it they would grow by 200.
+        try await eventually("the daemon's descriptors to settle", within: .seconds(10)) {
+            openDescriptors(daemon.pid) <= baseline + 64 + 8
+        }
+        let peak = openDescriptors(daemon.pid)
+        scraper.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(statusCode(scraper.read(until: "ok\n").text) == 200, "the keep-alive scraper was shed")
+        print("200 idle connections: /healthz after \(milliseconds(healthzAfter)) ms; fds \(baseline) -> \(peak)")
+
+        let reports = daemon.lines.filter { $0.message == "http connection limit reached" }
+        #expect(reports.count >= 1 && reports.count <= 2, "want one report per minute, got \(reports.count)")
+        #expect(reports.first?.fields?["max_connections"] == "64")
+        print(reports.first?.raw ?? "no report")
+        idle.removeAll()
+        #expect(daemon.isRunning, "\(daemon.logTail())")
+        #expect(await daemon.stop() == 0)
+    }
+
     @Test("a stalled head, a trickling head and an idle keep-alive connection are closed after the idle timeout")
     func slowClientsAreClosed() async throws {
         let fleet = try await DaemonFleet(catalog: catalog)
