@@ -8,8 +8,8 @@ import Testing
 
 // The daemon's HTTP endpoint against slow and hostile clients, with a real `leaseholdd` and
 // real loopback sockets: many idle connections, stalled and trickling requests, oversize
-// heads and bodies. The production limits apply (10 s idle timeout, 64 connections, 8 KiB
-// head, 1 KiB body); bounds are generous.
+// heads and bodies, and where `--http :PORT` listens. The production limits apply (10 s idle
+// timeout, 64 connections, 8 KiB head, 1 KiB body); bounds are generous.
 
 /// A catalog with one quiet job, so the daemon has Redis connections open like in production.
 private let catalog = """
@@ -235,5 +235,19 @@ struct HTTPLimitsTests {
         #expect(statusCode(fine.read(until: "ok\n").text) == 200)
         #expect(await healthz(port) == 200)
         #expect(await daemon.stop() == 0)
+    }
+
+    @Test("--http :PORT listens on 127.0.0.1 only; --http 0.0.0.0:PORT on every interface")
+    func emptyHostMeansLoopback() async throws {
+        let fleet = try await DaemonFleet(catalog: catalog)
+        // 127.0.0.2 is loopback too, but a socket bound to 127.0.0.1 does not accept it.
+        let (local, localPort) = try await startServing(fleet, name: "bind-1") { ":\($0)" }
+        #expect(Client(host: "127.0.0.2", port: localPort) == nil, "--http :PORT accepts on 127.0.0.2")
+        #expect(local.lines.contains { $0.message == "http endpoint listening" && $0.raw.contains("127.0.0.1:") })
+        #expect(await local.stop() == 0)
+
+        let (every, everyPort) = try await startServing(fleet, name: "bind-2") { "0.0.0.0:\($0)" }
+        #expect(Client(host: "127.0.0.2", port: everyPort) != nil, "--http 0.0.0.0:PORT refuses 127.0.0.2")
+        #expect(await every.stop() == 0)
     }
 }
