@@ -55,7 +55,10 @@ public struct DaemonOptions: ParsableArguments {
     public var logFormat: String = "text"
 
     /// Metrics/health endpoint.
-    @Option(help: "Serve /metrics, /healthz, /readyz and /status on HOST:PORT (off unless given).")
+    @Option(
+        help:
+            "Serve /metrics, /healthz, /readyz and /status on [HOST]:PORT; :PORT alone listens on 127.0.0.1 only, 0.0.0.0:PORT on every interface (off unless given)."
+    )
     public var http: String?
 
     /// Creates default options.
@@ -132,7 +135,7 @@ public enum LeaseholdDaemon {
         var httpAddress: (host: String, port: Int)?
         if let http = options.http {
             guard let address = parseHostPort(http) else {
-                return fail("invalid --http '\(http)': expected HOST:PORT, e.g. 127.0.0.1:9464")
+                return fail("invalid --http '\(http)': expected [HOST]:PORT, e.g. 127.0.0.1:9464")
             }
             httpAddress = address
         }
@@ -191,13 +194,16 @@ public enum LeaseholdDaemon {
         StandardError.write(line + "\n")
     }
 
-    /// Parses `HOST:PORT` (or `[v6]:PORT`).
+    /// Where `--http :PORT` listens: loopback, since the endpoints have no auth.
+    static let defaultHTTPHost = "127.0.0.1"
+
+    /// Parses `HOST:PORT` (or `[v6]:PORT`); `:PORT` means ``defaultHTTPHost``.
     static func parseHostPort(_ text: String) -> (host: String, port: Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (0...65535).contains(port)
         else { return nil }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : (host, port)
+        return (host.isEmpty ? defaultHTTPHost : host, port)
     }
 }
