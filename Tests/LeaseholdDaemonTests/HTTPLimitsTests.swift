@@ -40,7 +40,7 @@ private func startServing(
 
 /// `/healthz`'s status on 127.0.0.1:`port`, off the cooperative pool (the GET blocks).
 private func healthz(_ port: Int) async -> Int? {
-    await Task.detached { httpGet(port: port, path: "/healthz")?.status }.value
+    await onThread { httpGet(port: port, path: "/healthz")?.status }
 }
 
 /// How many file descriptors process `pid` has open.
@@ -142,12 +142,12 @@ struct HTTPLimitsTests {
         // A scraper in keep-alive, connected before the flood: it should survive it.
         let scraper = try #require(Client(port: port))
         scraper.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(statusCode(scraper.read(until: "ok\n").text) == 200)
+        #expect(statusCode(await onThread { scraper.read(until: "ok\n") }.text) == 200)
         try await Task.sleep(for: .milliseconds(500))
         let baseline = openDescriptors(daemon.pid)
 
-        var idle: [Client] = []
-        for _ in 0..<200 { if let client = Client(port: port) { idle.append(client) } }
+        // connect() blocks while the daemon's accept backlog is full: not on the cooperative pool.
+        var idle = await onThread { (0..<200).compactMap { _ in Client(port: port) } }
         #expect(idle.count == 200, "connects refused by the kernel: \(200 - idle.count)")
         let started = ContinuousClock.now
         // Well under the 10 s idle timeout: stalled connections make room, they are not waited out.
@@ -161,7 +161,8 @@ struct HTTPLimitsTests {
         }
         let peak = openDescriptors(daemon.pid)
         scraper.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(statusCode(scraper.read(until: "ok\n").text) == 200, "the keep-alive scraper was shed")
+        #expect(
+            statusCode(await onThread { scraper.read(until: "ok\n") }.text) == 200, "the keep-alive scraper was shed")
         print("200 idle connections: /healthz after \(milliseconds(healthzAfter)) ms; fds \(baseline) -> \(peak)")
 
         let reports = daemon.lines.filter { $0.message == "http connection limit reached" }
@@ -183,7 +184,7 @@ struct HTTPLimitsTests {
         trickling.send("GET /healthz HTTP/1.1\r\nX-Slow: ")
         let keptAlive = try #require(Client(port: port))
         keptAlive.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(statusCode(keptAlive.read(until: "ok\n").text) == 200)
+        #expect(statusCode(await onThread { keptAlive.read(until: "ok\n") }.text) == 200)
 
         // 10 s idle timeout; 30 s is the generous bound, 5 s says it was the timeout.
         // Each wait blocks: a thread of its own, not the cooperative pool (two threads on two cores).
@@ -222,17 +223,17 @@ struct HTTPLimitsTests {
         ]
         for (what, request, status) in requests {
             let client = try #require(Client(port: port))
-            let answer = await Task.detached {
+            let answer = await onThread {
                 client.send(request)
                 return client.read(within: .seconds(10))
-            }.value
+            }
             #expect(statusCode(answer.text) == status, "\(what): \(answer.text.prefix(200))")
             #expect(answer.closed, "\(what): connection still open")
         }
         // A head just under the cap is still served.
         let fine = try #require(Client(port: port))
         fine.send("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Fine: \(String(repeating: "a", count: 4096))\r\n\r\n")
-        #expect(statusCode(fine.read(until: "ok\n").text) == 200)
+        #expect(statusCode(await onThread { fine.read(until: "ok\n") }.text) == 200)
         #expect(await healthz(port) == 200)
         #expect(await daemon.stop() == 0)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import LeaseholdTesting
 import RedisClient
 import Testing
 
@@ -209,7 +210,7 @@ struct FuzzTests {
 /// Catalogs come through pull requests and CI, so `leasehold validate` and the daemon must be
 /// safe on hostile files: everything within the caps (4 MiB per file, 64 KiB per scalar) is
 /// validated quickly, and everything beyond them, or not a regular file, is one clear line.
-@Suite("Fuzz: hostile catalogs")
+@Suite("Fuzz: hostile catalogs", .enabled(if: HeavyTests.enabled, Comment(rawValue: HeavyTests.skipReason)))
 struct HostileCatalogTests {
     /// The target is well under a second; the bound is generous so that a loaded CI box cannot
     /// make it flaky, while a hang, an unbounded read or a quadratic blow-up still fails.
