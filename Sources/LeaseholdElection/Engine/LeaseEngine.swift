@@ -517,6 +517,11 @@ package struct LeaseEngine: Sendable {
                         state.phase = .standby(attemptAt: attemptAt)
                     }
                 }
+                // Withdrawn while this acquire was in flight: give the lease straight back.
+                if state.withdrawn, case .leading(let token, _, _) = state.phase {
+                    state.phase = .releasing(token: token, reason: .released, sent: false)
+                    leaseRevision += 1
+                }
                 jobs[name] = state
             }
         }
