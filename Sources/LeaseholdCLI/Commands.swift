@@ -185,7 +185,10 @@ struct Release: ParsableCommand, CLIRunnable {
         abstract: "Ask a job's leader to hand it over at its next safe point (or --force: delete the lease, unsafe).",
         discussion: """
             Without --force the leader's handoff set (ns:member:<member>:handoff) gets the job; the \
-            leader reads it with its next heartbeat and releases between runs. --force deletes the \
+            leader reads it with its next heartbeat and releases between runs, then stands back for the \
+            job's stability window (at least its lease TTL) so that another member takes the job, even \
+            when the released member is the job's rendezvous choice; after that window placement may \
+            move it back. --force deletes the \
             lease at once: the old leader may still be running until its validity ends, so only \
             downstream stores that check fencing tokens are safe from a double run.
             """)

@@ -199,7 +199,7 @@ public final class LeaseholdService: Service, Sendable {
             // A step-down comes `grace` before validity ends; a renewal that found the lease
             // gone gives the handler the same `grace` to stop before it counts as an overrun.
             let grace = jobTimings[job]?.grace ?? .seconds(1)
-            await runners[job]?.lost(token: token, validUntil: .now + grace)
+            await runners[job]?.lost(token: token, validUntil: .now + grace, reason: reason)
         case .released(let job, let token, let reason, let confirmed):
             logger.info(
                 reason == .handedOff ? "handed off leadership" : "released leadership",

@@ -231,6 +231,41 @@ struct CLIRedisTests {
         }
     }
 
+    @Test func releasingThePreferredLeaderMovesTheJobAway() async throws {
+        let server = try await RedisServerProcess()
+        let ns = "rel-preferred"
+        let name = "sticky-job"
+        let preferred = Rendezvous.preferred(
+            job: name, among: [RendezvousMember(name: "m1"), RendezvousMember(name: "m2")])!
+        let other = preferred == "m1" ? "m2" : "m1"
+        // The stability window (10 s) is how long the released member stands back.
+        let job = LeaseJob(
+            name: name, timing: cliTTL, placement: .spread(standbyDelay: .milliseconds(300), stability: .seconds(10)))
+        let config = try cliCatalog(server: server, namespace: ns, jobs: [name])
+        try await withMember(
+            preferred, redis: server.configuration(), jobs: [job], options: cliMember(preferred, namespace: ns)
+        ) { first in
+            let firstToken = try await eventually("\(preferred) leads") { first.manager.grant(for: name)?.token }
+            try await withMember(
+                other, redis: server.configuration(), jobs: [job], options: cliMember(other, namespace: ns)
+            ) { second in
+                _ = try await eventually("\(other) heartbeats") { () -> Bool? in
+                    try await server.command("ZSCORE", "\(ns):members", other).isNull ? nil : true
+                }
+                let asked = await cliRun(["release", name, "--config", config])
+                #expect(asked.code == 0, "\(asked.err)")
+                // Without standing back, the preferred member took the lease again 1 ms later.
+                let token = try await eventually("\(other) takes over", within: .seconds(10)) {
+                    second.manager.grant(for: name)?.token
+                }
+                #expect(token > firstToken)
+                try await Task.sleep(for: .seconds(2))
+                #expect(try await server.lease(name, keys: LeaseKeys(namespace: ns))?.owner.member == other)
+                #expect(first.manager.grant(for: name) == nil)
+            }
+        }
+    }
+
     @Test func forceWithoutTerminalOrYesIsRefused() async throws {
         let server = try await RedisServerProcess()
         _ = try await server.command("SET", "leasehold:{j}:lease", "m9@abc:7", "PX", "60000")

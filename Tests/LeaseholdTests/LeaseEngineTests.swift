@@ -378,3 +378,36 @@ struct StandbyCostTests {
         #expect(attempts.count >= 8, "attempts at \(attempts)")
     }
 }
+
+/// Withdrawing from a job (a stuck handler): the lease goes back, no acquire is sent, and a
+/// grant that was in flight is given back at once; rejoining competes again at once.
+@Suite struct LeaseEngineWithdrawTests {
+    static let job = LeaseJob(name: "report", timing: LeaseTiming(ttl: .seconds(10)))
+
+    @Test func anAcquireInFlightWhenWithdrawnIsGivenBackAndRejoinCompetesAgain() {
+        var h = EngineDriver(jobs: [Self.job])
+        h.poll()
+        let (id, _) = EngineDriver.acquires(h.takeCommands())[0]
+        h.engine.withdraw(job: "report", reason: .released, now: h.now)
+        h.complete(
+            .acquire(
+                id: id,
+                .success(AcquireReply(redisNowMs: 5, outcomes: [.acquired(token: 7, takeover: .acquired, gapMs: nil)])))
+        )
+        h.poll()
+        #expect(h.engine.lease(of: "report") == nil)
+        let releases = EngineDriver.releases(h.takeCommands())
+        #expect(releases.first?.items.map(\.token) == [7])
+        h.complete(.release(id: releases[0].id, .success([true])))
+        // Withdrawn: however long we wait, no acquire is sent.
+        for step in 1...5 {
+            h.advance(to: .seconds(Int64(step * 10)))
+            #expect(EngineDriver.acquires(h.takeCommands()).isEmpty)
+        }
+        #expect(h.engine.isWithdrawn("report"))
+        h.engine.rejoin(job: "report", now: h.now)
+        h.poll()
+        #expect(EngineDriver.acquires(h.takeCommands()).count == 1)
+        #expect(!h.engine.isWithdrawn("report"))
+    }
+}

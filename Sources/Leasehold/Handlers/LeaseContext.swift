@@ -1,5 +1,6 @@
 import Logging
 import RedisClient
+import Synchronization
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -35,12 +36,15 @@ public struct LeaseContext: Sendable {
     public let redis: FencedRedis
     private let currentGrant: @Sendable () -> LeaseGrant?
     private let initialValidUntil: ContinuousClock.Instant
+    private let lossReason: @Sendable () -> LossReason?
+    private let lastValidity: ValidityMark
 
     /// Creates a context; `currentGrant` reads the live lease (validity grows with renewals).
     public init(
         job: String, token: UInt64, member: String, instance: String, scheduledAt: Date? = nil,
         logger: Logger, redis: FencedRedis, validUntil: ContinuousClock.Instant,
-        currentGrant: @escaping @Sendable () -> LeaseGrant?
+        currentGrant: @escaping @Sendable () -> LeaseGrant?,
+        lossReason: @escaping @Sendable () -> LossReason? = { nil }
     ) {
         self.job = job
         self.token = token
@@ -51,6 +55,8 @@ public struct LeaseContext: Sendable {
         self.redis = redis
         self.initialValidUntil = validUntil
         self.currentGrant = currentGrant
+        self.lossReason = lossReason
+        self.lastValidity = ValidityMark(validUntil)
     }
 
     /// The end of this member's validity on the monotonic clock; it moves forward with every
@@ -58,6 +64,19 @@ public struct LeaseContext: Sendable {
     public var validUntil: ContinuousClock.Instant {
         guard let grant = currentGrant(), grant.token == token else { return min(initialValidUntil, .now) }
         return grant.validUntil
+    }
+
+    /// Until when a process started for this leadership may still run: the validity while the
+    /// lease is held; after a step-down on the validity timer, the validity that was left
+    /// (never shortened: the job gets SIGTERM and its kill grace within it); after the lease was
+    /// seen deleted or taken, now (someone else may already lead: stop at once).
+    package var processDeadline: ContinuousClock.Instant {
+        if let grant = currentGrant(), grant.token == token {
+            lastValidity.raise(to: grant.validUntil)
+            return grant.validUntil
+        }
+        if lossReason() == .expired { return .now }
+        return lastValidity.value
     }
 
     /// Whether this member may still act for the job right now.
@@ -103,4 +122,15 @@ public struct FencedRedis: Sendable {
         if case .error(let text) = reply { throw RedisError(kind: .server, message: "fenced write failed: \(text)") }
         return reply.integer == 1
     }
+}
+
+/// The latest validity end a context has seen, so a step-down can keep what was left of it.
+private final class ValidityMark: Sendable {
+    private let instant: Mutex<ContinuousClock.Instant>
+
+    init(_ instant: ContinuousClock.Instant) { self.instant = Mutex(instant) }
+
+    var value: ContinuousClock.Instant { instant.withLock { $0 } }
+
+    func raise(to later: ContinuousClock.Instant) { instant.withLock { $0 = max($0, later) } }
 }

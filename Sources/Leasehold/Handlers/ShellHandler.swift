@@ -83,13 +83,20 @@ public struct ShellHandler: JobHandler {
         let outcome = await withDiscardingTaskGroup { group in
             group.addTask {
                 while !Task.isCancelled {
-                    process.extendDeadline(to: context.validUntil)
+                    // Not `validUntil`, which drops to now at any loss: the deadline must never
+                    // shrink below the validity a step-down on the timer leaves.
+                    process.extendDeadline(to: context.processDeadline)
                     try? await Task.sleep(for: .milliseconds(200))
                 }
             }
             let outcome = await withTaskCancellationHandler {
                 await process.waitForExit()
             } onCancel: {
+                // Stopping: SIGTERM now, SIGKILL after kill_grace or at the deadline, whichever
+                // comes first. The deadline is the validity left after a step-down on the timer
+                // (the job gets its grace within it), but now when the lease was seen deleted or
+                // taken: someone else may already lead, so the job is killed at once.
+                process.extendDeadline(to: context.processDeadline)
                 process.terminate()
             }
             group.cancelAll()

@@ -1,5 +1,6 @@
 import Logging
 import RedisClient
+import Synchronization
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -65,6 +66,9 @@ package actor JobRunner {
     /// Set by `finish()`: a leadership handed in later stops at once.
     private var finished = false
     private var token: UInt64?
+    /// Why each recently lost leadership ended, by token: read synchronously by a running
+    /// handler's context (a shell job's supervisor deadline depends on it).
+    private nonisolated let lossReasons = LossReasons()
     private var handoffRequested = false
     private var runningHandler = false
 
@@ -127,8 +131,9 @@ package actor JobRunner {
     }
 
     /// Leadership ended without our choice: stop the handler now.
-    package func lost(token lostToken: UInt64, validUntil: ContinuousClock.Instant?) {
+    package func lost(token lostToken: UInt64, validUntil: ContinuousClock.Instant?, reason: LossReason = .expired) {
         guard token == lostToken, let current else { return }
+        lossReasons.record(reason, token: lostToken)
         token = nil
         let wasRunning = runningHandler
         current.stop.fire(.lost(validUntil: validUntil))
@@ -418,7 +423,8 @@ package actor JobRunner {
             redis: FencedRedis(
                 connection: environment.redis, keys: environment.keys, job: job, owner: manager.owner,
                 token: grant.token),
-            validUntil: grant.validUntil, currentGrant: { manager.grant(for: job) })
+            validUntil: grant.validUntil, currentGrant: { manager.grant(for: job) },
+            lossReason: { [lossReasons, token = grant.token] in lossReasons.reason(token: token) })
         runningHandler = true
         defer { runningHandler = false }
         let started = ContinuousClock.now
@@ -479,3 +485,20 @@ package actor JobRunner {
 }
 
 private struct RunTimedOut: Error {}
+
+/// Why recently lost leaderships ended, by token (a box, so a handler's context can read it
+/// synchronously from any thread).
+private final class LossReasons: Sendable {
+    private let reasons = Mutex<[UInt64: LossReason]>([:])
+
+    /// Records why the leadership with `token` ended; older entries go (they ended long ago).
+    func record(_ reason: LossReason, token: UInt64) {
+        reasons.withLock { reasons in
+            reasons = reasons.filter { $0.key >= token }
+            reasons[token] = reason
+        }
+    }
+
+    /// Why the leadership with `token` ended, if it did.
+    func reason(token: UInt64) -> LossReason? { reasons.withLock { $0[token] } }
+}

@@ -48,6 +48,11 @@ extension LeaseEngine {
         /// The last per-job failure reported for this job (a key of the wrong type), so it is
         /// reported once, not on every attempt.
         var failure: String?
+        /// An operator asked this member to hand the job over (`leasehold release`).
+        var operatorHandoff = false
+        /// After an operator's handoff, this member does not take the job back before this
+        /// local time: as the rendezvous choice it would otherwise re-acquire it at once.
+        var standBackUntil: Duration?
         /// The layer above asked this member to stop competing for the job (its work cannot
         /// run here for now): no acquire is sent until it rejoins.
         var withdrawn = false

@@ -315,7 +315,7 @@ package struct LeaseEngine: Sendable {
         for state in jobs.states {
             switch state.phase {
             case .standby(let attemptAt):
-                if !shuttingDown, gateOpen(for: state) { consider(attemptAt) }
+                if !shuttingDown, gateOpen(for: state) { consider(max(attemptAt, state.standBackUntil ?? attemptAt)) }
             case .leading(_, _, let stepDownAt):
                 consider(stepDownAt)
             case .releasing(_, _, let sent):
@@ -354,7 +354,7 @@ package struct LeaseEngine: Sendable {
         var due: [AcquireRequest] = []
         for i in jobs.states.indices {
             guard case .standby(let attemptAt) = jobs.states[i].phase, attemptAt <= now,
-                gateOpen(for: jobs.states[i])
+                gateOpen(for: jobs.states[i]), now >= jobs.states[i].standBackUntil ?? now
             else { continue }
             var state = jobs.states[i]
             let name = state.spec.name
@@ -517,6 +517,11 @@ package struct LeaseEngine: Sendable {
                         state.phase = .standby(attemptAt: attemptAt)
                     }
                 }
+                // Withdrawn while this acquire was in flight: give the lease straight back.
+                if state.withdrawn, case .leading(let token, _, _) = state.phase {
+                    state.phase = .releasing(token: token, reason: .released, sent: false)
+                    leaseRevision += 1
+                }
                 jobs[name] = state
             }
         }
@@ -527,6 +532,7 @@ package struct LeaseEngine: Sendable {
         takeover: TakeoverKind, gapMs: Int64?
     ) {
         state.mayHold = false
+        state.standBackUntil = nil
         state.unknownAcquireUntil = nil
         state.observedExpiry = nil
         state.holder = nil
@@ -596,6 +602,7 @@ package struct LeaseEngine: Sendable {
             for job in reply.handoffRequests {
                 guard var state = jobs[job], case .leading = state.phase else { continue }
                 state.handoffSuggested = true
+                state.operatorHandoff = true
                 jobs[job] = state
                 pendingEvents.append(.handoffSuggested(job: job, to: nil))
             }
@@ -635,7 +642,15 @@ package struct LeaseEngine: Sendable {
                 state.freeSince = now
                 state.phase = .standby(
                     attemptAt: placementDelayedAttempt(for: state, earliest: now + .milliseconds(1), now: now))
+                if state.operatorHandoff, released {
+                    // The operator wants the job elsewhere: stand back for a stability window
+                    // (the lease TTL for `any` placement), then placement decides again.
+                    var window = state.spec.timing.ttl
+                    if case .spread(_, let stability) = state.spec.placement { window = max(window, stability) }
+                    state.standBackUntil = now + window
+                }
             }
+            state.operatorHandoff = false
             jobs[item.job] = state
             if let token, !quiet {
                 pendingEvents.append(.released(job: item.job, token: token, reason: reason, confirmed: released))
