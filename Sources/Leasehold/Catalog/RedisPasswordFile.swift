@@ -1,11 +1,5 @@
 import RedisClient
 
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Musl)
-    import Musl
-#endif
-
 /// The Redis password kept in a file (a mounted secret), so that it is neither in `ps` nor in
 /// the environment every job inherits. Where its path comes from, in order: the
 /// `--redis-password-file` flag, `LEASEHOLD_REDIS_PASSWORD_FILE`, the catalog's
@@ -57,25 +51,13 @@ package enum RedisPasswordFile {
             .failure(
                 PasswordFileError(message: "cannot use the Redis password file '\(path)' (from \(source)): \(reason)"))
         }
-        // O_NONBLOCK: a FIFO in its place must be an error, not a hang.
-        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { return failure(String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { return failure(String(cString: strerror(errno))) }
-        guard info.st_mode & S_IFMT == S_IFREG else { return failure("not a regular file") }
-        guard info.st_size <= maximumBytes else { return failure("larger than \(maximumBytes) bytes") }
-        var bytes = [UInt8](repeating: 0, count: maximumBytes + 1)
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
-            if n < 0, errno == EINTR { continue }
-            guard n >= 0 else { return failure(String(cString: strerror(errno))) }
-            if n == 0 { break }
-            count += n
+        let file: (bytes: [UInt8], mode: UInt32)
+        switch RegularFile.read(path, atMost: maximumBytes + 1) {
+        case .success(let read): file = read
+        case .failure(let error): return failure(error.message)
         }
-        guard count <= maximumBytes else { return failure("larger than \(maximumBytes) bytes") }
-        var content = Array(bytes[..<count])
+        guard file.bytes.count <= maximumBytes else { return failure("larger than \(maximumBytes) bytes") }
+        var content = file.bytes
         // One trailing line break is how editors and `echo` write files; it is not part of it.
         if content.last == UInt8(ascii: "\n") { content.removeLast() }
         if content.last == UInt8(ascii: "\r") { content.removeLast() }
@@ -85,7 +67,7 @@ package enum RedisPasswordFile {
             return failure("it holds more than one line")
         }
         var warning: String?
-        let mode = info.st_mode & 0o777
+        let mode = file.mode & 0o777
         if mode & 0o044 != 0 {
             let octal = String(mode, radix: 8)
             warning =
