@@ -27,7 +27,11 @@ private struct StubbornHandler: JobHandler {
         }
         stubbornRunning.withLock { _ = $0.insert(namespace) }
         while stubbornGates.withLock({ $0[namespace] }) != true {
-            try? await Task.sleep(for: .milliseconds(20))  // cancellation ignored on purpose
+            // A wait that cancellation cannot cut short (Task.sleep would return at once once
+            // cancelled, and the loop would spin on a cooperative thread, starving the process).
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) { continuation.resume() }
+            }
         }
     }
 }
