@@ -191,6 +191,9 @@ public final class RedisServerProcess: Sendable {
                     endpoint: endpoint, connectTimeout: .milliseconds(500), commandTimeout: .seconds(1)))
             do {
                 let reply = try await connection.send(["INFO", "server"])
+                // INFO answers while an AOF or RDB is still loading; PING says -LOADING until
+                // the data is back, and a test reading keys right after a restart needs them.
+                let ping = try await connection.send(["PING"])
                 await connection.close()
                 // Make sure the server answering is ours, not another test's on a reused port.
                 guard let info = reply.string,
@@ -202,7 +205,11 @@ public final class RedisServerProcess: Sendable {
                     _ = await Self.waitForExit(process, within: .seconds(5))
                     throw PortInUse()
                 }
-                return
+                if case .error(let text) = ping {
+                    lastProblem = text
+                } else {
+                    return
+                }
             } catch let error as RedisError {
                 lastProblem = error.message
                 await connection.close()
