@@ -27,6 +27,9 @@ public struct LeaseKeys: Sendable, Hashable {
     public func member(_ name: String) -> String { "\(namespace):member:\(name)" }
     /// Jobs an operator asked a member to hand over at its next safe point.
     public func handoffRequests(_ member: String) -> String { "\(namespace):member:\(member):handoff" }
+    /// The set of job names the members advertising catalog `digest` carry (24 h TTL, kept
+    /// alive by the renew of every member advertising it).
+    public func catalog(_ digest: String) -> String { "\(namespace):catalog:\(digest)" }
     /// The set of job names members have seen (for the CLI).
     public var jobs: String { "\(namespace):jobs" }
     /// The pub/sub channel that carries a job name whenever its lease is released.
