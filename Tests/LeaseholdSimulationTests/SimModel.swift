@@ -110,6 +110,7 @@ struct SimRedis {
         var incarnation: String
         var tickAtMs: Int64
         var weight: Double
+        var catalog: String? = nil
     }
 
     /// Redis TIME at true time 0, in microseconds (a realistic epoch, so tokens look real).
@@ -119,6 +120,8 @@ struct SimRedis {
     /// The `state` hash's `holder` field (non-empty after an acquire, emptied by a release).
     var holder: [String: String] = [:]
     var members: [String: Member] = [:]
+    /// The catalog sets (`ns:catalog:<digest>`).
+    var catalogs: [String: Set<String>] = [:]
     var up = true
     /// Every token issued, per job, for invariant (b).
     var lastIssued: [String: UInt64] = [:]
@@ -137,6 +140,7 @@ struct SimRedis {
         fence = [:]
         holder = [:]
         members = [:]
+        catalogs = [:]
     }
 
     /// LeaseScripts.acquire.
@@ -190,7 +194,9 @@ struct SimRedis {
             duplicate = seen.incarnation
         }
         members[owner.member] = Member(
-            expiresAtMs: ms + batch.heartbeatTTLMs, incarnation: owner.incarnation, tickAtMs: ms, weight: weight)
+            expiresAtMs: ms + batch.heartbeatTTLMs, incarnation: owner.incarnation, tickAtMs: ms, weight: weight,
+            catalog: batch.catalogDigest)
+        if let names = batch.publishJobs { catalogs[batch.catalogDigest] = Set(names) }
         let liveMembers = members.filter { $0.value.expiresAtMs >= ms }
             .sorted {
                 $0.value.expiresAtMs != $1.value.expiresAtMs
@@ -199,9 +205,16 @@ struct SimRedis {
             .map {
                 MemberInfo(
                     name: $0.key, expiresAtMs: $0.value.expiresAtMs, weight: $0.value.weight,
-                    incarnation: $0.value.incarnation)
+                    incarnation: $0.value.incarnation, catalog: $0.value.catalog)
             }
-        return RenewReply(redisNowMs: ms, renewed: renewed, members: liveMembers, duplicateIncarnation: duplicate)
+        return RenewReply(
+            redisNowMs: ms, renewed: renewed, members: liveMembers, duplicateIncarnation: duplicate,
+            catalogPresent: catalogs[batch.catalogDigest] != nil)
+    }
+
+    /// SMEMBERS of a catalog set.
+    func catalog(_ digest: String) -> [String] {
+        catalogs[digest].map { $0.sorted() } ?? []
     }
 
     /// LeaseScripts.release; returns the flags and the jobs to publish on the released channel.

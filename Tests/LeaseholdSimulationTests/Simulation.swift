@@ -503,6 +503,8 @@ final class Simulation {
             log("\(owner) release \(zip(items.map(\.job), flags).map { "\($0.0)=\($0.1)" })")
             completion = .release(id: id, .success(flags))
             for job in published { publish(job) }
+        case .fetchCatalog(let id, let digest):
+            completion = .fetchCatalog(id: id, .success(redis.catalog(digest)))
         }
         let replyFaulty = faulty || now < faultEnd
         guard let d = delay(faulty: replyFaulty) else {
@@ -525,7 +527,7 @@ final class Simulation {
 
     private func completionID(_ c: LeaseCompletion) -> Int {
         switch c {
-        case .acquire(let id, _), .renew(let id, _), .release(let id, _): id
+        case .acquire(let id, _), .renew(let id, _), .release(let id, _), .fetchCatalog(let id, _): id
         }
     }
 
@@ -534,6 +536,7 @@ final class Simulation {
         case .acquire: .acquire(id: id, .failure(failure))
         case .renew: .renew(id: id, .failure(failure))
         case .release: .release(id: id, .failure(failure))
+        case .fetchCatalog: .fetchCatalog(id: id, .failure(failure))
         }
     }
 

@@ -77,14 +77,16 @@ public final class LeaseManager: Service, Sendable {
         case release(job: String, token: UInt64?, reason: ReleaseReason)
         case withdraw(job: String, reason: ReleaseReason)
         case rejoin(job: String)
+        case updateJobs([LeaseJob], catalogDigest: String?)
         case shutdown
         case releaseAll
         case recheck
         case wake
     }
 
-    /// The jobs this manager competes for.
-    public let jobs: [LeaseJob]
+    /// The jobs this manager competes for (the latest `updateJobs(_:catalogDigest:)`).
+    public var jobs: [LeaseJob] { currentJobs.withLock { $0 } }
+    private let currentJobs: Mutex<[LeaseJob]>
     /// Its settings.
     public let configuration: Configuration
     /// Leadership changes, in order. Single consumer.
@@ -102,7 +104,7 @@ public final class LeaseManager: Service, Sendable {
     /// Creates a manager; nothing happens until `run()`.
     public init(configuration: Configuration, jobs: [LeaseJob], logger: Logger = Logger(label: "leasehold.lease")) {
         self.configuration = configuration
-        self.jobs = jobs
+        self.currentJobs = Mutex(jobs)
         self.logger = logger
         self.origin = ContinuousClock.now
         self.codec = LeaseScriptCodec(keys: configuration.keys, owner: configuration.member.owner)
@@ -143,6 +145,16 @@ public final class LeaseManager: Service, Sendable {
     /// Competes for `job` again after `withdraw(job:reason:)`.
     public func rejoin(job: String) {
         inputSink.yield(.rejoin(job: job))
+    }
+
+    /// Competes for `jobs` from now on (a catalog change), advertising them under
+    /// `catalogDigest` (nil derives one from the names). Jobs no longer listed give their
+    /// lease back: stop their work first. New jobs compete at once. Jobs that stay keep their
+    /// lease and token; changed timing applies from the next renewal. The Redis call timeout
+    /// is not changed (it was derived from the jobs at start).
+    public func updateJobs(_ jobs: [LeaseJob], catalogDigest: String? = nil) {
+        currentJobs.withLock { $0 = jobs }
+        inputSink.yield(.updateJobs(jobs, catalogDigest: catalogDigest))
     }
 
     /// Stops acquiring; `run()` returns once the layer above has released every lease (or
@@ -263,6 +275,8 @@ public final class LeaseManager: Service, Sendable {
                 engine.withdraw(job: job, reason: reason, now: at)
             case .rejoin(let job):
                 engine.rejoin(job: job, now: at)
+            case .updateJobs(let jobs, let digest):
+                engine.updateJobs(jobs, catalogDigest: digest, now: at)
             case .shutdown:
                 if shutdownDeadline == nil {
                     engine.beginShutdown(now: at)
@@ -316,6 +330,15 @@ public final class LeaseManager: Service, Sendable {
                 await perform(call, on: connection) { reply throws(LeaseCallFailure) in
                     try codec.decodeRelease(reply, count: items.count)
                 })
+        case .fetchCatalog(let id, let digest):
+            do {
+                let reply = try await connection.send(codec.fetchCatalogCommand(digest))
+                return .fetchCatalog(id: id, Result { () throws(LeaseCallFailure) in try codec.decodeCatalog(reply) })
+            } catch {
+                configuration.metrics.redisErrors(operation: "catalog").increment()
+                return .fetchCatalog(
+                    id: id, .failure(LeaseCallFailure(outcomeUnknown: false, message: error.description)))
+            }
         }
     }
 

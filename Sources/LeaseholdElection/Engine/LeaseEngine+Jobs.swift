@@ -56,23 +56,46 @@ extension LeaseEngine {
         /// The layer above asked this member to stop competing for the job (its work cannot
         /// run here for now): no acquire is sent until it rejoins.
         var withdrawn = false
+        /// The job left this member's catalog: its lease is given back, and the entry goes
+        /// once nothing of it is held or in flight any more.
+        var removed = false
     }
 
     /// The engine's jobs in catalog order: addressable by name, and walked without hashing,
     /// because every poll walks all of them (10,000 jobs must stay cheap).
     struct JobTable: Sendable {
         var states: [JobState]
-        private let index: [String: Int]
+        private var index: [String: Int]
 
         init(_ states: [JobState]) {
             self.states = states
-            self.index = Dictionary(
-                states.enumerated().map { ($1.spec.name, $0) }, uniquingKeysWith: { first, _ in first })
+            self.index = [:]
+            reindex()
         }
 
         subscript(name: String) -> JobState? {
             get { index[name].map { states[$0] } }
             set { if let i = index[name], let newValue { states[i] = newValue } }
+        }
+
+        /// Adds a job the table does not know yet (a catalog change).
+        mutating func append(_ state: JobState) {
+            guard index[state.spec.name] == nil else { return }
+            index[state.spec.name] = states.count
+            states.append(state)
+        }
+
+        /// Drops the entries of removed jobs that hold and await nothing any more.
+        mutating func dropSettledRemovals() -> Bool {
+            let before = states.count
+            states.removeAll { $0.removed && $0.phase == .retired }
+            guard states.count != before else { return false }
+            reindex()
+            return true
+        }
+
+        private mutating func reindex() {
+            index = Dictionary(states.enumerated().map { ($1.spec.name, $0) }, uniquingKeysWith: { first, _ in first })
         }
     }
 }

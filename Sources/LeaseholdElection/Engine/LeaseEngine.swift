@@ -43,8 +43,11 @@ package struct LeaseEngine: Sendable {
 
     private enum InFlight: Sendable {
         case acquire(jobs: [String], sentAt: Duration)
-        case renew(items: [RenewItem], sentAt: Duration)
+        /// `timings` are the rules each item was renewed under (a catalog change may replace
+        /// them before the reply); `catalogGeneration` is set when the tick published the set.
+        case renew(items: [RenewItem], timings: [LeaseTiming], sentAt: Duration, catalogGeneration: Int?)
         case release(items: [ReleaseItem], reason: ReleaseReason)
+        case fetchCatalog(digest: String)
     }
 
     /// The member settings.
@@ -55,7 +58,7 @@ package struct LeaseEngine: Sendable {
     private var rng: SplitMix64
 
     // Member tick (renew + heartbeat).
-    private let tickInterval: Duration
+    private var tickInterval: Duration
     private var heartbeatTTL: Duration { fleet.heartbeatTTL }
     private var nextTickAt: Duration
     private var tickFailures = 0
@@ -70,31 +73,68 @@ package struct LeaseEngine: Sendable {
     private var lastSuccessAt: Duration?
     private var shuttingDown = false
     private var pendingEvents: [LeadershipEvent] = []
-    /// Preferred member per job for one live set (see `suggestHandoffs`).
-    private var preferredMemo: (members: [RendezvousMember], byJob: [String: String?]) = ([], [:])
+    /// Preferred member per job for one set of candidates (see `suggestHandoffs`).
+    private var preferredMemo: (key: PlacementKey, byJob: [String: String?]) = (PlacementKey(), [:])
+
+    // Catalog advertising: which jobs each live member carries.
+    /// The digest of the job set this member carries.
+    package private(set) var catalogDigest: String
+    /// Job sets by digest (this member's own included), fetched once per new digest.
+    private var catalogs: [String: Set<String>] = [:]
+    /// Digests whose fetch is in flight (nil) or must wait until a local time (a set not
+    /// published yet reads as empty: its member publishes it on its next tick).
+    private var catalogFetches: [String: Duration?] = [:]
+    /// Bumped when the known job sets change, so placement memos are recomputed.
+    private var catalogsRevision = 0
+    /// Bumped by every catalog change; the job set is published until a tick of the current
+    /// generation confirms it.
+    private var catalogGeneration = 0
+    private var publishedGeneration: Int?
+    /// Removed jobs still releasing: their entries go once settled.
+    private var removalsPending = false
 
     /// Creates the engine for `jobs` at local time `now`; the first tick is due at once.
     package init(settings: Settings, jobs: [LeaseJob], now: Duration) {
         self.settings = settings
         self.rng = SplitMix64(seed: settings.seed)
         self.jobs = JobTable(jobs.map { JobState(spec: $0, phase: .standby(attemptAt: now)) })
+        let timing = Self.fleetTiming(for: jobs)
+        self.tickInterval = timing.tick
+        self.fleet = Membership(
+            me: MemberInfo(name: settings.owner.member, expiresAtMs: .max, weight: settings.weight),
+            heartbeatTTL: timing.heartbeat, livenessGrace: timing.grace)
+        self.nextTickAt = now
+        self.catalogDigest = settings.catalogDigest ?? Self.catalogDigest(of: jobs.map(\.name))
+        self.catalogs[catalogDigest] = Set(jobs.map(\.name))
+    }
+
+    /// The member tick, heartbeat TTL and liveness slack for a set of jobs.
+    private static func fleetTiming(for jobs: [LeaseJob]) -> (tick: Duration, heartbeat: Duration, grace: Duration) {
         let shortestRenew = jobs.map(\.timing.renewEvery).min() ?? .seconds(3)
         let shortestTTL = jobs.map(\.timing.ttl).min() ?? .seconds(10)
-        self.tickInterval = shortestRenew
         // Two ticks of heartbeat: a member that misses two renewals in a row is considered
         // gone, which happens before any of its leases (TTL ≥ 3 ticks) can expire, so a
         // standby never waits on placement for a member that crashed.
-        let heartbeatTTL = min(shortestRenew * 2, shortestTTL)
+        let heartbeat = min(shortestRenew * 2, shortestTTL)
         // The member list is a snapshot up to one tick old (more when our own tick is slow):
         // a member whose tick came a little late has a newer expiry we have not seen yet.
         // Without slack it would look gone as soon as it is late at all, and its jobs would
         // move away and back. Half a tick of slack still drops a crashed member before its
         // leases (TTL ≥ heartbeat + slack × 2) can expire.
-        self.fleet = Membership(
-            me: MemberInfo(name: settings.owner.member, expiresAtMs: .max, weight: settings.weight),
-            heartbeatTTL: heartbeatTTL,
-            livenessGrace: max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeatTTL) / 2)))
-        self.nextTickAt = now
+        let grace = max(.zero, min(shortestRenew / 2, (shortestTTL - heartbeat) / 2))
+        return (shortestRenew, heartbeat, grace)
+    }
+
+    /// The digest a member advertises for a job set when the layer above names none: the
+    /// same names give the same digest in every process.
+    package static func catalogDigest(of names: [String]) -> String {
+        var bytes: [UInt8] = []
+        for name in names.sorted() {
+            bytes.append(contentsOf: name.utf8)
+            bytes.append(0)
+        }
+        let hex = String(StableHash.hash64(bytes), radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     // MARK: - Reading
@@ -132,14 +172,40 @@ package struct LeaseEngine: Sendable {
 
     /// True once shutdown was requested and nothing is held or in flight any more.
     package var isShutDown: Bool {
-        shuttingDown && inFlight.values.allSatisfy { if case .renew = $0 { true } else { false } }
+        shuttingDown
+            && inFlight.values.allSatisfy {
+                switch $0 {
+                case .renew, .fetchCatalog: true
+                default: false
+                }
+            }
             && jobs.states.allSatisfy { $0.phase == .retired }
     }
 
-    /// The preferred member of a job among the members live at `now`, by rendezvous.
+    /// The jobs this member carries (its catalog), in table order.
+    package var carriedJobs: [String] { jobs.states.filter { !$0.removed }.map(\.spec.name) }
+
+    /// The job set advertised under `digest`, once known (this member's own included).
+    package func jobSet(ofCatalog digest: String) -> Set<String>? { catalogs[digest] }
+
+    /// Whether `member` carries `job`, as far as this member knows: a member of an older
+    /// version (no digest) carries everything; one whose set is not known yet carries nothing,
+    /// so no handoff goes to a member that may not take the job.
+    private func carries(_ member: MemberInfo, _ job: String) -> Bool {
+        if member.name == settings.owner.member { return jobs[job].map { !$0.removed } ?? false }
+        guard let digest = member.catalog else { return true }
+        return catalogs[digest]?.contains(job) ?? false
+    }
+
+    /// The live members that carry `job`, as rendezvous candidates.
+    private func candidates(for job: String, among live: [MemberInfo]) -> [RendezvousMember] {
+        live.filter { carries($0, job) }.map { RendezvousMember(name: $0.name, weight: $0.weight) }
+    }
+
+    /// The preferred member of a job among the members live at `now` that carry it, by
+    /// rendezvous.
     package func preferredMember(of job: String, now: Duration) -> String? {
-        Rendezvous.preferred(
-            job: job, among: fleet.live(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) })
+        Rendezvous.preferred(job: job, among: candidates(for: job, among: fleet.live(at: now)))
     }
 
     // MARK: - Inputs
@@ -214,6 +280,69 @@ package struct LeaseEngine: Sendable {
         shuttingDown = true
     }
 
+    /// The catalog changed: competes for `newJobs` from now on. Jobs that are gone give their
+    /// lease back (call it only once their work has stopped); new ones compete at once;
+    /// jobs that stay keep their lease and token, and changed timing applies from the next
+    /// renewal. The job set is advertised under `catalogDigest` (nil: derived from the names).
+    package mutating func updateJobs(_ newJobs: [LeaseJob], catalogDigest digest: String?, now: Duration) {
+        guard !shuttingDown else { return }
+        let names = Set(newJobs.map(\.name))
+        for i in jobs.states.indices where !jobs.states[i].removed && !names.contains(jobs.states[i].spec.name) {
+            var state = jobs.states[i]
+            state.removed = true
+            settleRemoved(&state)
+            jobs.states[i] = state
+            removalsPending = true
+        }
+        for job in newJobs {
+            if var state = jobs[job.name] {
+                state.spec = job
+                if state.removed {
+                    state.removed = false
+                    state.forceAttempt = true
+                    if state.phase == .retired { state.phase = .standby(attemptAt: now) }
+                }
+                jobs[job.name] = state
+            } else {
+                jobs.append(JobState(spec: job, phase: .standby(attemptAt: now)))
+            }
+        }
+        if removalsPending {
+            _ = jobs.dropSettledRemovals()
+            removalsPending = hasRemovedEntries
+        }
+        let timing = Self.fleetTiming(for: newJobs)
+        tickInterval = timing.tick
+        fleet.heartbeatTTL = timing.heartbeat
+        fleet.livenessGrace = timing.grace
+        nextTickAt = min(nextTickAt, now + tickInterval)
+        let previous = catalogDigest
+        catalogDigest = digest ?? Self.catalogDigest(of: newJobs.map(\.name))
+        if previous != catalogDigest, !fleet.members.contains(where: { $0.catalog == previous }) {
+            catalogs[previous] = nil
+        }
+        catalogs[catalogDigest] = names
+        catalogGeneration += 1
+        catalogsRevision += 1
+        leaseRevision += 1
+    }
+
+    private var hasRemovedEntries: Bool { jobs.states.contains { $0.removed } }
+
+    /// A removed job gives back what it holds (or may hold), then retires.
+    private mutating func settleRemoved(_ state: inout JobState) {
+        guard state.removed else { return }
+        switch state.phase {
+        case .leading(let token, _, _):
+            state.phase = .releasing(token: token, reason: .released, sent: false)
+            leaseRevision += 1
+        case .standby:
+            state.phase = state.mayHold ? .releasing(token: nil, reason: .released, sent: false) : .retired
+        default:
+            break
+        }
+    }
+
     /// Feeds a command's result back into the engine.
     package mutating func complete(_ completion: LeaseCompletion, now: Duration) {
         switch completion {
@@ -221,11 +350,16 @@ package struct LeaseEngine: Sendable {
             guard case .acquire(let names, let sentAt)? = inFlight.removeValue(forKey: id) else { return }
             handleAcquire(names: names, sentAt: sentAt, result: result, now: now)
         case .renew(let id, let result):
-            guard case .renew(let items, let sentAt)? = inFlight.removeValue(forKey: id) else { return }
-            handleRenew(items: items, sentAt: sentAt, result: result, now: now)
+            guard case .renew(let items, let timings, let sentAt, let generation)? = inFlight.removeValue(forKey: id)
+            else { return }
+            handleRenew(
+                items: items, timings: timings, sentAt: sentAt, catalogGeneration: generation, result: result, now: now)
         case .release(let id, let result):
             guard case .release(let items, let reason)? = inFlight.removeValue(forKey: id) else { return }
             handleRelease(items: items, reason: reason, result: result, now: now)
+        case .fetchCatalog(let id, let result):
+            guard case .fetchCatalog(let digest)? = inFlight.removeValue(forKey: id) else { return }
+            handleCatalog(digest: digest, result: result, now: now)
         }
     }
 
@@ -241,6 +375,11 @@ package struct LeaseEngine: Sendable {
         if let command = makeRenewCommand(now: now) { step.commands.append(command) }
         step.commands.append(contentsOf: makeAcquireCommands(now: now))
         step.commands.append(contentsOf: makeReleaseCommands(now: now))
+        step.commands.append(contentsOf: makeCatalogFetches(now: now))
+        if removalsPending {
+            _ = jobs.dropSettledRemovals()
+            removalsPending = hasRemovedEntries
+        }
 
         step.events = pendingEvents
         pendingEvents.removeAll(keepingCapacity: true)
@@ -268,29 +407,36 @@ package struct LeaseEngine: Sendable {
     private mutating func suggestHandoffs(now: Duration) {
         guard membersKnown, !shuttingDown else { return }
         let me = settings.owner.member
-        // Rendezvous is pure: while the live set is unchanged, each job's preferred member is
-        // too. Without this memo every poll hashed every led job against every member
-        // (~20 ms per poll at 10,000 jobs / 10 members).
-        let live = fleet.live(at: now).map { RendezvousMember(name: $0.name, weight: $0.weight) }
-        if live != preferredMemo.members { preferredMemo = (live, [:]) }
+        // Rendezvous is pure: while the live set and the known job sets are unchanged, each
+        // job's preferred member is too. Without this memo every poll hashed every led job
+        // against every member (~20 ms per poll at 10,000 jobs / 10 members).
+        let live = fleet.live(at: now)
+        let key = PlacementKey(
+            members: live.map { RendezvousMember(name: $0.name, weight: $0.weight) }, catalogs: live.map(\.catalog),
+            revision: catalogsRevision)
+        if key != preferredMemo.key { preferredMemo = (key, [:]) }
         for i in jobs.states.indices {
             guard case .leading = jobs.states[i].phase, !jobs.states[i].handoffSuggested,
                 case .spread(_, let stability) = jobs.states[i].spec.placement,
                 let leadingSince = jobs.states[i].leadingSince, now - leadingSince >= stability
             else { continue }
             let name = jobs.states[i].spec.name
+            // A member that just gained the job (a catalog change) must carry it for a
+            // stability window too before the job moves to it.
             guard let preferred = memoizedPreferred(of: name, among: live), preferred != me,
-                let since = fleet.firstSeen[preferred], now - since >= stability
+                let firstSeen = fleet.firstSeen[preferred],
+                now - max(firstSeen, fleet.catalogSince[preferred] ?? firstSeen) >= stability
             else { continue }
             jobs.states[i].handoffSuggested = true
             pendingEvents.append(.handoffSuggested(job: name, to: preferred))
         }
     }
 
-    /// The preferred member of `job` among `live` (which must equal `preferredMemo.members`).
-    private mutating func memoizedPreferred(of job: String, among live: [RendezvousMember]) -> String? {
+    /// The preferred member of `job` among the carriers in `live` (which must match
+    /// `preferredMemo.key`).
+    private mutating func memoizedPreferred(of job: String, among live: [MemberInfo]) -> String? {
         if let known = preferredMemo.byJob[job] { return known }
-        let preferred = Rendezvous.preferred(job: job, among: live)
+        let preferred = Rendezvous.preferred(job: job, among: candidates(for: job, among: live))
         preferredMemo.byJob[job] = preferred
         return preferred
     }
@@ -333,20 +479,52 @@ package struct LeaseEngine: Sendable {
         guard now >= nextTickAt, !inFlight.values.contains(where: { if case .renew = $0 { true } else { false } })
         else { return nil }
         var items: [RenewItem] = []
-        for state in jobs.states {
-            if case .leading(let token, _, _) = state.phase {
-                items.append(RenewItem(job: state.spec.name, token: token, ttlMs: state.spec.timing.ttlMilliseconds))
+        var timings: [LeaseTiming] = []
+        for i in jobs.states.indices {
+            guard case .leading(let token, let validUntil, let stepDownAt) = jobs.states[i].phase else { continue }
+            let timing = jobs.states[i].spec.timing
+            if validUntil > now + timing.validityWindow {
+                // A shorter TTL from a catalog change: once this renewal lands, Redis counts
+                // the new TTL from now, so the old validity may no longer be relied on, even
+                // if the reply never comes.
+                let clamped = now + timing.validityWindow
+                jobs.states[i].phase = .leading(
+                    token: token, validUntil: clamped, stepDownAt: min(stepDownAt, clamped - timing.grace))
+                leaseRevision += 1
             }
+            items.append(RenewItem(job: jobs.states[i].spec.name, token: token, ttlMs: timing.ttlMilliseconds))
+            timings.append(timing)
         }
+        let publish = publishedGeneration != catalogGeneration
         let id = allocateID()
-        inFlight[id] = .renew(items: items, sentAt: now)
+        inFlight[id] = .renew(
+            items: items, timings: timings, sentAt: now, catalogGeneration: publish ? catalogGeneration : nil)
         // Until the reply: if it never comes, retry after a short backoff (the step-down
         // timers guard validity meanwhile).
         nextTickAt = now + backoff(failures: tickFailures + 1, cap: tickInterval)
+        let carried = carriedJobs
         return .renew(
             id: id,
             batch: RenewBatch(
-                leases: items, heartbeatTTLMs: heartbeatTTL.wholeMilliseconds, previousTickMs: lastTickRedisMs))
+                leases: items, heartbeatTTLMs: heartbeatTTL.wholeMilliseconds, previousTickMs: lastTickRedisMs,
+                catalogDigest: catalogDigest, jobCount: carried.count, publishJobs: publish ? carried : nil))
+    }
+
+    /// Fetches the job set of every digest a reported member advertises that is not known
+    /// yet: once per new digest, never per tick.
+    private mutating func makeCatalogFetches(now: Duration) -> [LeaseCommand] {
+        var commands: [LeaseCommand] = []
+        for member in fleet.members {
+            guard let digest = member.catalog, catalogs[digest] == nil else { continue }
+            if let entry = catalogFetches[digest] {
+                guard let retryAt = entry, now >= retryAt else { continue }
+            }
+            let id = allocateID()
+            inFlight[id] = .fetchCatalog(digest: digest)
+            catalogFetches[digest] = .some(nil)
+            commands.append(.fetchCatalog(id: id, digest: digest))
+        }
+        return commands
     }
 
     private mutating func makeAcquireCommands(now: Duration) -> [LeaseCommand] {
@@ -447,6 +625,7 @@ package struct LeaseEngine: Sendable {
                     state.unknownAcquireUntil = now + state.spec.timing.ttl * 10
                 }
                 state.phase = .standby(attemptAt: now + backoff(failures: state.failures, cap: .seconds(2)))
+                settleRemoved(&state)
                 jobs[name] = state
             }
         case .success(let reply):
@@ -522,6 +701,8 @@ package struct LeaseEngine: Sendable {
                     state.phase = .releasing(token: token, reason: .released, sent: false)
                     leaseRevision += 1
                 }
+                // Removed from the catalog meanwhile: the same, and then the entry goes.
+                settleRemoved(&state)
                 jobs[name] = state
             }
         }
@@ -560,7 +741,8 @@ package struct LeaseEngine: Sendable {
     }
 
     private mutating func handleRenew(
-        items: [RenewItem], sentAt: Duration, result: Result<RenewReply, LeaseCallFailure>, now: Duration
+        items: [RenewItem], timings: [LeaseTiming], sentAt: Duration, catalogGeneration sentGeneration: Int?,
+        result: Result<RenewReply, LeaseCallFailure>, now: Duration
     ) {
         switch result {
         case .failure(let failure):
@@ -578,12 +760,18 @@ package struct LeaseEngine: Sendable {
             lastTickRedisMs = reply.redisNowMs
             nextTickAt = sentAt + tickInterval
             if !items.isEmpty { leaseRevision += 1 }
-            for (item, renewed) in zip(items, reply.renewed) {
+            if let sentGeneration { publishedGeneration = sentGeneration }
+            if !reply.catalogPresent, !carriedJobs.isEmpty, publishedGeneration == catalogGeneration {
+                // Redis lost the job set (a restart without persistence): publish it again.
+                publishedGeneration = nil
+            }
+            for ((item, timing), renewed) in zip(zip(items, timings), reply.renewed) {
                 guard var state = jobs[item.job], case .leading(let token, let validUntil, _) = state.phase,
                     token == item.token
                 else { continue }
                 if renewed {
-                    let timing = state.spec.timing
+                    // The rules this renewal was sent under, not the current ones: Redis
+                    // counts the TTL that was sent.
                     let newValidUntil = max(validUntil, sentAt + timing.validityWindow)
                     state.phase = .leading(
                         token: token, validUntil: newValidUntil, stepDownAt: newValidUntil - timing.grace)
@@ -594,7 +782,10 @@ package struct LeaseEngine: Sendable {
                 }
                 jobs[item.job] = state
             }
-            if fleet.update(reply.members, now: now) { pendingEvents.append(.membersChanged(fleet.members)) }
+            if fleet.update(reply.members, now: now) {
+                forgetUnadvertisedCatalogs()
+                pendingEvents.append(.membersChanged(fleet.members))
+            }
             if let duplicate = reply.duplicateIncarnation, duplicate != reportedDuplicate {
                 reportedDuplicate = duplicate
                 pendingEvents.append(.duplicateMember(incarnation: duplicate))
@@ -636,7 +827,8 @@ package struct LeaseEngine: Sendable {
             }
             let quiet = state.quietRelease
             state.quietRelease = false
-            if shuttingDown {
+            if shuttingDown || state.removed {
+                // A removed job whose release failed is not retried: its lease ends at its TTL.
                 state.phase = .retired
             } else {
                 state.freeSince = now
@@ -658,12 +850,35 @@ package struct LeaseEngine: Sendable {
         }
     }
 
+    private mutating func handleCatalog(digest: String, result: Result<[String], LeaseCallFailure>, now: Duration) {
+        switch result {
+        case .success(let names) where !names.isEmpty:
+            catalogFetches[digest] = nil
+            catalogs[digest] = Set(names)
+            catalogsRevision += 1
+        case .success:
+            // Not published yet (its member publishes on its next tick) or lost with Redis's
+            // data: look again after a tick or two.
+            catalogFetches[digest] = .some(now + tickInterval * 2)
+        case .failure:
+            catalogFetches[digest] = .some(now + backoff(failures: 3, cap: tickInterval))
+        }
+    }
+
+    /// Forgets job sets no reported member advertises any more (and their pending fetches).
+    private mutating func forgetUnadvertisedCatalogs() {
+        var advertised = Set(fleet.members.compactMap(\.catalog))
+        advertised.insert(catalogDigest)
+        for digest in catalogs.keys where !advertised.contains(digest) { catalogs[digest] = nil }
+        for digest in catalogFetches.keys where !advertised.contains(digest) { catalogFetches[digest] = nil }
+    }
+
     // MARK: - Placement
 
     /// Standbys of `spread` jobs wait until membership is known, so a member that just
     /// started does not grab everything before it has seen the others.
     private func gateOpen(for state: JobState) -> Bool {
-        if state.withdrawn { return false }
+        if state.withdrawn || state.removed { return false }
         if case .spread = state.spec.placement { return membersKnown }
         return true
     }
@@ -713,6 +928,14 @@ package struct LeaseEngine: Sendable {
     }
 }
 
+/// What placement memos are valid for: the live candidates, the digests they advertise and
+/// the revision of the known job sets.
+private struct PlacementKey: Hashable, Sendable {
+    var members: [RendezvousMember] = []
+    var catalogs: [String?] = []
+    var revision = 0
+}
+
 /// Who this member is and what it publishes: its owner id, placement weight and heartbeat
 /// metadata, plus the engine's batch size and jitter seed.
 public struct LeaseMemberSettings: Sendable, Hashable {
@@ -726,16 +949,20 @@ public struct LeaseMemberSettings: Sendable, Hashable {
     public var maxAcquireBatch: Int
     /// Seed for jitter, so simulations replay exactly.
     public var seed: UInt64
+    /// The digest this member advertises for its job set (same digest, same jobs); nil
+    /// derives one from the job names. The daemon passes its catalog's digest.
+    public var catalogDigest: String?
 
     /// Creates member settings.
     public init(
         owner: OwnerID, weight: Double = 1, metadata: [String: String] = [:],
-        maxAcquireBatch: Int = 500, seed: UInt64 = 0
+        maxAcquireBatch: Int = 500, seed: UInt64 = 0, catalogDigest: String? = nil
     ) {
         self.owner = owner
         self.weight = weight
         self.metadata = metadata
         self.maxAcquireBatch = maxAcquireBatch
         self.seed = seed
+        self.catalogDigest = catalogDigest
     }
 }

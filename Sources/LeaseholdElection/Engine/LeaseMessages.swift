@@ -39,13 +39,18 @@ public struct MemberInfo: Sendable, Hashable {
     /// The incarnation (process start) behind the heartbeat, if known: a lease held by
     /// another incarnation of the same name belongs to a process that is gone.
     public var incarnation: String?
+    /// The digest of the job set it carries (`LeaseKeys.catalog(_:)` lists the jobs); nil for
+    /// a member of an older version that does not advertise one, taken to carry every job.
+    public var catalog: String?
 
     /// Creates a member record.
-    public init(name: String, expiresAtMs: Int64, weight: Double, incarnation: String? = nil) {
+    public init(name: String, expiresAtMs: Int64, weight: Double, incarnation: String? = nil, catalog: String? = nil)
+    {
         self.name = name
         self.expiresAtMs = expiresAtMs
         self.weight = weight
         self.incarnation = incarnation
+        self.catalog = catalog
     }
 }
 
@@ -57,11 +62,13 @@ package enum LeaseCommand: Sendable, Hashable {
     case renew(id: Int, batch: RenewBatch)
     /// Release these leases by value in one script call.
     case release(id: Int, items: [ReleaseItem], reason: ReleaseReason)
+    /// Read the job set another member advertises (only when a digest is new to us).
+    case fetchCatalog(id: Int, digest: String)
 
     /// The correlation id of the command.
     package var id: Int {
         switch self {
-        case .acquire(let id, _), .renew(let id, _), .release(let id, _, _): id
+        case .acquire(let id, _), .renew(let id, _), .release(let id, _, _), .fetchCatalog(let id, _): id
         }
     }
 }
@@ -97,12 +104,25 @@ package struct RenewBatch: Sendable, Hashable {
     /// Redis time of this member's previous successful tick (0 if none), for duplicate
     /// member-name detection.
     package var previousTickMs: Int64
+    /// The digest of the job set this member carries, written into its member hash.
+    package var catalogDigest: String
+    /// How many jobs it carries (for the CLI).
+    package var jobCount: Int
+    /// The job set to (re)write under the digest: only on the first tick after a start or a
+    /// catalog change, or when Redis lost it; nil otherwise, so a tick stays small.
+    package var publishJobs: [String]?
 
     /// Creates a batch.
-    package init(leases: [RenewItem], heartbeatTTLMs: Int64, previousTickMs: Int64) {
+    package init(
+        leases: [RenewItem], heartbeatTTLMs: Int64, previousTickMs: Int64, catalogDigest: String = "",
+        jobCount: Int = 0, publishJobs: [String]? = nil
+    ) {
         self.leases = leases
         self.heartbeatTTLMs = heartbeatTTLMs
         self.previousTickMs = previousTickMs
+        self.catalogDigest = catalogDigest
+        self.jobCount = jobCount
+        self.publishJobs = publishJobs
     }
 }
 
@@ -195,17 +215,21 @@ package struct RenewReply: Sendable, Hashable {
     package var duplicateIncarnation: String?
     /// Jobs an operator asked this member to hand over.
     package var handoffRequests: [String]
+    /// Whether the job set of this member's digest exists in Redis (false after a data loss:
+    /// the next tick publishes it again).
+    package var catalogPresent: Bool
 
     /// Creates a reply.
     package init(
         redisNowMs: Int64, renewed: [Bool], members: [MemberInfo],
-        duplicateIncarnation: String? = nil, handoffRequests: [String] = []
+        duplicateIncarnation: String? = nil, handoffRequests: [String] = [], catalogPresent: Bool = true
     ) {
         self.redisNowMs = redisNowMs
         self.renewed = renewed
         self.members = members
         self.duplicateIncarnation = duplicateIncarnation
         self.handoffRequests = handoffRequests
+        self.catalogPresent = catalogPresent
     }
 }
 
@@ -236,6 +260,8 @@ package enum LeaseCompletion: Sendable, Hashable {
     case renew(id: Int, Result<RenewReply, LeaseCallFailure>)
     /// A release batch finished: one flag per item.
     case release(id: Int, Result<[Bool], LeaseCallFailure>)
+    /// A catalog fetch finished: the job names stored under the digest (empty when none).
+    case fetchCatalog(id: Int, Result<[String], LeaseCallFailure>)
 }
 
 /// Why a member stopped leading a job without choosing to.

@@ -4,10 +4,10 @@
 struct Membership: Sendable {
     /// This member, live by definition while it decides.
     let me: MemberInfo
-    /// How long a member's heartbeat stays live after its tick.
-    let heartbeatTTL: Duration
+    /// How long a member's heartbeat stays live after its tick (changes with the catalog).
+    var heartbeatTTL: Duration
     /// How far past its known heartbeat expiry another member still counts as live.
-    let livenessGrace: Duration
+    var livenessGrace: Duration
 
     /// The members as reported by the last tick, sorted by name.
     private(set) var members: [MemberInfo] = []
@@ -15,6 +15,9 @@ struct Membership: Sendable {
     private(set) var isKnown = false
     /// When each reported member was first seen (local time), for the stability window.
     private(set) var firstSeen: [String: Duration] = [:]
+    /// When each reported member was first seen advertising its current catalog (local
+    /// time): a member that just gained a job must be stable with it before a handoff.
+    private(set) var catalogSince: [String: Duration] = [:]
     /// Members that announced their shutdown, by local time of the announcement.
     private var departed: [String: Duration] = [:]
     /// Redis time (ms) at a local instant: lets liveness be judged at decision time.
@@ -43,7 +46,14 @@ struct Membership: Sendable {
         let names = Set(sorted.map(\.name))
         for name in firstSeen.keys where !names.contains(name) { firstSeen[name] = nil }
         for name in names where firstSeen[name] == nil { firstSeen[name] = now }
-        let changed = sorted.map(\.name) != members.map(\.name) || sorted.map(\.weight) != members.map(\.weight)
+        let previousCatalogs = Dictionary(members.map { ($0.name, $0.catalog) }, uniquingKeysWith: { a, _ in a })
+        for name in catalogSince.keys where !names.contains(name) { catalogSince[name] = nil }
+        for member in sorted where catalogSince[member.name] == nil || previousCatalogs[member.name] != member.catalog {
+            catalogSince[member.name] = now
+        }
+        let changed =
+            sorted.map(\.name) != members.map(\.name) || sorted.map(\.weight) != members.map(\.weight)
+            || sorted.map(\.catalog) != members.map(\.catalog)
         members = sorted
         defer { isKnown = true }
         return changed || !isKnown

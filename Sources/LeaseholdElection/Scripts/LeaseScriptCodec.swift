@@ -51,15 +51,21 @@ package struct LeaseScriptCodec: Sendable {
 
     /// The call for a renew batch; `metadata` is written into the member hash.
     package func renewCall(_ batch: RenewBatch, metadata: [String: String]) -> Call {
-        var keyList = [keys.members, keys.member(owner.member), keys.handoffRequests(owner.member)]
+        var keyList = [
+            keys.members, keys.member(owner.member), keys.handoffRequests(owner.member),
+            keys.catalog(batch.catalogDigest),
+        ]
+        let publish = batch.publishJobs ?? []
         var args = [
             owner.description, owner.member, String(batch.heartbeatTTLMs), owner.incarnation,
             String(batch.previousTickMs), keys.member(""), String(eventsMaxLength), String(batch.leases.count),
+            batch.catalogDigest, String(batch.jobCount), String(publish.count),
         ]
         for item in batch.leases {
             keyList += [keys.lease(item.job), keys.events(item.job)]
             args += [item.job, String(item.token), String(item.ttlMs)]
         }
+        args += publish
         for (field, value) in metadata.sorted(by: { $0.key < $1.key }) {
             args += [field, value]
         }
@@ -78,6 +84,14 @@ package struct LeaseScriptCodec: Sendable {
             args += [item.job, item.token.map(String.init) ?? ""]
         }
         return Call(script: LeaseScripts.release, keys: keyList, arguments: args, operation: "release")
+    }
+
+    /// The call that reads the job set advertised under `digest`.
+    package func fetchCatalogCommand(_ digest: String) -> [String] { ["SMEMBERS", keys.catalog(digest)] }
+
+    /// Decodes a catalog fetch: the job names (an empty set reads as none).
+    package func decodeCatalog(_ reply: RedisReply) throws(LeaseCallFailure) -> [String] {
+        try Self.array(reply, what: "catalog set").compactMap(\.string)
     }
 
     /// Parses a released-channel message: the job, and the member if it is leaving.
@@ -125,8 +139,8 @@ package struct LeaseScriptCodec: Sendable {
     /// Decodes a renew reply for `count` leases.
     package func decodeRenew(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> RenewReply {
         let items = try Self.array(reply, what: "renew reply")
-        guard items.count == 5, let now = items[0].integer else {
-            throw Self.malformed("renew reply has \(items.count) elements, expected 5")
+        guard items.count == 6, let now = items[0].integer else {
+            throw Self.malformed("renew reply has \(items.count) elements, expected 6")
         }
         let flags = try Self.array(items[1], what: "renewed flags")
         guard flags.count == count else {
@@ -139,8 +153,8 @@ package struct LeaseScriptCodec: Sendable {
             renewed.append(value == 1)
         }
         let flat = try Self.array(items[2], what: "member list")
-        guard flat.count % 4 == 0 else {
-            throw Self.malformed("member list length \(flat.count) is not a multiple of 4")
+        guard flat.count % 5 == 0 else {
+            throw Self.malformed("member list length \(flat.count) is not a multiple of 5")
         }
         var members: [MemberInfo] = []
         var index = 0
@@ -150,14 +164,17 @@ package struct LeaseScriptCodec: Sendable {
                 abs(expiry) < 9.0e18  // Int64(expiry) traps beyond Int64's range
             else { throw Self.malformed("bad member entry") }
             let incarnation = flat[index + 3].string.flatMap { $0.isEmpty ? nil : $0 }
-            members.append(MemberInfo(name: name, expiresAtMs: Int64(expiry), weight: weight, incarnation: incarnation))
-            index += 4
+            let catalog = flat[index + 4].string.flatMap { $0.isEmpty ? nil : $0 }
+            members.append(
+                MemberInfo(
+                    name: name, expiresAtMs: Int64(expiry), weight: weight, incarnation: incarnation, catalog: catalog))
+            index += 5
         }
         let duplicate = items[3].string.flatMap { $0.isEmpty ? nil : $0 }
         let requests = try Self.array(items[4], what: "handoff requests").compactMap(\.string)
         return RenewReply(
             redisNowMs: now, renewed: renewed, members: members, duplicateIncarnation: duplicate,
-            handoffRequests: requests)
+            handoffRequests: requests, catalogPresent: items[5].integer == 1)
     }
 
     /// Decodes a release reply for `count` items.

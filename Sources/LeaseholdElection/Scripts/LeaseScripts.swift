@@ -92,26 +92,34 @@ package enum LeaseScripts {
         return out
         """#)
 
-    /// Renews every lease one member holds, refreshes its heartbeat and returns the live
-    /// members: one round trip per member per tick however many jobs it leads.
+    /// Renews every lease one member holds, refreshes its heartbeat and its advertised
+    /// catalog, and returns the live members: one round trip per member per tick however many
+    /// jobs it leads.
     ///
-    /// KEYS: members zset, member hash, handoff-request set, then per job: lease, events.
+    /// KEYS: members zset, member hash, handoff-request set, catalog set (of this member's
+    /// digest), then per job: lease, events.
     /// ARGV: owner, member, heartbeat ttl ms, incarnation, previous tick ms (0 if none),
-    /// member key prefix, events maxlen, job count, per job: name, token, ttl ms, then
-    /// metadata field/value pairs for the member hash.
-    /// Reply: `{now_ms, {renewed 1|0 per job}, {name, expiry_ms, weight, incarnation, ...live members},
-    /// duplicate incarnation or '', {job names an operator asked to hand over}}`.
+    /// member key prefix, events maxlen, job count, catalog digest, number of jobs carried,
+    /// number of job names to publish (0 on most ticks), per job: name, token, ttl ms, then the
+    /// job names to publish, then metadata field/value pairs for the member hash.
+    /// Reply: `{now_ms, {renewed 1|0 per job}, {name, expiry_ms, weight, incarnation, catalog,
+    /// ...live members}, duplicate incarnation or '', {job names an operator asked to hand
+    /// over}, catalog set present 1|0}`.
+    ///
+    /// The catalog set lives 24 h past the last tick of a member advertising it, like a dead
+    /// member's hash: kept alive here at the cost of one PEXPIRE, never written per tick.
     package static let renew = RedisScript(
         #"""
         local owner, member, hb, inc = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
         local prev_tick, prefix, maxlen, n = tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8])
+        local digest, carried, publish = ARGV[9], ARGV[10], tonumber(ARGV[11])
         local t = redis.call('TIME')
         local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local now_s = string.format('%d', now_ms)
         local renewed = {}
         for i = 1, n do
-          local k = 3 + (i - 1) * 2
-          local a = 8 + (i - 1) * 3
+          local k = 4 + (i - 1) * 2
+          local a = 11 + (i - 1) * 3
           local job, tok, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
           -- One job's key of the wrong type must not fail the renewal of every other lease.
           local ok, r = pcall(function()
@@ -126,6 +134,20 @@ package enum LeaseScripts {
           end)
           renewed[i] = ok and r or 0
         end
+        local names_at = 12 + n * 3
+        if publish > 0 then
+          -- The whole set at once, in chunks (Lua's unpack has a stack limit).
+          redis.pcall('DEL', KEYS[4])
+          local first = names_at
+          local last = names_at + publish - 1
+          while first <= last do
+            local upto = math.min(first + 999, last)
+            redis.pcall('SADD', KEYS[4], unpack(ARGV, first, upto))
+            first = upto + 1
+          end
+        end
+        local present = redis.pcall('PEXPIRE', KEYS[4], 86400000)
+        if type(present) ~= 'number' then present = 0 end
         local duplicate = ''
         local seen = redis.call('HMGET', KEYS[2], 'incarnation', 'tick_at')
         if prev_tick > 0 and seen[1] and seen[1] ~= inc and tonumber(seen[2] or '0') >= prev_tick then
@@ -133,7 +155,11 @@ package enum LeaseScripts {
         end
         redis.call('ZADD', KEYS[1], now_ms + hb, member)
         local meta = {'incarnation', inc, 'tick_at', now_s, 'heartbeat_ms', ARGV[3], 'left_at', ''}
-        for j = 9 + n * 3, #ARGV do meta[#meta + 1] = ARGV[j] end
+        for j = names_at + publish, #ARGV do meta[#meta + 1] = ARGV[j] end
+        meta[#meta + 1] = 'catalog'
+        meta[#meta + 1] = digest
+        meta[#meta + 1] = 'jobs'
+        meta[#meta + 1] = carried
         redis.call('HSET', KEYS[2], unpack(meta))
         local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms - 86400000, 'LIMIT', 0, 16)
         for _, d in ipairs(dead) do
@@ -145,13 +171,14 @@ package enum LeaseScripts {
         for j = 1, #entries, 2 do
           live[#live + 1] = entries[j]
           live[#live + 1] = entries[j + 1]
-          local info = redis.call('HMGET', prefix .. entries[j], 'weight', 'incarnation')
+          local info = redis.call('HMGET', prefix .. entries[j], 'weight', 'incarnation', 'catalog')
           live[#live + 1] = info[1] or '1'
           live[#live + 1] = info[2] or ''
+          live[#live + 1] = info[3] or ''
         end
         local requests = redis.call('SMEMBERS', KEYS[3])
         if #requests > 0 then redis.call('DEL', KEYS[3]) end
-        return {now_s, renewed, live, duplicate, requests}
+        return {now_s, renewed, live, duplicate, requests, present}
         """#)
 
     /// Releases a batch of leases by value and tells standbys at once through pub/sub.
