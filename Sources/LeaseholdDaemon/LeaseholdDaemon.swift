@@ -84,6 +84,8 @@ public enum LeaseholdDaemon {
 
     /// Runs a daemon with `options` until SIGTERM/SIGINT; returns the process exit code.
     public static func run(options: DaemonOptions, registry: HandlerRegistry) async -> Int32 {
+        // SIGHUP reloads the catalog; until the reloader listens, one must not kill the daemon.
+        signal(SIGHUP, SIG_IGN)
         guard let level = Logger.Level(rawValue: options.logLevel.lowercased()) else {
             return fail(
                 "invalid --log-level '\(options.logLevel)': use trace, debug, info, notice, warning, error or critical")
@@ -161,6 +163,11 @@ public enum LeaseholdDaemon {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)
         ]
+        services.append(
+            .init(
+                service: CatalogReloader(
+                    path: options.config, registry: registry, member: service, logger: logger,
+                    metrics: LeaseholdMetrics())))
         if let httpAddress {
             services.append(
                 .init(

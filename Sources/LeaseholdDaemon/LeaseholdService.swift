@@ -48,14 +48,49 @@ public final class LeaseholdService: Service, Sendable {
 
     /// The lease driver (exposed for status endpoints and tests).
     public let manager: LeaseManager
-    /// The catalog this member runs.
-    public let catalog: Catalog
-    private let runners: [String: JobRunner]
-    private let jobTimings: [String: LeaseTiming]
+    /// The catalog this member runs (the latest one a reload applied).
+    public var catalog: Catalog { state.withLock { $0.catalog } }
+    /// The catalog, its runners by job name, and when it was loaded: replaced together by a
+    /// reload, read by every event.
+    private let state: Mutex<Current>
+    private let registry: HandlerRegistry
+    private let environment: JobRunnerEnvironment
     private let logger: Logger
     private let metrics: LeaseholdMetrics
     private let exitRequest: ExitRequest
     private let redisUp = Mutex<Bool>(false)
+    /// Leaderships a reload hands to the member's task group (which alone may start tasks).
+    private let leads: AsyncStream<Relead>.Continuation
+    private let leadRequests: AsyncStream<Relead>
+    /// One reload at a time.
+    private let reloading = Mutex(false)
+
+    /// What a reload replaces as one.
+    private struct Current: Sendable {
+        var catalog: Catalog
+        var runners: [String: JobRunner]
+        /// Each job's grace (for the stop deadline after a loss).
+        var grace: [String: Duration]
+
+        init(_ catalog: Catalog, _ runners: [String: JobRunner]) {
+            self.catalog = catalog
+            self.runners = runners
+            self.grace = Dictionary(
+                catalog.jobs.map { ($0.name, $0.leaseJob.timing.grace) }, uniquingKeysWith: { a, _ in a })
+        }
+    }
+
+    /// What the member's loop acts on.
+    private enum MemberInput: Sendable {
+        case event(LeaseManagerEvent)
+        case relead(Relead)
+    }
+
+    /// A changed job's new runner, to take up the lease the old runner led.
+    private struct Relead: Sendable {
+        var job: String
+        var runner: JobRunner
+    }
 
     /// Builds the member: handlers are created here, so config errors surface before any
     /// Redis traffic.
@@ -64,7 +99,7 @@ public final class LeaseholdService: Service, Sendable {
         metrics: LeaseholdMetrics = LeaseholdMetrics()
     ) throws {
         let catalog = configuration.catalog
-        self.catalog = catalog
+        self.registry = registry
         self.logger = logger
         self.metrics = metrics
         let jobs = catalog.jobs.map(\.leaseJob)
@@ -77,17 +112,15 @@ public final class LeaseholdService: Service, Sendable {
             "pid": String(ProcessInfo.processInfo.processIdentifier),
             "version": LeaseholdVersion.current,
             "started_at": String(Int64(Date().timeIntervalSince1970 * 1000)),
-            "jobs": String(catalog.jobs.count),
         ]
         self.manager = LeaseManager(
             configuration: .init(
                 redis: redis, keys: LeaseKeys(namespace: catalog.namespace),
                 member: .init(
                     owner: owner, weight: configuration.weight, metadata: metadata,
-                    seed: UInt64.random(in: .min ... .max)),
+                    seed: UInt64.random(in: .min ... .max), catalogDigest: catalog.digest),
                 shutdownTimeout: configuration.shutdownTimeout, metrics: metrics),
             jobs: jobs, logger: logger)
-        self.jobTimings = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0.timing) })
         self.exitRequest = ExitRequest(deadline: configuration.shutdownTimeout + .seconds(10))
         let exitRequest = self.exitRequest
         let environment = JobRunnerEnvironment(
@@ -95,13 +128,20 @@ public final class LeaseholdService: Service, Sendable {
             keys: LeaseKeys(namespace: catalog.namespace),
             logger: logger, metrics: metrics,
             requestExit: { _, reason in exitRequest.set(reason) })
+        self.environment = environment
         var runners: [String: JobRunner] = [:]
         for spec in catalog.jobs {
             runners[spec.name] = JobRunner(
                 spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
         }
-        self.runners = runners
+        self.state = Mutex(Current(catalog, runners))
+        (leadRequests, leads) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        metrics.catalogInfo(digest: catalog.digest).record(1)
     }
+
+    private var runners: [String: JobRunner] { state.withLock { $0.runners } }
+
+    private func runner(_ job: String) -> JobRunner? { state.withLock { $0.runners[job] } }
 
     /// Set when `on_lost_leadership: exit` fired: the reason the daemon must exit non-zero.
     public var exitReason: String? { exitRequest.reason }
@@ -120,6 +160,7 @@ public final class LeaseholdService: Service, Sendable {
                 "namespace": "\(catalog.namespace)",
             ])
         let (stopRequests, requestStop) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let (inputs, inputSink) = AsyncStream<MemberInput>.makeStream(bufferingPolicy: .unbounded)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await self.manager.run() }
             group.addTask {
@@ -128,18 +169,35 @@ public final class LeaseholdService: Service, Sendable {
                     return
                 }
             }
+            // Lease events and a reload's re-leads reach the one loop below, in order: only
+            // it starts leadership tasks, and a job's events never overtake its re-lead.
+            group.addTask { [manager] in
+                for await event in manager.events { inputSink.yield(.event(event)) }
+                inputSink.finish()
+            }
+            group.addTask { [leadRequests] in
+                for await relead in leadRequests { inputSink.yield(.relead(relead)) }
+            }
             await withGracefulShutdownHandler {
-                for await event in manager.events {
+                for await input in inputs {
                     // Each leadership is led in a child task that lives only as long as it
                     // does: a job costs a task only while this member leads it.
-                    if let (runner, leadership) = await handle(event) {
-                        group.addTask { await runner.lead(leadership) }
+                    switch input {
+                    case .event(let event):
+                        if let (runner, leadership) = await handle(event) {
+                            group.addTask { await runner.lead(leadership) }
+                        }
+                    case .relead(let relead):
+                        if let leadership = await takeUp(relead) {
+                            group.addTask { await relead.runner.lead(leadership) }
+                        }
                     }
                     if exitReason != nil { requestStop.yield() }
                 }
             } onGracefulShutdown: {
                 requestStop.yield()
             }
+            leads.finish()
             // The driver has returned (its event stream ended): every lease is released or
             // abandoned, so the runners have nothing left to lead.
             requestStop.finish()
@@ -166,10 +224,105 @@ public final class LeaseholdService: Service, Sendable {
         }
     }
 
+    /// Hands a changed job's lease to its new runner, if this member still leads the job: the
+    /// old runner has stopped, and the lease (and token) carry on.
+    private func takeUp(_ relead: Relead) async -> JobRunner.Leadership? {
+        // An acquisition that reached the new runner first already leads the lease.
+        guard !stopping.withLock({ $0 }), let grant = manager.grant(for: relead.job), await !relead.runner.isLeading
+        else { return nil }
+        return await relead.runner.acquired(grant)
+    }
+
+    /// Applies a new catalog without a restart: unchanged jobs keep their lease, token and
+    /// running handler; removed jobs stop their handler, then release their lease; added jobs
+    /// compete at once; changed jobs stop at a safe point (a continuous handler at once, a
+    /// scheduled job after a run in progress) and go on with the new settings under the same
+    /// lease (a new TTL applies from the next renewal). The Redis URL, namespace and password
+    /// file are not reloadable: the old values stay, and the result says so.
+    ///
+    /// Handlers for new and changed jobs are made first: if one cannot be made, nothing is
+    /// applied. One reload runs at a time.
+    public func reload(_ new: Catalog) async throws(CatalogReloadError) -> CatalogReload {
+        let first = reloading.withLock { busy in
+            defer { busy = true }
+            return !busy
+        }
+        guard first else { throw CatalogReloadError(messages: ["a reload is already in progress"]) }
+        defer { reloading.withLock { $0 = false } }
+        guard !stopping.withLock({ $0 }) else {
+            throw CatalogReloadError(messages: ["the member is shutting down"])
+        }
+        let old = catalog
+        let diff = CatalogDiff(old: old, new: new)
+        // The connection settings stay those the member started with.
+        var applied = new
+        applied.redisURL = old.redisURL
+        applied.namespace = old.namespace
+        applied.redisPasswordFile = old.redisPasswordFile
+        let specs = Dictionary(new.jobs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var fresh: [String: JobRunner] = [:]
+        var problems: [String] = []
+        for name in diff.added + diff.changed {
+            guard let spec = specs[name] else { continue }
+            do {
+                fresh[name] = JobRunner(spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
+            } catch {
+                problems.append("\(spec.location): job '\(name)': \(error)")
+            }
+        }
+        guard problems.isEmpty else { throw CatalogReloadError(messages: problems) }
+
+        let before = runners
+        // Added jobs get their runners before the lease layer can hand them a leadership.
+        state.withLock { current in
+            for name in diff.added { current.runners[name] = fresh[name] }
+        }
+        let removedSpecs = old.jobs.filter { diff.removed.contains($0.name) }
+        if !diff.removed.isEmpty, !diff.added.isEmpty || !diff.changed.isEmpty {
+            // New and changed jobs apply at once; removed ones keep competing until their
+            // handlers have stopped, so their leases are released only after that.
+            manager.updateJobs((applied.jobs + removedSpecs).map(\.leaseJob))
+        } else if diff.removed.isEmpty {
+            manager.updateJobs(applied.jobs.map(\.leaseJob), catalogDigest: applied.digest)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for name in diff.removed {
+                guard let runner = before[name] else { continue }
+                group.addTask { await runner.retire(atSafePoint: false) }
+            }
+            for name in diff.changed {
+                guard let runner = before[name], let replacement = fresh[name] else { continue }
+                group.addTask {
+                    await runner.retire(atSafePoint: true)
+                    // Events of the job go to the new runner from now on, then it takes up
+                    // the lease (the loop handles both in order).
+                    self.state.withLock { $0.runners[name] = replacement }
+                    self.leads.yield(Relead(job: name, runner: replacement))
+                }
+            }
+        }
+        if !diff.removed.isEmpty {
+            manager.updateJobs(applied.jobs.map(\.leaseJob), catalogDigest: applied.digest)
+        }
+        state.withLock { current in
+            var runners = current.runners
+            for name in diff.removed { runners[name] = nil }
+            for name in diff.changed { runners[name] = fresh[name] }
+            current = Current(applied, runners)
+        }
+        if old.digest != applied.digest {
+            metrics.catalogInfo(digest: old.digest).record(0)
+            metrics.catalogInfo(digest: applied.digest).record(1)
+        }
+        for name in diff.removed { metrics.leader(job: name).record(0) }
+        return CatalogReload(diff: diff, digest: applied.digest)
+    }
+
     /// Reacts to one event; returns the leadership to lead when the event is an acquisition.
     private func handle(_ event: LeaseManagerEvent) async -> (JobRunner, JobRunner.Leadership)? {
         switch event {
         case .acquired(let grant, let takeover, let gap):
+            let runner = runner(grant.job)
             var meta: Logger.Metadata = [
                 "job": "\(grant.job)", "member": "\(manager.owner.member)", "token": "\(grant.token)",
                 "reason": "\(takeover.rawValue)",
@@ -184,7 +337,7 @@ public final class LeaseholdService: Service, Sendable {
             if stopping.withLock({ $0 }) {
                 // An acquire that raced the shutdown: nothing may start now, give it back.
                 manager.release(job: grant.job, token: grant.token, reason: .released)
-            } else if let runner = runners[grant.job] {
+            } else if let runner {
                 return (runner, await runner.acquired(grant))
             }
         case .lost(let job, let token, let reason):
@@ -198,8 +351,8 @@ public final class LeaseholdService: Service, Sendable {
             metrics.leaseLost(job: job, reason: reason.rawValue).increment()
             // A step-down comes `grace` before validity ends; a renewal that found the lease
             // gone gives the handler the same `grace` to stop before it counts as an overrun.
-            let grace = jobTimings[job]?.grace ?? .seconds(1)
-            await runners[job]?.lost(token: token, validUntil: .now + grace, reason: reason)
+            let grace = state.withLock { $0.grace[job] } ?? .seconds(1)
+            await runner(job)?.lost(token: token, validUntil: .now + grace, reason: reason)
         case .released(let job, let token, let reason, let confirmed):
             logger.info(
                 reason == .handedOff ? "handed off leadership" : "released leadership",
@@ -214,7 +367,7 @@ public final class LeaseholdService: Service, Sendable {
             logger.info(
                 "handing off at the next safe point",
                 metadata: ["job": "\(job)", "to": "\(to ?? "any member (operator request)")"])
-            await runners[job]?.handoff()
+            await runner(job)?.handoff()
         case .duplicateMember(let incarnation):
             logger.error(
                 "another live process uses this member name: give every member a unique --name",
@@ -239,6 +392,40 @@ public final class LeaseholdService: Service, Sendable {
         }
         return nil
     }
+}
+
+/// What a successful reload applied.
+public struct CatalogReload: Sendable {
+    /// Jobs added.
+    public var added: [String]
+    /// Jobs removed.
+    public var removed: [String]
+    /// Jobs whose settings changed.
+    public var changed: [String]
+    /// Jobs left exactly as they were.
+    public var unchanged: [String]
+    /// Settings that need a restart, kept at their old values (one line each).
+    public var notReloadable: [String]
+    /// The digest of the catalog the member runs now.
+    public var digest: String
+
+    init(diff: CatalogDiff, digest: String) {
+        added = diff.added
+        removed = diff.removed
+        changed = diff.changed
+        unchanged = diff.unchanged
+        notReloadable = diff.unreloadable
+        self.digest = digest
+    }
+}
+
+/// Why a reload applied nothing.
+public struct CatalogReloadError: Error, Sendable, CustomStringConvertible {
+    /// One line per problem (`file:line:col: message` where there is a place).
+    public var messages: [String]
+
+    /// The problems, one per line.
+    public var description: String { messages.joined(separator: "\n") }
 }
 
 /// The version members publish in their heartbeat.

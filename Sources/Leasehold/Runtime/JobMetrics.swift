@@ -25,4 +25,14 @@ extension LeaseholdMetrics {
     public func handlerOverrun(job: String) -> Counter {
         Counter(label: "leasehold_handler_overrun_total", dimensions: [("job", job)], factory: factory)
     }
+
+    /// 1 for the digest of the catalog this member runs (0 for one it ran before a reload).
+    public func catalogInfo(digest: String) -> Gauge {
+        Gauge(label: "leasehold_catalog_info", dimensions: [("digest", digest)], factory: factory)
+    }
+
+    /// Counts catalog reloads by result (success, failure).
+    public func catalogReloads(result: String) -> Counter {
+        Counter(label: "leasehold_catalog_reloads_total", dimensions: [("result", result)], factory: factory)
+    }
 }

@@ -71,6 +71,9 @@ package actor JobRunner {
     private nonisolated let lossReasons = LossReasons()
     private var handoffRequested = false
     private var runningHandler = false
+    /// Retired by a catalog change at a safe point: a scheduled job ends its leadership
+    /// after the run in progress.
+    private var retireAfterRun = false
 
     /// One leadership: its grant, why it must stop, and when its work has ended. The member
     /// leads it in a task of its own (`lead(_:)`) that exists only while it lasts, so a job
@@ -154,6 +157,22 @@ package actor JobRunner {
         } else if !runningHandler {
             current.stop.fire(.handoff)
         }
+    }
+
+    /// The catalog changed or dropped this job: stop the handler (now, or with
+    /// `atSafePoint` after a scheduled run in progress) and wait until it has returned. Nothing
+    /// is released: the lease stays with the member (a changed job's new runner takes it up;
+    /// a removed job's lease is given back by the lease layer). A leadership handed in later
+    /// stops at once; a loss meanwhile still stops the handler at once.
+    package func retire(atSafePoint: Bool) async {
+        finished = true
+        guard let current else { return }
+        if atSafePoint, runningHandler, spec.schedule != .continuous {
+            retireAfterRun = true
+        } else {
+            current.stop.fire(.shutdown)
+        }
+        _ = await current.ended.wait()
     }
 
     /// Shutdown: stop the handler, wait for it, then release the lease.
@@ -349,7 +368,7 @@ package actor JobRunner {
             case nil, .notHolder?:
                 return
             case .started?:
-                if handoffRequested { return }
+                if handoffRequested || retireAfterRun { return }
             case .slotTaken?:
                 continue
             case .failed?:
