@@ -95,7 +95,9 @@ struct LeaseholdCommand: ParsableCommand {
         abstract: "Inspect and steer a Leasehold fleet: who leads which job, members, history, handoffs.",
         discussion:
             "Exit codes: 0 ok, 1 runtime failure (Redis unreachable, no leader, ...), 2 usage or configuration error.",
-        subcommands: [Status.self, Members.self, History.self, Release.self, Validate.self, Watch.self])
+        subcommands: [
+            Status.self, Members.self, History.self, Release.self, Prune.self, Validate.self, Watch.self,
+        ])
 }
 
 /// Opens a connection, runs `body`, closes it.
@@ -132,7 +134,8 @@ struct Status: ParsableCommand, CLIRunnable {
 
 struct Members: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
-        abstract: "Members: host, pid, weight, version, up since, last heartbeat, jobs led.")
+        abstract:
+            "Members: host, pid, weight, version, catalog digest, jobs carried, up since, last heartbeat, jobs led.")
 
     @OptionGroup var global: GlobalOptions
 
