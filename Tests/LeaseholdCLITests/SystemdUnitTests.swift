@@ -38,6 +38,11 @@ struct SystemdUnitTests {
         #expect(service["ExecReload"] == "/bin/kill -HUP $MAINPID")
         #expect(service["KillSignal"] == "SIGTERM")
         #expect(service["Restart"] == "on-failure")
+        // Death by SIGHUP (an older leaseholdd told to reload) is a "clean" exit to systemd,
+        // which on-failure alone would leave dead.
+        #expect(service["RestartForceExitStatus"]?.split(separator: " ").contains("SIGHUP") == true)
+        // Only the daemon gets SIGTERM: it stops its shell jobs itself before releasing leases.
+        #expect(service["KillMode"] == "mixed")
         #expect(["simple", "exec"].contains(service["Type"] ?? ""))
         #expect(service["User"].map { !$0.isEmpty && $0 != "root" } == true)
         #expect(service["NoNewPrivileges"] == "yes")
