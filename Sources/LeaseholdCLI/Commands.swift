@@ -28,9 +28,17 @@ package enum LeaseholdTool {
             return CLIExitCode.usage
         }
         guard let runnable = command as? any CLIRunnable else {
-            // The root alone: `--help` asked for it (exit 0); no subcommand is a usage error.
-            if arguments.contains("--help") || arguments.contains("-h") {
-                io.out(LeaseholdCommand.helpMessage() + "\n")
+            // `--help`, `-h` or `help SUBCOMMAND`: ArgumentParser returns its help command, whose
+            // run() throws the help request for the subcommand asked about (printing the root's
+            // help instead hid every subcommand's flags). No subcommand is a usage error.
+            if arguments.contains("--help") || arguments.contains("-h") || arguments.first == "help" {
+                var help = command
+                do {
+                    try help.run()
+                    io.out(LeaseholdCommand.helpMessage() + "\n")
+                } catch {
+                    io.out(LeaseholdCommand.fullMessage(for: error) + "\n")
+                }
                 return CLIExitCode.ok
             }
             io.err(LeaseholdCommand.helpMessage() + "\n")
