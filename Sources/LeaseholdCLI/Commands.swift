@@ -28,9 +28,17 @@ package enum LeaseholdTool {
             return CLIExitCode.usage
         }
         guard let runnable = command as? any CLIRunnable else {
-            // The root alone: `--help` asked for it (exit 0); no subcommand is a usage error.
-            if arguments.contains("--help") || arguments.contains("-h") {
-                io.out(LeaseholdCommand.helpMessage() + "\n")
+            // `--help`, `-h` or `help SUBCOMMAND`: ArgumentParser returns its help command, whose
+            // run() throws the help request for the subcommand asked about (printing the root's
+            // help instead hid every subcommand's flags). No subcommand is a usage error.
+            if arguments.contains("--help") || arguments.contains("-h") || arguments.first == "help" {
+                var help = command
+                do {
+                    try help.run()
+                    io.out(LeaseholdCommand.helpMessage() + "\n")
+                } catch {
+                    io.out(LeaseholdCommand.fullMessage(for: error) + "\n")
+                }
                 return CLIExitCode.ok
             }
             io.err(LeaseholdCommand.helpMessage() + "\n")
@@ -95,7 +103,9 @@ struct LeaseholdCommand: ParsableCommand {
         abstract: "Inspect and steer a Leasehold fleet: who leads which job, members, history, handoffs.",
         discussion:
             "Exit codes: 0 ok, 1 runtime failure (Redis unreachable, no leader, ...), 2 usage or configuration error.",
-        subcommands: [Status.self, Members.self, History.self, Release.self, Validate.self, Watch.self])
+        subcommands: [
+            Status.self, Members.self, History.self, Release.self, Prune.self, Validate.self, Watch.self,
+        ])
 }
 
 /// Opens a connection, runs `body`, closes it.
@@ -132,7 +142,8 @@ struct Status: ParsableCommand, CLIRunnable {
 
 struct Members: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
-        abstract: "Members: host, pid, weight, version, up since, last heartbeat, jobs led.")
+        abstract:
+            "Members: host, pid, weight, version, catalog digest, jobs carried, up since, last heartbeat, jobs led.")
 
     @OptionGroup var global: GlobalOptions
 

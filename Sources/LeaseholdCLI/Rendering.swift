@@ -32,8 +32,9 @@ package enum Render {
             } else if job.leader == nil {
                 leaderless = "never led"
             }
+            let notes = (job.inCatalog ? [] : ["not in catalog"]) + (job.notCarried ? ["not carried"] : [])
             rows.append([
-                job.name + (job.inCatalog ? "" : " (not in catalog)"),
+                job.name + (notes.isEmpty ? "" : " (\(notes.joined(separator: ", ")))"),
                 job.leader?.member ?? "-",
                 job.leader.map { String($0.token) } ?? "-",
                 job.leader.map { duration($0.expiresInMs) } ?? "-",
@@ -51,6 +52,40 @@ package enum Render {
             "\(snapshot.jobs.count) \(plural(snapshot.jobs.count, "job")), \(led) led, "
             + "\(snapshot.jobs.count - led) without a leader; \(live) live \(plural(live, "member"))"
             + " (namespace \(snapshot.namespace))\n"
+        text += catalogLines(snapshot)
+        return text
+    }
+
+    /// What the status table adds about the members' catalogs: how many digests are live
+    /// when they differ (a rollout in progress, or a member left behind), members whose job
+    /// set is unknown, and the jobs no live member carries.
+    static func catalogLines(_ snapshot: ClusterSnapshot) -> String {
+        var text = ""
+        let live = snapshot.members.filter(\.live)
+        let older = live.filter { $0.catalog == nil }.count
+        let digests = snapshot.catalogs.count
+        if digests > 1 {
+            text += "\(digests) \(plural(digests, "catalog")) among \(live.count) live \(plural(live.count, "member"))"
+            if older > 0 { text += " (\(older) of an older version, advertising none)" }
+            text += "\n"
+        } else if digests == 1 && older > 0 {
+            text +=
+                "\(older) live \(plural(older, "member")) of an older version \(older == 1 ? "advertises" : "advertise")"
+                + " no catalog: counted as carrying every job\n"
+        }
+        for advert in snapshot.catalogs {
+            if let problem = advert.problem {
+                text +=
+                    "problem: catalog \(advert.digest): \(problem); \(advert.members.joined(separator: ", "))"
+                    + " counted as carrying every job\n"
+            }
+        }
+        let notCarried = snapshot.jobs.filter(\.notCarried).count
+        if notCarried > 0 {
+            text +=
+                "\(notCarried) \(plural(notCarried, "job")) not carried by any live member"
+                + " (leasehold prune deletes \(notCarried == 1 ? "its" : "their") keys)\n"
+        }
         return text
     }
 
@@ -61,6 +96,10 @@ package enum Render {
             ("namespace", .string(snapshot.namespace)),
             ("jobs", .array(snapshot.jobs.map { jobJSON($0, nowMs: snapshot.nowMs) })),
             ("members", .array(snapshot.members.map { memberJSON($0, nowMs: snapshot.nowMs) })),
+            (
+                "catalogs",
+                .object(snapshot.catalogs.map { ($0.digest, .array($0.members.map(JSONValue.string))) })
+            ),
         ]).serialized + "\n"
     }
 
@@ -84,6 +123,7 @@ package enum Render {
                     ("token", run.token.map(JSONValue.uint) ?? .null),
                 ])
             } ?? .null
+        let carriedBy = JSONValue.array(job.carriedBy.map(JSONValue.string))
         return .object([
             ("name", .string(job.name)),
             ("in_catalog", .bool(job.inCatalog)),
@@ -94,11 +134,12 @@ package enum Render {
             ("leaderless_source", job.leaderless.map { .string($0.source.rawValue) } ?? .null),
             ("next_run_at_ms", job.nextRunAtMs.map(JSONValue.int) ?? .null),
             ("problem", job.problem.map(JSONValue.string) ?? .null),
+            ("carried_by", carriedBy),
         ])
     }
 
     static func memberJSON(_ member: MemberStatus, nowMs: Int64) -> JSONValue {
-        .object([
+        var fields: [(String, JSONValue)] = [
             ("name", .string(member.name)),
             ("instance", member.instance.map(JSONValue.string) ?? .null),
             ("host", member.host.map(JSONValue.string) ?? .null),
@@ -111,7 +152,11 @@ package enum Render {
             ("live", .bool(member.live)),
             ("left_at_ms", member.leftAtMs.map(JSONValue.int) ?? .null),
             ("jobs_led", .int(Int64(member.jobsLed))),
-        ])
+        ]
+        // Separate statements: one literal of every field is too much for the type checker.
+        fields.append(("catalog", member.catalog.map(JSONValue.string) ?? .null))
+        fields.append(("jobs", member.jobs.map { JSONValue.int(Int64($0)) } ?? .null))
+        return .object(fields)
     }
 
     // MARK: - Members
@@ -119,12 +164,16 @@ package enum Render {
     /// The `members` table (ends with a newline).
     package static func membersTable(_ snapshot: ClusterSnapshot) -> String {
         var rows: [[String]] = [
-            ["MEMBER", "HOST", "PID", "WEIGHT", "VERSION", "UP SINCE", "HEARTBEAT", "JOBS LED", "STATE"]
+            [
+                "MEMBER", "HOST", "PID", "WEIGHT", "VERSION", "CATALOG", "JOBS", "UP SINCE", "HEARTBEAT", "JOBS LED",
+                "STATE",
+            ]
         ]
         for member in snapshot.members {
             rows.append([
                 member.name, member.host ?? "-", member.pid.map(String.init) ?? "-", weight(member.weight),
                 member.version ?? "-",
+                member.catalog.map { String($0.prefix(7)) } ?? "-", member.jobs.map(String.init) ?? "-",
                 member.startedAtMs.map { "\(timestamp($0, millis: false)) (\(age(snapshot.nowMs - $0)))" } ?? "-",
                 member.lastTickMs.map { "\(age(snapshot.nowMs - $0)) ago" } ?? "-",
                 String(member.jobsLed),

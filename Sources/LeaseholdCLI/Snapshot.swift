@@ -11,13 +11,49 @@ package struct ClusterSnapshot: Sendable, Hashable {
     package var jobs: [JobStatus]
     /// Every member in `ns:members` (live or not), sorted by name.
     package var members: [MemberStatus]
+    /// The catalog digests live members advertise, sorted by digest.
+    package var catalogs: [CatalogAdvert]
 
     /// Creates a snapshot.
-    package init(nowMs: Int64, namespace: String, jobs: [JobStatus], members: [MemberStatus]) {
+    package init(
+        nowMs: Int64, namespace: String, jobs: [JobStatus], members: [MemberStatus], catalogs: [CatalogAdvert] = []
+    ) {
         self.nowMs = nowMs
         self.namespace = namespace
         self.jobs = jobs
         self.members = members
+        self.catalogs = catalogs
+    }
+
+    /// Live members whose job set is unknown: an older version without a `catalog` field, or
+    /// a digest whose `ns:catalog:<digest>` set cannot be read. Each counts as carrying every
+    /// job, so while one is live no job is "not carried" and `prune` deletes nothing.
+    package var membersOfUnknownCatalog: [MemberStatus] {
+        let unreadable = Set(catalogs.filter { $0.jobs == nil }.map(\.digest))
+        return members.filter { member in
+            member.live && (member.catalog.map { unreadable.contains($0) } ?? true)
+        }
+    }
+}
+
+/// One catalog digest advertised by live members, and the job set published under it.
+package struct CatalogAdvert: Sendable, Hashable {
+    /// The digest (16 lowercase hex characters as members write it).
+    package var digest: String
+    /// The live members advertising it, sorted.
+    package var members: [String]
+    /// The job names in `ns:catalog:<digest>`; nil when the set is missing, empty or not a set
+    /// (then the members advertising it count as carrying every job).
+    package var jobs: Set<String>?
+    /// Why `jobs` is nil, for the operator.
+    package var problem: String?
+
+    /// Creates an advert.
+    package init(digest: String, members: [String], jobs: Set<String>?, problem: String? = nil) {
+        self.digest = digest
+        self.members = members
+        self.jobs = jobs
+        self.problem = problem
     }
 }
 
@@ -117,6 +153,12 @@ package struct JobStatus: Sendable, Hashable {
     /// What is wrong with the job's keys (one of a wrong type, written by another tool), if
     /// anything: no member can acquire the job until it is fixed.
     package var problem: String?
+    /// The live members that carry the job, sorted; a live member of unknown catalog (an
+    /// older version) carries every job.
+    package var carriedBy: [String] = []
+    /// Set when members are live and none of them carries the job: its keys are left over
+    /// from a catalog no live member runs (`leasehold prune` deletes them).
+    package var notCarried = false
 
     /// Creates a row.
     package init(
@@ -160,14 +202,21 @@ package struct MemberStatus: Sendable, Hashable {
     package var leftAtMs: Int64?
     /// How many jobs' leases name this member right now.
     package var jobsLed: Int
+    /// The digest of the catalog the member advertises (`catalog` in its hash); nil for an
+    /// older version, which carries an unknown set of jobs.
+    package var catalog: String?
+    /// How many jobs the member carries (`jobs` in its hash), if it says.
+    package var jobs: Int?
 
     /// Creates a row.
     package init(
         name: String, instance: String? = nil, host: String? = nil, pid: Int64? = nil, weight: Double = 1,
         version: String? = nil, startedAtMs: Int64? = nil, lastTickMs: Int64? = nil, heartbeatExpiresAtMs: Int64,
-        live: Bool, jobsLed: Int = 0, leftAtMs: Int64? = nil
+        live: Bool, jobsLed: Int = 0, leftAtMs: Int64? = nil, catalog: String? = nil, jobs: Int? = nil
     ) {
         self.leftAtMs = leftAtMs
+        self.catalog = catalog
+        self.jobs = jobs
         self.name = name
         self.instance = instance
         self.host = host

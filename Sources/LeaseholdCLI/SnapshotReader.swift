@@ -2,8 +2,10 @@ import Leasehold
 import RedisClient
 
 /// Reads a `ClusterSnapshot` and job histories from Redis with pipelines: one round trip for
-/// the time, the job set and the member zset, then one pipeline per chunk of jobs (three
-/// commands per job) that also carries the member hashes. 10,000 jobs take five round trips.
+/// the time, the job set and the member zset, then one pipeline per chunk of jobs (five
+/// commands per job) that also carries the member hashes, and one for the job sets of the
+/// catalog digests live members advertise (only when some do). 10,000 jobs take five or six
+/// round trips.
 package struct SnapshotReader: Sendable {
     /// Jobs per pipeline.
     package static let jobsPerPipeline = 2_500
@@ -146,9 +148,16 @@ package struct SnapshotReader: Sendable {
                     weight: hash["weight"].flatMap { Double($0) } ?? 1, version: hash["version"],
                     startedAtMs: hash["started_at"].flatMap(Self.parseMillis),
                     lastTickMs: hash["tick_at"].flatMap { Int64($0) },
-                    heartbeatExpiresAtMs: entry.expiry, live: entry.expiry >= nowMs && leftAt == nil, leftAtMs: leftAt))
+                    heartbeatExpiresAtMs: entry.expiry, live: entry.expiry >= nowMs && leftAt == nil, leftAtMs: leftAt,
+                    catalog: hash["catalog"].flatMap { $0.isEmpty ? nil : $0 }, jobs: hash["jobs"].flatMap { Int($0) }))
         }
+        let catalogs = try await catalogAdverts(of: members)
         let live = members.filter(\.live).map { RendezvousMember(name: $0.name, weight: $0.weight) }
+        // Per live member, the jobs it carries; nil: unknown (an older version, or a digest
+        // whose set cannot be read), which counts as carrying every job.
+        let jobSets = Dictionary(catalogs.map { ($0.digest, $0.jobs) }, uniquingKeysWith: { first, _ in first })
+        let carriers: [(name: String, jobs: Set<String>?)] = members.filter(\.live).sorted { $0.name < $1.name }
+            .map { member in (member.name, member.catalog.flatMap { jobSets[$0] ?? nil }) }
         let memberByName = Dictionary(members.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
 
         var led: [String: Int] = [:]
@@ -184,11 +193,45 @@ package struct SnapshotReader: Sendable {
             }
             status.nextRunAtMs = field("next_run_at").flatMap { Int64($0) }
             status.problem = raw.problem
+            status.carriedBy = carriers.filter { $0.jobs?.contains(job) ?? true }.map(\.name)
+            status.notCarried = !carriers.isEmpty && status.carriedBy.isEmpty
             jobs.append(status)
         }
         for index in members.indices { members[index].jobsLed = led[members[index].name] ?? 0 }
         return ClusterSnapshot(
-            nowMs: nowMs, namespace: keys.namespace, jobs: jobs, members: members.sorted { $0.name < $1.name })
+            nowMs: nowMs, namespace: keys.namespace, jobs: jobs, members: members.sorted { $0.name < $1.name },
+            catalogs: catalogs)
+    }
+
+    /// The digests live members advertise and the job set under each: one extra round trip
+    /// (`SMEMBERS` + `TYPE` per digest), only when some live member advertises one.
+    func catalogAdverts(of members: [MemberStatus]) async throws(CLIFailure) -> [CatalogAdvert] {
+        var byDigest: [String: [String]] = [:]
+        for member in members where member.live {
+            if let digest = member.catalog { byDigest[digest, default: []].append(member.name) }
+        }
+        let digests = byDigest.keys.sorted()
+        if digests.isEmpty { return [] }
+        let replies = try await pipeline(
+            digests.flatMap { [["SMEMBERS", keys.catalog($0)], ["TYPE", keys.catalog($0)]] }, tolerating: true)
+        return digests.enumerated().map { offset, digest in
+            let members = byDigest[digest, default: []].sorted()
+            let key = keys.catalog(digest)
+            let (names, type) = (replies[offset * 2], replies[offset * 2 + 1])
+            // An unreadable set says nothing about what its members carry: they count as
+            // carrying everything, so nothing is pruned on a guess.
+            if type.string == "none" {
+                return CatalogAdvert(digest: digest, members: members, jobs: nil, problem: "\(key) does not exist")
+            }
+            if let message = names.errorMessage ?? type.errorMessage {
+                return CatalogAdvert(digest: digest, members: members, jobs: nil, problem: "\(key): \(message)")
+            }
+            let jobs = Set((names.array ?? []).compactMap(\.string))
+            if jobs.isEmpty {
+                return CatalogAdvert(digest: digest, members: members, jobs: nil, problem: "\(key) is empty")
+            }
+            return CatalogAdvert(digest: digest, members: members, jobs: jobs)
+        }
     }
 
     /// The leaderless estimate for a job whose lease key does not exist.

@@ -40,7 +40,7 @@ func cliFixedSnapshot() -> ClusterSnapshot {
             MemberStatus(
                 name: "node-a", instance: "0a1b2c3d", host: "host-a", pid: 4242, weight: 1, version: "0.1.0",
                 startedAtMs: now - 90_061_000, lastTickMs: now - 1_200, heartbeatExpiresAtMs: now + 8_800, live: true,
-                jobsLed: 1),
+                jobsLed: 1, catalog: "a1b2c3d4e5f60718", jobs: 3),
             MemberStatus(
                 name: "node-b", instance: "ffee0011", host: "host-b", pid: 7, weight: 2.5, version: nil,
                 startedAtMs: nil, lastTickMs: now - 300, heartbeatExpiresAtMs: now + 9_700, live: true, jobsLed: 1),
@@ -67,10 +67,10 @@ struct CLIRenderTests {
 
     @Test func membersTableGolden() {
         let expected = """
-            MEMBER  HOST    PID   WEIGHT  VERSION  UP SINCE                     HEARTBEAT  JOBS LED  STATE
-            node-a  host-a  4242  1       0.1.0    2026-04-30 08:58:59 (1d01h)  1.2s ago   1         live
-            node-b  host-b  7     2.5     -        -                            300ms ago  1         live
-            node-c  -       -     1       -        -                            -          0         expired 1m01s ago
+            MEMBER  HOST    PID   WEIGHT  VERSION  CATALOG  JOBS  UP SINCE                     HEARTBEAT  JOBS LED  STATE
+            node-a  host-a  4242  1       0.1.0    a1b2c3d  3     2026-04-30 08:58:59 (1d01h)  1.2s ago   1         live
+            node-b  host-b  7     2.5     -        -        -     -                            300ms ago  1         live
+            node-c  -       -     1       -        -        -     -                            -          0         expired 1m01s ago
             3 members, 2 live
 
             """
@@ -110,6 +110,51 @@ struct CLIRenderTests {
             json.hasPrefix(
                 #"{"now_ms":1777629600000,"namespace":"prod","jobs":[{"name":"billing-sync","in_catalog":true,"leader":{"member":"node-a","instance":"0a1b2c3d","token":1777629000000123,"expires_in_ms":8412},"preferred":"node-a","last_run":{"started_at_ms":"#
             ))
+    }
+
+    @Test func statusTableMarksJobsNotCarriedAndCountsCatalogs() throws {
+        var snapshot = cliFixedSnapshot()
+        snapshot.jobs[3].notCarried = true
+        snapshot.jobs[4].notCarried = true
+        snapshot.jobs[0].carriedBy = ["node-a", "node-b"]
+        snapshot.members[1].catalog = "b0b1b2b3b4b5b6b7"
+        snapshot.catalogs = [
+            CatalogAdvert(digest: "a1b2c3d4e5f60718", members: ["node-a"], jobs: ["billing-sync"]),
+            CatalogAdvert(digest: "b0b1b2b3b4b5b6b7", members: ["node-b"], jobs: ["billing-sync"]),
+        ]
+        let lines = Render.statusTable(snapshot).split(separator: "\n").map(String.init)
+        #expect(lines[4].hasPrefix("reindex (not in catalog, not carried)  -  "), "\(lines)")
+        #expect(lines[5].hasPrefix("warmup (not carried)"), "\(lines)")
+        #expect(
+            Array(lines.suffix(3)) == [
+                "5 jobs, 2 led, 3 without a leader; 2 live members (namespace prod)",
+                "2 catalogs among 2 live members",
+                "2 jobs not carried by any live member (leasehold prune deletes their keys)",
+            ])
+
+        let object = try cliJSON(Render.statusJSON(snapshot))
+        #expect(
+            object["catalogs"] as? [String: [String]] == [
+                "a1b2c3d4e5f60718": ["node-a"], "b0b1b2b3b4b5b6b7": ["node-b"],
+            ])
+        let jobs = try #require(object["jobs"] as? [[String: Any]])
+        #expect(jobs[0]["carried_by"] as? [String] == ["node-a", "node-b"])
+        #expect(jobs[4]["carried_by"] as? [String] == [])
+
+        // One digest and an older member: no count of catalogs, but the older member is named.
+        snapshot.members[1].catalog = nil
+        snapshot.catalogs.removeLast()
+        snapshot.jobs[3].notCarried = false
+        snapshot.jobs[4].notCarried = false
+        #expect(
+            Render.statusTable(snapshot).hasSuffix(
+                "(namespace prod)\n1 live member of an older version advertises no catalog: counted as carrying every job\n"
+            ))
+        let members = try #require(try cliJSON(Render.membersJSON(snapshot))["members"] as? [[String: Any]])
+        #expect(members[0]["catalog"] as? String == "a1b2c3d4e5f60718")
+        #expect((members[0]["jobs"] as? NSNumber)?.intValue == 3)
+        #expect(members[1]["catalog"] is NSNull)
+        #expect(members[1]["jobs"] is NSNull)
     }
 
     @Test func historyTableGolden() {

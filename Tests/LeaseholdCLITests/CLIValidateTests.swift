@@ -148,6 +148,13 @@ struct CLIValidateTests {
         let help = await cliRun(["--help"])
         #expect(help.code == 0)
         #expect(help.out.contains("SUBCOMMANDS"))
+        // A subcommand's help shows its own flags, however it is asked for.
+        for arguments in [["prune", "--help"], ["prune", "-h"], ["help", "prune"]] {
+            let prune = await cliRun(arguments)
+            #expect(prune.code == 0, "\(arguments)")
+            #expect(prune.out.contains("USAGE: leasehold prune"), "\(arguments): \(prune.out)")
+            #expect(prune.out.contains("--dry-run") && prune.out.contains("--yes"), "\(arguments)")
+        }
     }
 }
 
