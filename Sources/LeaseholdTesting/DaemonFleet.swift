@@ -57,12 +57,29 @@ public final class DaemonFleet: Sendable {
     /// Every member's proxy so far.
     public var proxies: [String: FaultProxy] { proxyByMember.withLock { $0 } }
 
-    /// Starts member `name` with JSON logs (through its proxy when proxied).
-    public func start(_ name: String, extra: [String] = []) throws -> DaemonProcess {
+    /// Starts member `name` with JSON logs (through its proxy when proxied), on the fleet's
+    /// catalog or on `catalog` (a path: members of one fleet may run different catalogs).
+    public func start(_ name: String, catalog: String? = nil, extra: [String] = []) throws -> DaemonProcess {
         let url = try proxy(name)?.url() ?? redis.url
         return try DaemonProcess(
             name: name,
-            arguments: ["--config", catalogPath, "--redis", url, "--name", name, "--log-format", "json"] + extra)
+            arguments: ["--config", catalog ?? catalogPath, "--redis", url, "--name", name, "--log-format", "json"]
+                + extra)
+    }
+
+    /// Writes a catalog file `name` in the fleet's directory (`NAMESPACE` and `DIR` replaced
+    /// as for the fleet's own) and returns its path.
+    @discardableResult
+    public func writeCatalog(_ name: String, _ text: String) throws -> String {
+        try directory.write(
+            name,
+            text.replacingOccurrences(of: "NAMESPACE", with: namespace).replacingOccurrences(
+                of: "DIR", with: directory.path))
+    }
+
+    /// The entries of `job`'s events stream (leadership transitions), oldest first.
+    public func events(_ job: String) async throws -> [[String: String]] {
+        try await streamEntries(keys.events(job))
     }
 
     /// The current holder of `job`'s lease.
@@ -72,7 +89,11 @@ public final class DaemonFleet: Sendable {
 
     /// The run records of `job`, oldest first.
     public func runs(_ job: String) async throws -> [RunRecord] {
-        let reply = try await redis.command("XRANGE", keys.runs(job), "-", "+")
+        try await streamEntries(keys.runs(job)).map(RunRecord.init(fields:))
+    }
+
+    private func streamEntries(_ key: String) async throws -> [[String: String]] {
+        let reply = try await redis.command("XRANGE", key, "-", "+")
         return (reply.array ?? []).compactMap { entry in
             guard let parts = entry.array, parts.count == 2, let flat = parts[1].array else { return nil }
             var fields: [String: String] = [:]
@@ -81,7 +102,7 @@ public final class DaemonFleet: Sendable {
                 if let key = flat[index].string { fields[key] = flat[index + 1].string ?? "" }
                 index += 2
             }
-            return RunRecord(fields: fields)
+            return fields
         }
     }
 }
