@@ -32,17 +32,22 @@ public final class LeaseholdService: Service, Sendable {
         public var weight: Double
         /// How long a graceful shutdown waits for handlers and releases.
         public var shutdownTimeout: Duration
+        /// When the catalog was loaded (wall-clock ms): after a schedule edit, the schedule of
+        /// the newest loaded catalog in the fleet wins.
+        public var catalogLoadedAtMs: Int64
 
-        /// Creates a configuration.
+        /// Creates a configuration; `catalogLoadedAtMs` defaults to now.
         public init(
             catalog: Catalog, redis: RedisEndpoint, memberName: String, weight: Double = 1,
-            shutdownTimeout: Duration = .seconds(10)
+            shutdownTimeout: Duration = .seconds(10),
+            catalogLoadedAtMs: Int64 = Int64((Date().timeIntervalSince1970 * 1000).rounded())
         ) {
             self.catalog = catalog
             self.redis = redis
             self.memberName = memberName
             self.weight = weight
             self.shutdownTimeout = shutdownTimeout
+            self.catalogLoadedAtMs = catalogLoadedAtMs
         }
     }
 
@@ -94,7 +99,8 @@ public final class LeaseholdService: Service, Sendable {
             manager: manager, redis: RedisConnection(configuration: redis),
             keys: LeaseKeys(namespace: catalog.namespace),
             logger: logger, metrics: metrics,
-            requestExit: { _, reason in exitRequest.set(reason) })
+            requestExit: { _, reason in exitRequest.set(reason) },
+            catalogLoadedAtMs: configuration.catalogLoadedAtMs)
         var runners: [String: JobRunner] = [:]
         for spec in catalog.jobs {
             runners[spec.name] = JobRunner(
