@@ -98,8 +98,10 @@ public enum LeaseholdDaemon {
 
         // Everything that can be wrong with the input is checked before any Redis traffic.
         let catalog: Catalog
+        let catalogLoadedAtMs: Int64
         do {
             catalog = try registry.loadCatalog(path: options.config)
+            catalogLoadedAtMs = Int64((Date().timeIntervalSince1970 * 1000).rounded())
         } catch {
             for problem in error.errors { printError(problem.description) }
             return configErrorExitCode
@@ -147,7 +149,9 @@ public enum LeaseholdDaemon {
         let service: LeaseholdService
         do {
             service = try LeaseholdService(
-                configuration: .init(catalog: catalog, redis: endpoint, memberName: name, weight: options.weight),
+                configuration: .init(
+                    catalog: catalog, redis: endpoint, memberName: name, weight: options.weight,
+                    catalogLoadedAtMs: catalogLoadedAtMs),
                 registry: registry, logger: logger)
         } catch {
             return fail("\(error)")

@@ -32,17 +32,22 @@ public final class LeaseholdService: Service, Sendable {
         public var weight: Double
         /// How long a graceful shutdown waits for handlers and releases.
         public var shutdownTimeout: Duration
+        /// When the catalog was loaded (wall-clock ms): after a schedule edit, the schedule of
+        /// the newest loaded catalog in the fleet wins.
+        public var catalogLoadedAtMs: Int64
 
-        /// Creates a configuration.
+        /// Creates a configuration; `catalogLoadedAtMs` defaults to now.
         public init(
             catalog: Catalog, redis: RedisEndpoint, memberName: String, weight: Double = 1,
-            shutdownTimeout: Duration = .seconds(10)
+            shutdownTimeout: Duration = .seconds(10),
+            catalogLoadedAtMs: Int64 = Int64((Date().timeIntervalSince1970 * 1000).rounded())
         ) {
             self.catalog = catalog
             self.redis = redis
             self.memberName = memberName
             self.weight = weight
             self.shutdownTimeout = shutdownTimeout
+            self.catalogLoadedAtMs = catalogLoadedAtMs
         }
     }
 
@@ -127,7 +132,8 @@ public final class LeaseholdService: Service, Sendable {
             manager: manager, redis: RedisConnection(configuration: redis),
             keys: LeaseKeys(namespace: catalog.namespace),
             logger: logger, metrics: metrics,
-            requestExit: { _, reason in exitRequest.set(reason) })
+            requestExit: { _, reason in exitRequest.set(reason) },
+            catalogLoadedAtMs: configuration.catalogLoadedAtMs)
         self.environment = environment
         var runners: [String: JobRunner] = [:]
         for spec in catalog.jobs {
@@ -262,6 +268,9 @@ public final class LeaseholdService: Service, Sendable {
         let specs = Dictionary(new.jobs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var fresh: [String: JobRunner] = [:]
         var problems: [String] = []
+        // The new runners carry this load time: for a changed schedule, the newest catalog wins.
+        var environment = self.environment
+        environment.catalogLoadedAtMs = JobSchedule.milliseconds(Date())
         for name in diff.added + diff.changed {
             guard let spec = specs[name] else { continue }
             do {

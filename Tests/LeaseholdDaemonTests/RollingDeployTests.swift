@@ -169,7 +169,7 @@ struct RollingDeployTests {
         let located = members["m2"]!.lines.filter {
             $0.message?.hasPrefix("catalog reload: ") == true && $0.message!.contains("cat-m2.yaml:")
         }
-        #expect(!located.isEmpty, diagnostics())
+        #expect(!located.isEmpty, "\(diagnostics())")
         try await Task.sleep(for: Self.ttl * 2)
         #expect(try await holders(jobsNow) == before)
         for name in names { #expect(members[name]!.isRunning, "\(name) died:\n\(members[name]!.logTail())") }

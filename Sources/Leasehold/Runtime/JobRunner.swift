@@ -34,11 +34,15 @@ package struct JobRunnerEnvironment: Sendable {
     package var metrics: LeaseholdMetrics
     /// Called when `on_lost_leadership: exit` demands that the member exit.
     package var requestExit: @Sendable (_ job: String, _ reason: String) -> Void
+    /// When the member loaded (or reloaded) its catalog, wall-clock ms: after a schedule edit
+    /// the newest loaded catalog's schedule wins (`SchedulePlan`).
+    package var catalogLoadedAtMs: Int64
 
-    /// Creates the environment.
+    /// Creates the environment; `catalogLoadedAtMs` defaults to now (a catalog just loaded).
     package init(
         manager: LeaseManager, redis: RedisConnection, keys: LeaseKeys, logger: Logger,
-        metrics: LeaseholdMetrics, requestExit: @escaping @Sendable (String, String) -> Void
+        metrics: LeaseholdMetrics, requestExit: @escaping @Sendable (String, String) -> Void,
+        catalogLoadedAtMs: Int64 = JobSchedule.milliseconds(Date())
     ) {
         self.manager = manager
         self.redis = redis
@@ -46,6 +50,7 @@ package struct JobRunnerEnvironment: Sendable {
         self.logger = logger
         self.metrics = metrics
         self.requestExit = requestExit
+        self.catalogLoadedAtMs = catalogLoadedAtMs
     }
 }
 
@@ -55,7 +60,8 @@ package struct JobRunnerEnvironment: Sendable {
 /// starts only after the previous one's handler has returned, so runs never overlap.
 /// Scheduled jobs keep `next_run_at` in Redis, advanced by a fenced script in the same step
 /// that starts the run, so a new leader continues the schedule: no slot runs twice, a missed
-/// slot runs once.
+/// slot runs once. Beside it the state keeps which schedule computed it and from which
+/// catalog load, so an edited schedule takes effect at once (`SchedulePlan`).
 package actor JobRunner {
     /// The job.
     package nonisolated let spec: JobSpec
@@ -74,6 +80,8 @@ package actor JobRunner {
     /// Retired by a catalog change at a safe point: a scheduled job ends its leadership
     /// after the run in progress.
     private var retireAfterRun = false
+    /// The newer stored schedule this runner last said it follows, so it says so once.
+    private var followedFingerprint: String?
 
     /// One leadership: its grant, why it must stop, and when its work has ended. The member
     /// leads it in a task of its own (`lead(_:)`) that exists only while it lasts, so a job
@@ -203,24 +211,8 @@ package actor JobRunner {
         switch spec.schedule {
         case .continuous:
             _ = await runUntilStopped(leadership) { await self.leadContinuously(grant) }
-        case .every(let interval):
-            await leadOnSchedule(leadership) { slot, now in
-                // Keep the rhythm: the next slot is a whole number of intervals after this one.
-                var next = slot.addingTimeInterval(interval.secondsValue)
-                if next <= now {
-                    let missed = (now.timeIntervalSince(slot) / interval.secondsValue).rounded(.down)
-                    next = slot.addingTimeInterval((missed + 1) * interval.secondsValue)
-                }
-                return next
-            } first: { now in
-                now
-            }
-        case .cron(let cron):
-            await leadOnSchedule(leadership) { slot, now in
-                cron.nextFire(after: max(slot, now))
-            } first: { now in
-                cron.nextFire(after: now)
-            }
+        case .every, .cron:
+            await leadOnSchedule(leadership)
         }
         if handoffRequested {
             environment.manager.release(job: spec.name, token: grant.token, reason: .handedOff)
@@ -301,7 +293,7 @@ package actor JobRunner {
     private func leadContinuously(_ grant: LeaseGrant) async {
         var backoff = Duration.seconds(1)
         while !Task.isCancelled {
-            switch await beginRun(grant, slot: nil, next: nil) {
+            switch await beginRun(grant, slot: nil, next: nil, schedule: nil) {
             case .started: break
             case .notHolder, .slotTaken: return
             case .failed:
@@ -327,26 +319,24 @@ package actor JobRunner {
         }
     }
 
-    /// Leads a scheduled job in the leadership's own task: read the slot, wait until it, start
-    /// and run it. Between slots nothing but that task and a timer exists; the Redis calls and
-    /// the run happen in short-lived child tasks, because a task keeps its stack slabs until it
-    /// ends and a thousand jobs waiting for their next hour would otherwise each hold the
-    /// high-water mark of a run.
-    private func leadOnSchedule(
-        _ leadership: Leadership, next: @escaping @Sendable (Date, Date) -> Date?,
-        first: @escaping @Sendable (Date) -> Date?
-    ) async {
+    /// Leads a scheduled job in the leadership's own task: read the schedule state, settle
+    /// which schedule applies (adopting this member's when its catalog is the newest), wait
+    /// for the slot, start and run it. Between slots nothing but that task and a timer exists;
+    /// the Redis calls and the run happen in short-lived child tasks, because a task keeps its
+    /// stack slabs until it ends and a thousand jobs waiting for their next hour would
+    /// otherwise each hold the high-water mark of a run.
+    private func leadOnSchedule(_ leadership: Leadership) async {
         let grant = leadership.grant
+        // The fingerprint an adoption was refused from: refused again from the same one, the
+        // state did not move, so it was the lease that did.
+        var refusedFrom: String?
         while leadership.stop.value == nil, !Task.isCancelled {
-            let slot: Date
-            switch await transient({ try await self.readNextRun() }) {
+            let plan: SchedulePlan
+            switch await transient({ try await self.readSchedule() }) {
             case .success(let stored):
-                guard let planned = stored ?? first(Date()) else {
-                    logger.warning("schedule has no future run; idling while leader")
-                    guard await pause(leadership, for: .seconds(3600)) else { return }
-                    continue
-                }
-                slot = planned
+                plan = SchedulePlan(
+                    own: spec.schedule, loadedAtMs: environment.catalogLoadedAtMs, stored: stored,
+                    nowMs: JobSchedule.milliseconds(Date()))
             case .failure(let error):
                 if error is CancellationError || Task.isCancelled { return }
                 environment.metrics.redisErrors(operation: "schedule").increment()
@@ -354,14 +344,40 @@ package actor JobRunner {
                 guard await pause(leadership, for: .seconds(1)) else { return }
                 continue
             }
-            let wait = slot.timeIntervalSinceNow
-            if wait > 0 {
-                guard await pause(leadership, for: .milliseconds(Int64(wait * 1000))) else { return }
+            if let adoption = plan.adoption {
+                switch await transient({ await self.adoptSchedule(grant, plan: plan, adoption: adoption) }) {
+                case .written?:
+                    refusedFrom = nil
+                case .refused?:
+                    if refusedFrom == adoption.expectedFingerprint {
+                        logger.warning("not adopting the schedule: the lease no longer carries token \(grant.token)")
+                        return
+                    }
+                    refusedFrom = adoption.expectedFingerprint
+                    continue
+                case nil:
+                    guard await pause(leadership, for: Self.beginRetryDelay) else { return }
+                    continue
+                }
             }
-            guard let following = next(slot, Date()) else { return }
+            noteFollowing(plan)
+            guard let slotMs = plan.slotMs else {
+                logger.warning("schedule has no future run; idling while leader")
+                guard await pause(leadership, for: .seconds(3600)) else { return }
+                continue
+            }
+            let wait = slotMs - JobSchedule.milliseconds(Date())
+            if wait > 0 {
+                guard await pause(leadership, for: .milliseconds(wait)) else { return }
+            }
+            guard let following = plan.schedule.slotMs(after: slotMs, nowMs: JobSchedule.milliseconds(Date()))
+            else { return }
             let outcome = await runUntilStopped(leadership) { () async -> BeginOutcome in
-                let outcome = await self.beginRun(grant, slot: slot, next: following)
-                if outcome == .started { _ = await self.runHandler(grant, scheduledAt: slot) }
+                let outcome = await self.beginRun(
+                    grant, slot: String(slotMs), next: String(following), schedule: plan.fingerprint)
+                if outcome == .started {
+                    _ = await self.runHandler(grant, scheduledAt: JobSchedule.date(slotMs))
+                }
                 return outcome
             }
             switch outcome {
@@ -378,6 +394,22 @@ package actor JobRunner {
                 continue
             }
         }
+    }
+
+    /// Says once that this member follows a newer catalog's stored schedule instead of its own.
+    private func noteFollowing(_ plan: SchedulePlan) {
+        guard plan.source == .followed else {
+            followedFingerprint = nil
+            return
+        }
+        guard followedFingerprint != plan.fingerprint else { return }
+        followedFingerprint = plan.fingerprint
+        logger.notice(
+            "following a newer catalog's schedule: next run at \(Self.timestamp(plan.slotMs))",
+            metadata: [
+                "schedule": "\(plan.fingerprint)", "own_schedule": "\(spec.schedule.fingerprint ?? "")",
+                "catalog_loaded_at": "\(environment.catalogLoadedAtMs)",
+            ])
     }
 
     /// Runs `body` in a child task that ends with it (cancelled with this one), so the deep
@@ -399,10 +431,14 @@ package actor JobRunner {
     }
 
     private enum BeginOutcome: Sendable { case started, slotTaken, notHolder, failed }
+    private enum AdoptOutcome: Sendable { case written, refused }
     /// Pause before retrying a `beginRun` that failed (Redis error or unknown outcome).
     static let beginRetryDelay: Duration = .seconds(1)
 
-    private func beginRun(_ grant: LeaseGrant, slot: Date?, next: Date?) async -> BeginOutcome {
+    /// Starts a run (`slot`, `next` and `schedule` are nil for continuous jobs).
+    private func beginRun(
+        _ grant: LeaseGrant, slot: String?, next: String?, schedule: String?
+    ) async -> BeginOutcome {
         let keys = environment.keys
         let expected = LeaseValue(owner: environment.manager.owner, token: grant.token).description
         do {
@@ -410,8 +446,8 @@ package actor JobRunner {
                 LeaseScripts.beginRun,
                 keys: [keys.lease(spec.name), keys.state(spec.name), keys.runs(spec.name)],
                 arguments: [
-                    expected, slot.map(Self.milliseconds) ?? "", next.map(Self.milliseconds) ?? "",
-                    environment.manager.owner.member, String(grant.token), "1000",
+                    expected, slot ?? "", next ?? "", environment.manager.owner.member, String(grant.token), "1000",
+                    schedule ?? "",
                 ])
             switch reply.array?.first?.integer {
             case 1?: return .started
@@ -491,15 +527,58 @@ package actor JobRunner {
         }
     }
 
-    private func readNextRun() async throws -> Date? {
-        let reply = try await environment.redis.send(["HGET", environment.keys.state(spec.name), "next_run_at"])
-        if case .error(let text) = reply { throw RedisError(kind: .server, message: text) }
-        guard let ms = reply.integer else { return nil }
-        return Date(timeIntervalSince1970: Double(ms) / 1000)
+    /// Writes the plan's schedule (fenced, and only over the state it was decided from); nil
+    /// when the call failed (unknown outcome: the loop reads the state back).
+    private func adoptSchedule(
+        _ grant: LeaseGrant, plan: SchedulePlan, adoption: SchedulePlan.Adoption
+    ) async -> AdoptOutcome? {
+        let keys = environment.keys
+        let expected = LeaseValue(owner: environment.manager.owner, token: grant.token).description
+        do {
+            let reply = try await environment.redis.evaluate(
+                LeaseScripts.adoptSchedule, keys: [keys.lease(spec.name), keys.state(spec.name)],
+                arguments: [
+                    expected, adoption.expectedFingerprint, plan.fingerprint, String(adoption.sinceMs),
+                    String(adoption.nextRunAtMs),
+                ])
+            switch reply.integer {
+            case 1?: break
+            case 0?: return .refused
+            default:
+                logger.error("unexpected reply adopting a schedule: \(reply)")
+                return nil
+            }
+        } catch {
+            environment.metrics.redisErrors(operation: "schedule").increment()
+            logger.warning("cannot adopt the schedule: \(error)")
+            return nil
+        }
+        if case .adopted(let previous) = plan.source {
+            logger.notice(
+                "schedule changed: next run at \(Self.timestamp(adoption.nextRunAtMs)) (was \(Self.timestamp(previous)))",
+                metadata: [
+                    "schedule": "\(plan.fingerprint)", "previous_schedule": "\(adoption.expectedFingerprint)",
+                    "catalog_loaded_at": "\(adoption.sinceMs)",
+                ])
+        }
+        return .written
     }
 
-    private static func milliseconds(_ date: Date) -> String {
-        String(Int64((date.timeIntervalSince1970 * 1000).rounded()))
+    /// The schedule fields of the state hash, in one HMGET.
+    private func readSchedule() async throws -> StoredSchedule {
+        let reply = try await environment.redis.send(
+            ["HMGET", environment.keys.state(spec.name)] + StoredSchedule.fields)
+        if case .error(let text) = reply { throw RedisError(kind: .server, message: text) }
+        guard let values = reply.array else {
+            throw RedisError(kind: .protocolError, message: "unexpected reply to HMGET: \(reply)")
+        }
+        return StoredSchedule(fields: values.map(\.string))
+    }
+
+    /// A slot for log lines: UTC, to the millisecond; "none" when there is none.
+    private static func timestamp(_ ms: Int64?) -> String {
+        guard let ms else { return "none" }
+        return JobSchedule.date(ms).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 }
 

@@ -254,20 +254,23 @@ package enum LeaseScripts {
         return 1
         """#)
 
-    /// Starts a run: checks the token and the schedule slot in one atomic step, advances
+    /// Starts a run: checks the token, the schedule and the slot in one atomic step, advances
     /// `next_run_at` and records the run, so a new leader continues the schedule without
-    /// running a slot twice.
+    /// running a slot twice, and a leader whose view of the schedule is stale never starts one.
     ///
     /// KEYS: lease, state, runs. ARGV: expected lease value, slot ms ('' for continuous
-    /// jobs), next slot ms ('' for continuous jobs), member, token, runs maxlen.
+    /// jobs), next slot ms ('' for continuous jobs), member, token, runs maxlen, the schedule
+    /// fingerprint the slot was computed with ('' for continuous jobs).
     /// Reply: `{1, now_ms}` started; `{0}` not the holder; `{2, next_run_at}` the slot was
-    /// already taken (the schedule moved on: wait for the slot returned).
+    /// already taken, or the state's `schedule` is not that fingerprint (the schedule moved
+    /// on or was replaced: read the state again; `next_run_at` is '' when there is none).
     package static let beginRun = RedisScript(
         #"""
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
         local slot, next_slot = ARGV[2], ARGV[3]
         if slot ~= '' then
           local current = redis.call('HGET', KEYS[2], 'next_run_at')
+          if (redis.call('HGET', KEYS[2], 'schedule') or '') ~= (ARGV[7] or '') then return {2, current or ''} end
           if current and tonumber(current) > tonumber(slot) then return {2, current} end
         end
         local t = redis.call('TIME')
@@ -278,6 +281,22 @@ package enum LeaseScripts {
         redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'slot', slot, 'token', ARGV[5],
           'member', ARGV[4], 'started', now_s)
         return {1, now_s}
+        """#)
+
+    /// Replaces a scheduled job's schedule: writes `schedule`, `schedule_since` and
+    /// `next_run_at` together, only while `owner:token` holds the lease and the state still
+    /// carries the schedule the leader decided from, so two leaders' views never interleave.
+    ///
+    /// KEYS: lease, state. ARGV: expected lease value, expected current `schedule` ('' for
+    /// none), new `schedule` fingerprint, new `schedule_since` (catalog load time, wall ms),
+    /// new `next_run_at` ms.
+    /// Reply: 1 written; 0 not the holder, or the stored schedule is not the expected one.
+    package static let adoptSchedule = RedisScript(
+        #"""
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        if (redis.call('HGET', KEYS[2], 'schedule') or '') ~= ARGV[2] then return 0 end
+        redis.call('HSET', KEYS[2], 'schedule', ARGV[3], 'schedule_since', ARGV[4], 'next_run_at', ARGV[5])
+        return 1
         """#)
 
     /// Records the end of a run, only while the token still holds the lease.
