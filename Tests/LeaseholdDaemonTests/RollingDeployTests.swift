@@ -28,6 +28,13 @@ struct RollingDeployTests {
           - { name: gone, \(shell) }
           - { name: sched, handler: log, schedule: { every: 1h } }
         """
+    /// The added job: named so that rendezvous over all three members picks m3, not m1, the
+    /// member that gets it first (with placement blind to catalogs, m1 would hand it to
+    /// members that do not carry it, over and over).
+    static let added = (0..<1000).map { "added\($0)" }.first { name in
+        Rendezvous.preferred(job: name, among: ["m1", "m2", "m3"].map { RendezvousMember(name: $0) }) == "m3"
+            && Rendezvous.preferred(job: name, among: ["m1", "m2"].map { RendezvousMember(name: $0) }) == "m2"
+    }!
     static let v2 = """
         version: 1
         redis: { namespace: NAMESPACE }
@@ -35,7 +42,7 @@ struct RollingDeployTests {
         jobs:
           - { name: steady1, \(shell) }
           - { name: steady2, \(shell) }
-          - { name: added, \(shell) }
+          - { name: \(added), \(shell) }
           - { name: sched, handler: log, schedule: { every: 2s } }
         """
 
@@ -97,14 +104,15 @@ struct RollingDeployTests {
         try fleet.writeCatalog("cat-m1.yaml", Self.v2)
         members["m1"]!.signal(SIGHUP)
         try await members["m1"]!.waitForLine("reloaded") { $0.message == "catalog reloaded" }
-        try await eventually("m1 leads added", within: .seconds(15), diagnostics: diagnostics) {
-            try await holder("added")?.owner.member == "m1" ? true : nil
+        let added = Self.added
+        try await eventually("m1 leads the added job", within: .seconds(15), diagnostics: diagnostics) {
+            try await holder(added)?.owner.member == "m1" ? true : nil
         }
         try await Task.sleep(for: Self.ttl * 3)
-        let addedWhileSkewed = try await fleet.events("added")
+        let addedWhileSkewed = try await fleet.events(added)
         #expect(Self.acquisitions(addedWhileSkewed).count == 1, "\(addedWhileSkewed)")
         #expect(addedWhileSkewed.allSatisfy { $0["type"] != "handed_off" && $0["type"] != "released" })
-        #expect(try await holder("added")?.owner.member == "m1")
+        #expect(try await holder(added)?.owner.member == "m1")
 
         // Steps 2 and 3. Before the last carrier of `gone` drops it, it must lead it; its
         // handler stops and the lease is released within about one renew tick of the reload.
@@ -153,13 +161,19 @@ struct RollingDeployTests {
             #expect(try await holder(job) == settled[job], "\(job) moved or got a new token")
             #expect(Self.runsEnded(members[settled[job]!.owner.member]!, job) == ended, "\(job) restarted")
         }
-        // After the rollout `added` may move to its rendezvous choice, once.
-        let addedEvents = try await fleet.events("added")
-        #expect(addedEvents.filter { $0["type"] == "handed_off" }.count <= 1, "\(addedEvents)")
+        // Once m2 carries it, the added job moves to m2 (its choice among m1 and m2), and
+        // once m3 does, to m3: each move one sticky handoff, never to a member without it.
+        try await eventually("the added job on m3", within: .seconds(20), diagnostics: diagnostics) {
+            try await holder(added)?.owner.member == "m3" ? true : nil
+        }
+        let addedEvents = try await fleet.events(added)
+        let handoffs = addedEvents.filter { $0["type"] == "handed_off" }
+        #expect(handoffs.count <= 2 && Self.acquisitions(addedEvents).count == handoffs.count + 1, "\(addedEvents)")
+        #expect(addedEvents.allSatisfy { $0["type"] != "lost" && $0["type"] != "expired_takeover" })
 
         // A broken catalog by SIGHUP: every problem logged with its place, the old catalog
         // runs on, every job still led with the same token, and the failure is counted.
-        let jobsNow = ["steady1", "steady2", "added", "sched"]
+        let jobsNow = ["steady1", "steady2", added, "sched"]
         let before = try #require(try await holders(jobsNow))
         try fleet.writeCatalog("cat-m2.yaml", "version: 1\njobs:\n  - { name: broken, handler: nope }\n  - [\n")
         members["m2"]!.signal(SIGHUP)
