@@ -163,7 +163,6 @@ package struct SnapshotReader: Sendable {
         var led: [String: Int] = [:]
         for (job, raw) in zip(names, rawStates) {
             var status = JobStatus(name: job, inCatalog: catalogSet.contains(job), inRedis: redisJobs.contains(job))
-            status.preferred = Rendezvous.preferred(job: job, among: live)
             let field = { (name: String) -> String? in
                 guard let i = Self.stateFields.firstIndex(of: name), i < raw.state.count else { return nil }
                 return raw.state[i].flatMap { $0.isEmpty ? nil : $0 }
@@ -195,6 +194,9 @@ package struct SnapshotReader: Sendable {
             status.problem = raw.problem
             status.carriedBy = carriers.filter { $0.jobs?.contains(job) ?? true }.map(\.name)
             status.notCarried = !carriers.isEmpty && status.carriedBy.isEmpty
+            // As the members decide it: rendezvous over the live members that carry the job.
+            let carrying = Set(status.carriedBy)
+            status.preferred = Rendezvous.preferred(job: job, among: live.filter { carrying.contains($0.name) })
             jobs.append(status)
         }
         for index in members.indices { members[index].jobsLed = led[members[index].name] ?? 0 }

@@ -274,7 +274,8 @@ public final class LeaseholdService: Service, Sendable {
         for name in diff.added + diff.changed {
             guard let spec = specs[name] else { continue }
             do {
-                fresh[name] = JobRunner(spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
+                fresh[name] = JobRunner(
+                    spec: spec, handler: try registry.makeHandler(for: spec), environment: environment)
             } catch {
                 problems.append("\(spec.location): job '\(name)': \(error)")
             }

@@ -16,7 +16,8 @@ import Testing
 @Suite(.timeLimit(.minutes(3)))
 struct RollingDeployTests {
     static let ttl = Duration.seconds(3)
-    static let shell = #"handler: shell, schedule: continuous, config: { command: [sh, -c, "while true; do sleep 0.2; done"], kill_grace: 1s }"#
+    static let shell =
+        #"handler: shell, schedule: continuous, config: { command: [sh, -c, "while true; do sleep 0.2; done"], kill_grace: 1s }"#
 
     static let v1 = """
         version: 1

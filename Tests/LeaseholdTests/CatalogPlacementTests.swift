@@ -66,7 +66,8 @@ struct CatalogPlacementTests {
                                     members: reported))), now: now)
                 case .acquire(let id, let requests):
                     let outcomes: [AcquireOutcome] = requests.map { _ in
-                        acquire ? .acquired(token: 1, takeover: .acquired, gapMs: nil) : .held(by: "z@x:1", pttlMs: 3_000)
+                        acquire
+                            ? .acquired(token: 1, takeover: .acquired, gapMs: nil) : .held(by: "z@x:1", pttlMs: 3_000)
                     }
                     engine.complete(
                         .acquire(id: id, .success(AcquireReply(redisNowMs: redisMs, outcomes: outcomes))), now: now)

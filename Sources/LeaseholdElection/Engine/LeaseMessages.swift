@@ -44,8 +44,7 @@ public struct MemberInfo: Sendable, Hashable {
     public var catalog: String?
 
     /// Creates a member record.
-    public init(name: String, expiresAtMs: Int64, weight: Double, incarnation: String? = nil, catalog: String? = nil)
-    {
+    public init(name: String, expiresAtMs: Int64, weight: Double, incarnation: String? = nil, catalog: String? = nil) {
         self.name = name
         self.expiresAtMs = expiresAtMs
         self.weight = weight
