@@ -24,9 +24,24 @@ struct PlacementReport: Codable, Sendable {
         var leaveMoves: Int
         var maxOverMean: Double
     }
+    /// Two members with different catalogs: `a` carries common + new jobs, `b` only the
+    /// common ones (a rolling deploy that adds jobs, frozen half-way).
+    struct Skew: Codable, Sendable {
+        var windowSeconds: Double
+        var ttlSeconds: Double
+        var newJobs: Int
+        /// New jobs whose rendezvous choice over both members is `b`, which does not carry them.
+        var newJobsPreferringB: Int
+        /// Acquisitions of each new job over the window (1 = led once, never moved).
+        var maxAcquisitionsPerNewJob: Int
+        var totalAcquisitionsOfNewJobs: Int
+        /// Handoff suggestions for new jobs (to a member that does not carry them).
+        var newJobHandoffs: Int
+    }
     var machine: MachineInfo
     var pure: Pure
     var live: Live?
+    var skew: Skew?
 }
 
 enum PlacementScenario {
@@ -91,9 +106,59 @@ enum PlacementScenario {
                     ]
                 ])
         }
+        let skew = try await skewRun(window: options.quick ? .seconds(15) : .seconds(60))
+        printTable(
+            "Placement with different catalogs (a: 4 common + 6 new jobs, b: the 4 common ones; TTL 3 s)",
+            header: ["window s", "new jobs", "b's choice", "max acquisitions per new job", "handoffs of new jobs"],
+            rows: [
+                [
+                    fmt(skew.windowSeconds, 0), "\(skew.newJobs)", "\(skew.newJobsPreferringB)",
+                    "\(skew.maxAcquisitionsPerNewJob)", "\(skew.newJobHandoffs)",
+                ]
+            ])
         writeJSON(
-            PlacementReport(machine: MachineInfo.current(), pure: pure, live: live), name: "placement", options: options
-        )
+            PlacementReport(machine: MachineInfo.current(), pure: pure, live: live, skew: skew), name: "placement",
+            options: options)
+    }
+
+    /// The ping-pong of issue 13 as a measurement: before catalog-aware placement, every new
+    /// job whose choice was `b` moved to b and back every ~4.5 s.
+    static func skewRun(window: Duration) async throws -> PlacementReport.Skew {
+        log("placement: skew run, \(window)")
+        let redis = try await startRedis()
+        let ttl = Duration.seconds(3)
+        func job(_ name: String) -> LeaseJob {
+            JobSpec(name: name, handler: "log", schedule: .continuous, lease: ttl, placement: .spread).leaseJob
+        }
+        let common = (1...4).map { job("common\($0)") }
+        let new = (1...6).map { job("newjob\($0)") }
+        let config = daemonRedisConfiguration(redis.configuration(), jobs: common + new)
+        func options(_ name: String, seed: UInt64) -> TestMember.Options {
+            TestMember.Options(keys: LeaseKeys(namespace: "skew"), seed: seed, logger: quietLogger("bench.\(name)"))
+        }
+        let (acquisitions, handoffs) = try await withMember(
+            "a", redis: config, jobs: common + new, options: options("a", seed: 1)
+        ) { a in
+            try await withMember("b", redis: config, jobs: common, options: options("b", seed: 2)) { b in
+                try await Task.sleep(for: window)
+                var counts: [String: Int] = [:]
+                for member in [a, b] {
+                    for acquisition in member.log.acquisitions { counts[acquisition.grant.job, default: 0] += 1 }
+                }
+                let handoffs = a.log.events.filter {
+                    if case .handoffSuggested(let job, _) = $0 { job.hasPrefix("newjob") } else { false }
+                }.count
+                return (counts, handoffs)
+            }
+        }
+        await redis.stop()
+        let both = ["a", "b"].map { RendezvousMember(name: $0) }
+        let perNew = new.map { acquisitions[$0.name] ?? 0 }
+        return PlacementReport.Skew(
+            windowSeconds: window.secondsValue, ttlSeconds: ttl.secondsValue, newJobs: new.count,
+            newJobsPreferringB: new.filter { Rendezvous.preferred(job: $0.name, among: both) == "b" }.count,
+            maxAcquisitionsPerNewJob: perNew.max() ?? 0, totalAcquisitionsOfNewJobs: perNew.reduce(0, +),
+            newJobHandoffs: handoffs)
     }
 
     static func liveRun(jobs jobCount: Int, members memberCount: Int) async throws -> PlacementReport.Live? {

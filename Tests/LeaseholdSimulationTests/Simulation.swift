@@ -23,7 +23,7 @@ struct SimConfig: Sendable {
 
 /// Counters of what a schedule injected.
 struct FaultCounts: Sendable {
-    var pauses = 0, crashes = 0, gracefulRestarts = 0, redisRestarts = 0
+    var pauses = 0, crashes = 0, gracefulRestarts = 0, redisRestarts = 0, catalogChanges = 0
     var requestsLost = 0, repliesLost = 0, longDelays = 0, releasedLost = 0, clientTimeouts = 0
 
     static func + (a: Self, b: Self) -> Self {
@@ -32,6 +32,7 @@ struct FaultCounts: Sendable {
         r.crashes += b.crashes
         r.gracefulRestarts += b.gracefulRestarts
         r.redisRestarts += b.redisRestarts
+        r.catalogChanges += b.catalogChanges
         r.requestsLost += b.requestsLost
         r.repliesLost += b.repliesLost
         r.longDelays += b.longDelays
@@ -41,11 +42,13 @@ struct FaultCounts: Sendable {
     }
 
     var total: Int {
-        pauses + crashes + gracefulRestarts + redisRestarts + requestsLost + repliesLost + longDelays + releasedLost
+        pauses + crashes + gracefulRestarts + redisRestarts + catalogChanges + requestsLost + repliesLost + longDelays
+            + releasedLost
     }
 
     var summary: String {
         "pause=\(pauses) crash=\(crashes) graceful-restart=\(gracefulRestarts) redis-restart=\(redisRestarts) "
+            + "catalog-change=\(catalogChanges) "
             + "request-lost=\(requestsLost) reply-lost=\(repliesLost) long-delay=\(longDelays) "
             + "released-msg-lost=\(releasedLost) (client timeouts seen: \(clientTimeouts))"
     }
@@ -77,6 +80,8 @@ final class Simulation {
         case forceExit(member: Int, incarnation: Int, restartAfter: Int64)
         case start(member: Int)
         case redisCrash(downFor: Int64)
+        /// The member's catalog now lists only these jobs (a reload during a rolling deploy).
+        case catalog(member: Int, jobs: [Int])
         case redisBack
         case checkLiveness
     }
@@ -208,6 +213,19 @@ final class Simulation {
                 if at + down < faultEnd { queue.push(at, .redisCrash(downFor: down)) }
             }
         }
+        // Catalog changes, drawn from a stream of their own so the other faults of a seed stay
+        // what they were: members drop and regain jobs (removed jobs release, added ones
+        // compete, placement ranks only carriers), and all carry every job again when faults end.
+        var catalogRng = SimRandom(seed: seed ^ 0x00ca_7a10)
+        if catalogRng.chance(0.5) {
+            for _ in 0..<(1 + catalogRng.below(4)) {
+                let subset = (0..<jobCount).filter { _ in catalogRng.chance(0.6) }
+                queue.push(catalogRng.ns(ttl, faultEnd), .catalog(member: catalogRng.below(memberCount), jobs: subset))
+            }
+            // Just after `faultEnd`: a change deferred by a pause lands at its end (≤ faultEnd)
+            // and must not undo this one.
+            for m in 0..<memberCount { queue.push(faultEnd + 1, .catalog(member: m, jobs: Array(0..<jobCount))) }
+        }
         queue.push(livenessDeadline, .checkLiveness)
     }
 
@@ -282,6 +300,17 @@ final class Simulation {
         case .redisBack:
             log("REDIS UP")
             redis.up = true
+        case .catalog(let m, let indices):
+            guard members[m].alive, !members[m].stopping else { return }
+            if members[m].pausedUntil > now {
+                queue.push(members[m].pausedUntil, event)
+                return
+            }
+            let list = indices.map { jobs[$0] }
+            if list.map(\.name) != members[m].engine!.carriedJobs { result.faults.catalogChanges += 1 }
+            log("CATALOG \(members[m].name): \(list.map(\.name))")
+            members[m].engine!.updateJobs(list, catalogDigest: nil, now: localNow(m))
+            step(m)
         case .checkLiveness:
             checkLiveness()
         }

@@ -279,4 +279,142 @@ struct LeaseEngineUpdateJobsTests {
         #expect(released.flatMap { $0 } == [ReleaseItem(job: "j", token: 9)])
         #expect(engine.lease(of: "j") == nil)
     }
+
+    /// An engine for one job `j` (TTL 3 s) as member a.
+    static func oneJobEngine() -> LeaseEngine {
+        LeaseEngine(
+            settings: .init(owner: OwnerID(member: "a", incarnation: "i1")),
+            jobs: [LeaseJob(name: "j", timing: LeaseTiming(ttl: .seconds(3)))], now: .zero)
+    }
+
+    static func commands(_ engine: inout LeaseEngine, at now: Duration) -> [LeaseCommand] {
+        engine.poll(now: now).commands
+    }
+
+    @Test("a job removed with a release of unknown outcome and added back never leads on the old token")
+    func readdAfterUnsureRelease() {
+        var engine = Self.oneJobEngine()
+        var now: Duration = .zero
+        for command in Self.commands(&engine, at: now) {
+            if case .acquire(let id, _) = command {
+                engine.complete(
+                    .acquire(
+                        id: id,
+                        .success(
+                            AcquireReply(
+                                redisNowMs: 1, outcomes: [.acquired(token: 5, takeover: .acquired, gapMs: nil)]))),
+                    now: now)
+            }
+        }
+        #expect(engine.lease(of: "j")?.token == 5)
+        now = .milliseconds(10)
+        engine.updateJobs([], catalogDigest: nil, now: now)
+        for command in Self.commands(&engine, at: now) {
+            if case .release(let id, _, _) = command {
+                // The release timed out: it may still reach Redis and delete `a:5` later.
+                engine.complete(
+                    .release(id: id, .failure(LeaseCallFailure(outcomeUnknown: true, message: "t"))), now: now)
+            }
+        }
+        // A poll settles the removal before the job comes back.
+        now = .milliseconds(15)
+        _ = Self.commands(&engine, at: now)
+        now = .milliseconds(20)
+        engine.updateJobs([LeaseJob(name: "j", timing: LeaseTiming(ttl: .seconds(3)))], catalogDigest: nil, now: now)
+        var releasedAgain = false
+        for _ in 0..<50 {
+            now += .milliseconds(100)
+            for command in Self.commands(&engine, at: now) {
+                switch command {
+                case .acquire(let id, _):
+                    // Redis still has a:5 (the late release has not landed) until a release of
+                    // it succeeds; then the lease is free and a new token is issued.
+                    let outcome: AcquireOutcome =
+                        releasedAgain ? .acquired(token: 6, takeover: .acquired, gapMs: nil) : .alreadyHeld(token: 5)
+                    engine.complete(
+                        .acquire(id: id, .success(AcquireReply(redisNowMs: 1, outcomes: [outcome]))), now: now)
+                case .release(let id, let items, _):
+                    releasedAgain = releasedAgain || items == [ReleaseItem(job: "j", token: 5)]
+                    engine.complete(.release(id: id, .success([true])), now: now)
+                default: break
+                }
+            }
+            #expect(engine.lease(of: "j")?.token != 5, "led again on the token a late release may delete")
+        }
+        #expect(releasedAgain)
+        #expect(engine.lease(of: "j")?.token == 6)
+    }
+
+    @Test("a job removed while its lease may be ours sends no release by owner; added back, it takes the lease up")
+    func removalWhileMaybeHolding() {
+        var engine = Self.oneJobEngine()
+        var now: Duration = .zero
+        for command in Self.commands(&engine, at: now) {
+            if case .acquire(let id, _) = command {
+                // Unknown outcome: the lease may be ours.
+                engine.complete(
+                    .acquire(id: id, .failure(LeaseCallFailure(outcomeUnknown: true, message: "t"))), now: now)
+            }
+        }
+        now = .milliseconds(10)
+        engine.updateJobs([], catalogDigest: nil, now: now)
+        let releases = Self.commands(&engine, at: now).filter { if case .release = $0 { true } else { false } }
+        #expect(releases.isEmpty, "a delayed release by owner could delete a later lease of ours")
+        engine.updateJobs([LeaseJob(name: "j", timing: LeaseTiming(ttl: .seconds(3)))], catalogDigest: nil, now: now)
+        var acquired = false
+        for _ in 0..<20 where !acquired {
+            now += .milliseconds(100)
+            for command in Self.commands(&engine, at: now) {
+                if case .acquire(let id, _) = command {
+                    engine.complete(
+                        .acquire(id: id, .success(AcquireReply(redisNowMs: 1, outcomes: [.alreadyHeld(token: 7)]))),
+                        now: now)
+                    acquired = true
+                }
+            }
+        }
+        #expect(engine.lease(of: "j")?.token == 7, "the lease our late acquire took is taken up again")
+    }
+
+    @Test("a standby does not trust a live holder that no longer carries the job")
+    func holderWithoutTheJobIsNotTrusted() {
+        var a = Member(jobs: [CatalogPlacementTests.job("j")])
+        let bDigest = "00000000000000bb"
+        let b = a.member("b", catalog: bDigest)
+        // b holds j (a lease it left behind); b's catalog no longer lists it.
+        var attempts = 0
+        let end = a.now + .seconds(12)
+        while a.now < end {
+            let polled = a.engine.poll(now: a.now)
+            for command in polled.commands {
+                switch command {
+                case .renew(let id, let batch):
+                    a.engine.complete(
+                        .renew(
+                            id: id,
+                            .success(
+                                RenewReply(
+                                    redisNowMs: a.redisMs, renewed: batch.leases.map { _ in true },
+                                    members: [b, a.member("a", catalog: batch.catalogDigest)]))), now: a.now)
+                case .acquire(let id, let requests):
+                    attempts += 1
+                    a.engine.complete(
+                        .acquire(
+                            id: id,
+                            .success(
+                                AcquireReply(
+                                    redisNowMs: a.redisMs,
+                                    outcomes: requests.map { _ in .held(by: "b@x:1", pttlMs: 3_000) }))), now: a.now)
+                case .fetchCatalog(let id, _):
+                    a.engine.complete(.fetchCatalog(id: id, .success(["other"])), now: a.now)
+                default: break
+                }
+            }
+            a.now += .milliseconds(100)
+            a.redisMs += 100
+        }
+        // Held for 3 s at each look: a looks again at each expiry (about 4 times in 12 s),
+        // instead of trusting b's heartbeat for up to ten TTLs.
+        #expect(attempts >= 3, "attempts: \(attempts)")
+    }
 }

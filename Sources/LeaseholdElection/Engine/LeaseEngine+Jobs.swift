@@ -85,10 +85,16 @@ extension LeaseEngine {
             states.append(state)
         }
 
-        /// Drops the entries of removed jobs that hold and await nothing any more.
+        /// Drops the entries of removed jobs that hold and await nothing any more. An entry
+        /// whose release had an unknown outcome stays (retired): that release may still reach
+        /// Redis, and if the job comes back, its `unsureReleaseOf` or stand-back must survive,
+        /// or the late release deletes the new leadership's lease.
         mutating func dropSettledRemovals() -> Bool {
             let before = states.count
-            states.removeAll { $0.removed && $0.phase == .retired }
+            states.removeAll {
+                $0.removed && $0.phase == .retired && !$0.mayHold && $0.unsureReleaseOf == nil
+                    && $0.standBackUntil == nil
+            }
             guard states.count != before else { return false }
             reindex()
             return true

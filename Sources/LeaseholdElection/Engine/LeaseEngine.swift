@@ -197,6 +197,14 @@ package struct LeaseEngine: Sendable {
         return catalogs[digest]?.contains(job) ?? false
     }
 
+    /// Whether the member `name` (a lease holder) carries `job`: only then does its live
+    /// heartbeat mean it renews the lease. A holder that dropped the job (a catalog change) may
+    /// have left a lease that just runs out.
+    private func holderCarries(_ name: String, _ job: String) -> Bool {
+        guard let info = fleet.members.first(where: { $0.name == name }) else { return true }
+        return carries(info, job)
+    }
+
     /// The live members that carry `job`, as rendezvous candidates.
     private func candidates(for job: String, among live: [MemberInfo]) -> [RendezvousMember] {
         live.filter { carries($0, job) }.map { RendezvousMember(name: $0.name, weight: $0.weight) }
@@ -327,9 +335,16 @@ package struct LeaseEngine: Sendable {
         leaseRevision += 1
     }
 
-    private var hasRemovedEntries: Bool { jobs.states.contains { $0.removed } }
+    /// Removed jobs not settled yet (kept, settled entries need no more polls).
+    private var hasRemovedEntries: Bool { jobs.states.contains { $0.removed && $0.phase != .retired } }
 
-    /// A removed job gives back what it holds (or may hold), then retires.
+    /// A removed job gives back what it holds, then retires.
+    ///
+    /// A lease it only *may* hold (an acquire or renewal with an unknown outcome) is not
+    /// released by owner: such a release, delayed, would delete any later lease of ours if the
+    /// job comes back. The entry stays (with `mayHold`), so a comeback takes that lease up
+    /// again; otherwise it ends at its TTL, and the other members do not wait for us because
+    /// we no longer advertise the job (see `makeAcquireCommands`).
     private mutating func settleRemoved(_ state: inout JobState) {
         guard state.removed else { return }
         switch state.phase {
@@ -337,7 +352,7 @@ package struct LeaseEngine: Sendable {
             state.phase = .releasing(token: token, reason: .released, sent: false)
             leaseRevision += 1
         case .standby:
-            state.phase = state.mayHold ? .releasing(token: nil, reason: .released, sent: false) : .retired
+            state.phase = .retired
         default:
             break
         }
@@ -539,7 +554,7 @@ package struct LeaseEngine: Sendable {
             // Never skip while we may hold the lease ourselves (an unknown outcome): only our
             // own attempt can take such a lease up again, and everyone else skips it.
             if !state.forceAttempt, !state.mayHold, let holder = state.holder, holder.member != settings.owner.member,
-                let heartbeatEnd = fleet.heartbeatEnd(of: holder, now: now),
+                holderCarries(holder.member, name), let heartbeatEnd = fleet.heartbeatEnd(of: holder, now: now),
                 now - (state.lastAttemptAt ?? now) < state.spec.timing.ttl * 10
             {
                 // The holder still heartbeats, and its leases are renewed in the same script
