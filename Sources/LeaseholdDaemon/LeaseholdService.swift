@@ -396,6 +396,13 @@ public final class LeaseholdService: Service, Sendable {
                         "error": "\(detail ?? "unknown")"
                     ])
             }
+        case .control(let job):
+            // "" after a re-subscription: a message may have been lost, so every runner looks.
+            if job.isEmpty {
+                for runner in runners.values { await runner.control() }
+            } else {
+                await runner(job)?.control()
+            }
         case .membersChanged(let members):
             metrics.members.record(members.count)
             logger.info("members changed", metadata: ["members": "\(members.map(\.name).joined(separator: ","))"])

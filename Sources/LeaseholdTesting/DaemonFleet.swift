@@ -87,9 +87,26 @@ public final class DaemonFleet: Sendable {
         try await redis.lease(job, keys: keys)
     }
 
-    /// The run records of `job`, oldest first.
+    /// The run starts of `job`, oldest first (entries without `type`, from older versions, are starts).
     public func runs(_ job: String) async throws -> [RunRecord] {
+        try await allRunEntries(job).filter { $0.type == "started" }
+    }
+
+    /// Every entry of `job`'s runs stream (starts and `finished` records), oldest first.
+    public func allRunEntries(_ job: String) async throws -> [RunRecord] {
         try await streamEntries(keys.runs(job)).map(RunRecord.init(fields:))
+    }
+
+    /// The fields of `job`'s state hash.
+    public func state(_ job: String) async throws -> [String: String] {
+        let flat = try await redis.command("HGETALL", keys.state(job)).array ?? []
+        var fields: [String: String] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            if let key = flat[index].string { fields[key] = flat[index + 1].string ?? "" }
+            index += 2
+        }
+        return fields
     }
 
     private func streamEntries(_ key: String) async throws -> [[String: String]] {
@@ -119,6 +136,14 @@ public struct RunRecord: Sendable, CustomStringConvertible {
     public var member: String? { fields["member"] }
     /// When it started (ms since the epoch).
     public var started: Int64? { fields["started"].flatMap { Int64($0) } }
+    /// `started` or `finished` (an entry without `type`, from an older version, is a start).
+    public var type: String { fields["type"] ?? "started" }
+    /// The try number (1 for a first try).
+    public var attempt: Int { fields["attempt"].flatMap { Int($0) } ?? 1 }
+    /// Why it ran: schedule, retry or manual.
+    public var trigger: String { fields["trigger"] ?? "schedule" }
+    /// How a finished run ended (nil for a start).
+    public var result: String? { fields["result"] }
     /// One line for failure messages.
     public var description: String {
         "slot=\(fields["slot"] ?? "-") token=\(fields["token"] ?? "-") member=\(member ?? "-") started=\(fields["started"] ?? "-")"

@@ -26,11 +26,14 @@ struct ScheduleEditTests {
             registry: .builtIn, logger: logs.logger())
     }
 
-    /// The `slot` of every run record, oldest first.
+    /// The `slot` of every run start, oldest first (`finished` entries repeat the slot).
     static func runSlots(_ redis: RedisServerProcess, _ keys: LeaseKeys) async throws -> [Int64] {
         let reply = try await redis.command("XRANGE", keys.runs("tick"), "-", "+")
-        return try (reply.array ?? []).map { entry in
+        return try (reply.array ?? []).compactMap { entry in
             let fields = entry.array?.last?.array?.compactMap(\.string) ?? []
+            if let type = fields.firstIndex(of: "type"), type + 1 < fields.count, fields[type + 1] != "started" {
+                return nil
+            }
             guard let index = fields.firstIndex(of: "slot"), index + 1 < fields.count,
                 let slot = Int64(fields[index + 1])
             else { throw TestSupportError("run record without a slot: \(entry)") }

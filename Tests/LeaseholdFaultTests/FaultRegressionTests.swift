@@ -29,7 +29,8 @@ struct FaultRegressionTests {
         let (redis, keys) = (fleet.redis, fleet.keys)
         let member = try fleet.start("solo")
         let proxy = try #require(try fleet.proxy("solo"))
-        func runCount() async throws -> Int { Int(try await redis.command("XLEN", keys.runs("tick")).integer ?? 0) }
+        // Starts only: the runs stream also carries `finished` entries.
+        func runCount() async throws -> Int { try await fleet.runs("tick").count }
         try await eventually("two runs", within: .seconds(30), diagnostics: { member.logTail() }) {
             try await runCount() >= 2 ? true : nil
         }
@@ -67,7 +68,7 @@ struct FaultRegressionTests {
         let (redis, keys) = (fleet.redis, fleet.keys)
         let member = try fleet.start("solo")
         let proxy = try #require(try fleet.proxy("solo"))
-        func runCount() async throws -> Int { Int(try await redis.command("XLEN", keys.runs("loop")).integer ?? 0) }
+        func runCount() async throws -> Int { try await fleet.runs("loop").count }
         try await eventually("a run", within: .seconds(30), diagnostics: { member.logTail() }) {
             try await runCount() >= 1 ? true : nil
         }

@@ -176,7 +176,7 @@ enum PlacementMember {
                     recorder.lost(member: name, job: job, reason: reason)
                 case .duplicateMember(let incarnation):
                     recorder.duplicate(member: name, incarnation: incarnation)
-                case .released, .redisAvailability, .membersChanged:
+                case .released, .redisAvailability, .membersChanged, .control:
                     break
                 }
             },

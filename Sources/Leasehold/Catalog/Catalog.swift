@@ -24,6 +24,23 @@ public enum LostLeadershipAction: String, Sendable, CaseIterable {
     case exit
 }
 
+/// How a failed run of a scheduled job is tried again (`retry:`).
+public struct RetryPolicy: Sendable, Hashable {
+    /// Total tries including the first (1 = no retry).
+    public var attempts: Int
+    /// The wait before the first retry; each later one waits twice as long.
+    public var backoff: Duration
+    /// The longest wait between two tries.
+    public var maxBackoff: Duration
+
+    /// Creates a policy; `backoff` defaults to 1s and `maxBackoff` to 5m.
+    public init(attempts: Int, backoff: Duration = .seconds(1), maxBackoff: Duration = .seconds(300)) {
+        self.attempts = attempts
+        self.backoff = backoff
+        self.maxBackoff = maxBackoff
+    }
+}
+
 /// One job, fully resolved (defaults applied) and validated. Plain values: the lease engine never sees YAML.
 public struct JobSpec: Sendable {
     /// Unique job name, also the Redis key suffix.
@@ -46,6 +63,13 @@ public struct JobSpec: Sendable {
     public var onLostLeadership: LostLeadershipAction
     /// Per-run timeout; nil means none.
     public var timeout: Duration?
+    /// A slot that cannot start this long after its planned time is skipped; nil runs a
+    /// missed slot once, however late.
+    public var startingDeadline: Duration?
+    /// Each slot starts after a delay in [0, jitter), the same on every member; nil for none.
+    public var jitter: Duration?
+    /// How failed runs are retried; nil for no retry (scheduled jobs only).
+    public var retry: RetryPolicy?
     /// The handler's own `config:` section, checked by the handler, kept with locations for its errors.
     public var config: ConfigNode?
     /// Where the job's mapping starts.
@@ -56,7 +80,8 @@ public struct JobSpec: Sendable {
         name: String, handler: String, schedule: JobSchedule, lease: Duration = .seconds(10),
         renewEvery: Duration? = nil, drift: Double = 0.01, placement: PlacementMode = .spread,
         standbyDelay: Duration? = nil, onLostLeadership: LostLeadershipAction = .cancel,
-        timeout: Duration? = nil, config: ConfigNode? = nil,
+        timeout: Duration? = nil, startingDeadline: Duration? = nil, jitter: Duration? = nil,
+        retry: RetryPolicy? = nil, config: ConfigNode? = nil,
         location: SourceLocation = SourceLocation(file: "<memory>", line: 0, column: 0)
     ) {
         self.name = name
@@ -69,6 +94,9 @@ public struct JobSpec: Sendable {
         self.standbyDelay = standbyDelay
         self.onLostLeadership = onLostLeadership
         self.timeout = timeout
+        self.startingDeadline = startingDeadline
+        self.jitter = jitter
+        self.retry = retry
         self.config = config
         self.location = location
     }

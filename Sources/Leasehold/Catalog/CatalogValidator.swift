@@ -23,10 +23,17 @@ struct Settings {
     var standbyDelay: Duration?
     var onLostLeadership: LostLeadershipAction?
     var timeout: Duration?
+    var startingDeadline: Located<Duration>?
+    var jitter: Located<Duration>?
+    var retry: Located<RetryPolicy>?
     /// Keys that were present but invalid: dependent checks are skipped to avoid follow-on noise.
     var invalid: Set<String> = []
 
-    static let keys = ["lease", "renew_every", "drift", "placement", "standby_delay", "on_lost_leadership", "timeout"]
+    static let keys = [
+        "lease", "renew_every", "drift", "placement", "standby_delay", "on_lost_leadership", "timeout",
+        "starting_deadline", "jitter", "retry",
+    ]
+    static let retryKeys = ["attempts", "backoff", "max_backoff"]
 }
 
 struct Validator {
@@ -258,7 +265,100 @@ struct Validator {
                 s.timeout = d
             }
         }
+        if let n = node.value(for: "starting_deadline"), let d = duration(n, key: "starting_deadline") {
+            if d <= .zero {
+                error(n.location, "starting_deadline must be greater than 0 (leave it out to run a missed slot late)")
+            } else {
+                s.startingDeadline = Located(value: d, location: n.location, fromDefaults: fromDefaults)
+            }
+        }
+        if let n = node.value(for: "jitter"), let d = duration(n, key: "jitter") {
+            // 0s is allowed: it switches off a jitter inherited from defaults.
+            s.jitter = Located(value: d, location: n.location, fromDefaults: fromDefaults)
+        }
+        if let n = node.value(for: "retry") {
+            s.retry = retry(n).map { Located(value: $0, location: n.location, fromDefaults: fromDefaults) }
+        }
         return s
+    }
+
+    /// `retry: {attempts: N, backoff: D, max_backoff: D}`; nil (with errors) when invalid.
+    mutating func retry(_ node: ConfigNode) -> RetryPolicy? {
+        guard node.asMapping != nil else {
+            error(
+                node.location, "'retry' must be a mapping such as {attempts: 3, backoff: 10s}, got a \(node.typeName)")
+            return nil
+        }
+        checkKeys(node, allowed: Settings.retryKeys, context: "in 'retry'")
+        var policy = RetryPolicy(attempts: 1)
+        var ok = true
+        if let n = node.value(for: "attempts") {
+            if let text = string(n, key: "attempts", expected: "a whole number of tries such as 3") {
+                if let value = Int(text), value >= 1, value <= 100 {
+                    policy.attempts = value
+                } else {
+                    error(
+                        n.location,
+                        "invalid attempts '\(text)': expected a whole number from 1 to 100 (tries including the first)")
+                    ok = false
+                }
+            } else {
+                ok = false
+            }
+        } else {
+            error(node.location, "'retry' is missing required key 'attempts' (tries including the first)")
+            ok = false
+        }
+        if let n = node.value(for: "backoff") {
+            if let d = duration(n, key: "backoff"), d > .zero {
+                policy.backoff = d
+            } else {
+                if case .scalar = n, CatalogValue.duration(n.asString ?? "") != nil {
+                    error(n.location, "backoff must be greater than 0")
+                }
+                ok = false
+            }
+        }
+        if let n = node.value(for: "max_backoff") {
+            if let d = duration(n, key: "max_backoff") {
+                if d < policy.backoff {
+                    error(
+                        n.location,
+                        "max_backoff \(CatalogValue.text(d)) must not be shorter than backoff \(CatalogValue.text(policy.backoff))"
+                    )
+                    ok = false
+                } else {
+                    policy.maxBackoff = d
+                }
+            } else {
+                ok = false
+            }
+        } else if policy.maxBackoff < policy.backoff {
+            // Only the default max_backoff (5m): a longer backoff raises it rather than fail.
+            policy.maxBackoff = policy.backoff
+        }
+        return ok ? policy : nil
+    }
+
+    /// The shortest gap between consecutive runs of `schedule` (nil for continuous, or a cron
+    /// schedule with fewer than two future fires). For cron, the gaps between the next 50
+    /// fires from `now`: exact for every ordinary expression (their shortest gap recurs
+    /// within a few fires, DST gaps within a year of hourly ones), cheap to compute.
+    static func shortestPeriod(of schedule: JobSchedule, from now: Date = Date()) -> Duration? {
+        switch schedule {
+        case .continuous: return nil
+        case .every(let interval): return interval
+        case .cron(let cron):
+            var shortest: Double?
+            var previous = cron.nextFire(after: now)
+            for _ in 0..<50 {
+                guard let last = previous, let next = cron.nextFire(after: last) else { break }
+                let gap = next.timeIntervalSince(last)
+                shortest = min(shortest ?? gap, gap)
+                previous = next
+            }
+            return shortest.map { .milliseconds(Int64(($0 * 1000).rounded())) }
+        }
     }
 
     // MARK: jobs
@@ -342,6 +442,37 @@ struct Validator {
             )
         }
 
+        // Scheduling settings: inherited ones do not apply to continuous jobs (a default is
+        // meant for the scheduled ones); a continuous job that sets one itself is an error.
+        var startingDeadline = own.startingDeadline ?? defaults.startingDeadline
+        var jitter = own.jitter ?? defaults.jitter
+        var retry = own.retry ?? defaults.retry
+        if schedule == .continuous {
+            for (key, location) in [
+                ("starting_deadline", own.startingDeadline?.location), ("jitter", own.jitter?.location),
+                ("retry", own.retry?.location),
+            ] {
+                if let location {
+                    error(
+                        location,
+                        "'\(key)' does not apply to continuous jobs (\(key == "retry" ? "a continuous handler that returns is restarted anyway" : "they have no slots"))"
+                    )
+                }
+            }
+            startingDeadline = nil
+            jitter = nil
+            retry = nil
+        }
+        if let located = jitter, located.value > .zero, let schedule, let period = Self.shortestPeriod(of: schedule),
+            located.value >= period
+        {
+            error(
+                located.location,
+                "jitter \(CatalogValue.text(located.value)) must be shorter than the schedule's period \(CatalogValue.text(period))\(located.fromDefaults ? " of \(what)" : ""), or slots would overtake each other"
+            )
+        }
+        if jitter?.value == .zero { jitter = nil }
+
         guard let name, let handler, let schedule else { return nil }
         return JobSpec(
             name: name, handler: handler, schedule: schedule, lease: leaseValue,
@@ -351,6 +482,8 @@ struct Validator {
             standbyDelay: own.standbyDelay ?? defaults.standbyDelay,
             onLostLeadership: own.onLostLeadership ?? defaults.onLostLeadership ?? .cancel,
             timeout: own.timeout ?? defaults.timeout,
+            startingDeadline: startingDeadline?.value, jitter: jitter?.value,
+            retry: retry.map(\.value).flatMap { $0.attempts > 1 ? $0 : nil },
             config: config, location: node.location)
     }
 

@@ -59,6 +59,15 @@ extension JobSpec {
         text.field("standby_delay", standbyDelay.map(Fingerprint.exact) ?? "-")
         text.field("on_lost_leadership", onLostLeadership.rawValue)
         text.field("timeout", timeout.map(Fingerprint.exact) ?? "-")
+        // Added after the other fields and only when set, so a job that sets none of them keeps
+        // the fingerprint it had before they existed (a rolling deploy changes nothing).
+        if let startingDeadline { text.field("starting_deadline", Fingerprint.exact(startingDeadline)) }
+        if let jitter { text.field("jitter", Fingerprint.exact(jitter)) }
+        if let retry {
+            text.field(
+                "retry",
+                "\(retry.attempts)/\(Fingerprint.exact(retry.backoff))/\(Fingerprint.exact(retry.maxBackoff))")
+        }
         text.field("config", config.map(Fingerprint.canonical) ?? "-")
         return text.value
     }

@@ -18,6 +18,16 @@ public struct LeadershipLostError: Error, Sendable, CustomStringConvertible {
     public var description: String { "no longer the leader of '\(job)' (token \(token)): stop before acting" }
 }
 
+/// Why a run started.
+public enum RunTrigger: String, Sendable, Hashable, CaseIterable {
+    /// Its schedule's slot came (or, for a continuous job, leadership began or the handler restarted).
+    case schedule
+    /// A failed run is tried again (`retry:`).
+    case retry
+    /// An operator asked for it (`leasehold trigger`).
+    case manual
+}
+
 /// What a handler knows about its leadership while it runs.
 public struct LeaseContext: Sendable {
     /// The job name.
@@ -30,6 +40,10 @@ public struct LeaseContext: Sendable {
     public let instance: String
     /// The schedule slot this run fulfils (nil for continuous jobs).
     public let scheduledAt: Date?
+    /// Which try of the slot this is: 1 for a first try, 2 and up for retries.
+    public let attempt: Int
+    /// Why this run started.
+    public let trigger: RunTrigger
     /// A logger carrying job, member and token metadata.
     public let logger: Logger
     /// Redis writes that apply only while this token still holds the lease.
@@ -44,8 +58,11 @@ public struct LeaseContext: Sendable {
         job: String, token: UInt64, member: String, instance: String, scheduledAt: Date? = nil,
         logger: Logger, redis: FencedRedis, validUntil: ContinuousClock.Instant,
         currentGrant: @escaping @Sendable () -> LeaseGrant?,
-        lossReason: @escaping @Sendable () -> LossReason? = { nil }
+        lossReason: @escaping @Sendable () -> LossReason? = { nil }, attempt: Int = 1,
+        trigger: RunTrigger = .schedule
     ) {
+        self.attempt = attempt
+        self.trigger = trigger
         self.job = job
         self.token = token
         self.member = member

@@ -13,7 +13,8 @@ import Synchronization
 ///
 /// Config: `command` (list of strings, required), `env` (mapping), `cwd` (string),
 /// `kill_grace` (duration, default 5s: SIGTERM, then SIGKILL after it). The command sees
-/// `LEASEHOLD_JOB`, `LEASEHOLD_FENCING_TOKEN`, `LEASEHOLD_MEMBER`, `LEASEHOLD_INSTANCE` and,
+/// `LEASEHOLD_JOB`, `LEASEHOLD_FENCING_TOKEN`, `LEASEHOLD_MEMBER`, `LEASEHOLD_INSTANCE`,
+/// `LEASEHOLD_ATTEMPT` (1 for a first try), `LEASEHOLD_TRIGGER` (schedule, retry, manual) and,
 /// for scheduled jobs, `LEASEHOLD_SCHEDULED_AT` (ms since the epoch). Its output lines go to
 /// the daemon log tagged with the job; a non-zero exit fails the run.
 public struct ShellHandler: JobHandler {
@@ -52,6 +53,8 @@ public struct ShellHandler: JobHandler {
         env["LEASEHOLD_FENCING_TOKEN"] = String(context.token)
         env["LEASEHOLD_MEMBER"] = context.member
         env["LEASEHOLD_INSTANCE"] = context.instance
+        env["LEASEHOLD_ATTEMPT"] = String(context.attempt)
+        env["LEASEHOLD_TRIGGER"] = context.trigger.rawValue
         if let slot = context.scheduledAt {
             env["LEASEHOLD_SCHEDULED_AT"] = String(Int64((slot.timeIntervalSince1970 * 1000).rounded()))
         }

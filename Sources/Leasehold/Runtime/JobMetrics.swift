@@ -35,4 +35,29 @@ extension LeaseholdMetrics {
     public func catalogReloads(result: String) -> Counter {
         Counter(label: "leasehold_catalog_reloads_total", dimensions: [("result", result)], factory: factory)
     }
+
+    /// When the job last succeeded (Redis time, seconds since the epoch), as its leader knows it.
+    public func lastSuccessTimestamp(job: String) -> Gauge {
+        Gauge(label: "leasehold_job_last_success_timestamp_seconds", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// When the leader plans the job's next start (slot plus jitter, or a pending retry).
+    public func nextRunTimestamp(job: String) -> Gauge {
+        Gauge(label: "leasehold_job_next_run_timestamp_seconds", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// 1 while an operator has paused the job, else 0 (exported by its leader).
+    public func jobPaused(job: String) -> Gauge {
+        Gauge(label: "leasehold_job_paused", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// Counts retries started (tries after the first).
+    public func jobRetries(job: String) -> Counter {
+        Counter(label: "leasehold_job_retries_total", dimensions: [("job", job)], factory: factory)
+    }
+
+    /// Counts slots skipped because they could not start within `starting_deadline`.
+    public func missedSlots(job: String) -> Counter {
+        Counter(label: "leasehold_job_missed_slots_total", dimensions: [("job", job)], factory: factory)
+    }
 }

@@ -82,6 +82,11 @@ package actor JobRunner {
     private var retireAfterRun = false
     /// The newer stored schedule this runner last said it follows, so it says so once.
     private var followedFingerprint: String?
+    /// Fired and replaced by `control()`. A loop takes the current one *before* it reads the
+    /// state, so a message that arrives during the read wakes its next wait at once.
+    private var controlWake = OneShot<Void>()
+    /// Whether the paused state was last exported as paused (to log changes once).
+    private var lastSeenPaused: Bool?
 
     /// One leadership: its grant, why it must stop, and when its work has ended. The member
     /// leads it in a task of its own (`lead(_:)`) that exists only while it lasts, so a job
@@ -195,6 +200,14 @@ package actor JobRunner {
         token = nil
     }
 
+    /// An operator paused, resumed or triggered the job (or a control message may have been
+    /// lost): the leadership re-reads the job's state now instead of at its next poll or slot.
+    package func control() {
+        let fired = controlWake
+        controlWake = OneShot()
+        fired.fire(())
+    }
+
     /// Whether a leadership task is active (for tests and status).
     package var isLeading: Bool { token != nil }
 
@@ -210,7 +223,7 @@ package actor JobRunner {
         let grant = leadership.grant
         switch spec.schedule {
         case .continuous:
-            _ = await runUntilStopped(leadership) { await self.leadContinuously(grant) }
+            _ = await runUntilStopped(leadership) { await self.leadContinuously(grant, leadership) }
         case .every, .cron:
             await leadOnSchedule(leadership)
         }
@@ -290,12 +303,87 @@ package actor JobRunner {
         return false
     }
 
-    private func leadContinuously(_ grant: LeaseGrant) async {
+    /// What ended a wait.
+    private enum Wake { case stopped, control, timedOut }
+
+    /// Waits until `deadline`, the leadership's stop, this task's cancellation, or `control`
+    /// (taken from `controlWake` before the state was read) fires. Timers only, no task.
+    private func wait(
+        _ leadership: Leadership, until deadline: ContinuousClock.Instant, control: OneShot<Void>
+    ) async -> Wake {
+        if leadership.stop.value != nil || Task.isCancelled { return .stopped }
+        if control.value != nil { return .control }
+        let wake = OneShot<Void>()
+        let onStop = leadership.stop.onFire { _ in wake.fire(()) }
+        let onControl = control.onFire { _ in wake.fire(()) }
+        defer {
+            leadership.stop.removeObserver(onStop)
+            control.removeObserver(onControl)
+        }
+        switch await wake.wait(until: deadline) {
+        case .cancelled: return .stopped
+        case .timedOut, .fired:
+            if leadership.stop.value != nil || Task.isCancelled { return .stopped }
+            return control.value != nil ? .control : .timedOut
+        }
+    }
+
+    /// Exports what the leader read of the job's state and says once when the pause changes.
+    private func noteState(_ stored: StoredSchedule) {
+        let metrics = environment.metrics
+        metrics.jobPaused(job: spec.name).record(stored.paused ? 1 : 0)
+        if let success = stored.lastSuccessAtMs {
+            metrics.lastSuccessTimestamp(job: spec.name).record(Double(success) / 1000)
+        }
+        if lastSeenPaused != stored.paused {
+            if stored.paused {
+                logger.notice("job is paused: no run starts until it is resumed (a forced trigger still runs)")
+            } else if lastSeenPaused == true {
+                logger.notice("job resumed")
+            }
+            lastSeenPaused = stored.paused
+        }
+    }
+
+    /// Reads the state for a loop that must not give up on a transient error: nil only when
+    /// stopped or cancelled (errors are counted, logged and retried after a second).
+    private func readState(_ leadership: Leadership?) async -> StoredSchedule? {
+        while true {
+            switch await transient({ try await self.readSchedule() }) {
+            case .success(let stored):
+                noteState(stored)
+                return stored
+            case .failure(let error):
+                if error is CancellationError || Task.isCancelled || leadership?.stop.value != nil { return nil }
+                environment.metrics.redisErrors(operation: "schedule").increment()
+                logger.warning("cannot read the job's state: \(error)")
+                if let leadership {
+                    guard case .timedOut = await wait(leadership, until: .now + .seconds(1), control: OneShot())
+                    else { return nil }
+                } else {
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
+    }
+
+    private func leadContinuously(_ grant: LeaseGrant, _ leadership: Leadership) async {
         var backoff = Duration.seconds(1)
         while !Task.isCancelled {
-            switch await beginRun(grant, slot: nil, next: nil, schedule: nil) {
-            case .started: break
-            case .notHolder, .slotTaken: return
+            let control = controlWake
+            guard let stored = await readState(leadership) else { return }
+            if stored.paused, !stored.triggerRunnable {
+                // Paused: keep the lease (resume is immediate) and look again every renew
+                // interval, in case a resume's message was lost.
+                if await wait(leadership, until: .now + spec.renewEvery, control: control) == .stopped { return }
+                continue
+            }
+            let trigger: RunTrigger = stored.triggerRequestedMs != nil ? .manual : .schedule
+            let startedMs: String
+            switch await beginRun(grant, slot: nil, next: nil, schedule: nil, trigger: trigger, attempt: 1) {
+            case .started(let at): startedMs = at
+            case .notHolder: return
+            case .slotTaken, .paused: continue
             case .failed:
                 // A transient Redis error must not end this leadership's work while the lease
                 // is still ours (renewals go on): try again. Losing the lease cancels us.
@@ -303,8 +391,16 @@ package actor JobRunner {
                 continue
             }
             let started = ContinuousClock.now
-            let result = await runHandler(grant, scheduledAt: nil)
+            let forced = stored.paused
+            let (result, pausedNow) = await runUntilPaused(
+                grant, startedMs: startedMs, trigger: trigger, forced: forced, control: control)
             if Task.isCancelled { return }
+            if pausedNow {
+                logger.notice("paused: handler stopped; keeping the lease so a resume restarts it at once")
+                continue
+            }
+            // A forced run while paused runs once: the loop sees the pause and waits.
+            if forced { continue }
             // A handler that returns while still leader is restarted, with backoff when it
             // keeps failing fast.
             if ContinuousClock.now - started > .seconds(60) { backoff = .seconds(1) }
@@ -314,8 +410,50 @@ package actor JobRunner {
                     "token": "\(grant.token)", "result": "\(result.rawValue)",
                     "restart_in": "\(CatalogValue.text(backoff))",
                 ])
-            try? await Task.sleep(for: backoff)
+            if await wait(leadership, until: .now + backoff, control: controlWake) == .stopped { return }
             backoff = min(backoff * 2, .seconds(30))
+        }
+    }
+
+    /// Runs a continuous handler until it returns, or until a control message shows the job
+    /// paused (then it is cancelled and awaited, as a handoff does, but the lease stays).
+    /// `control` was taken before the state that allowed the start was read, so a pause
+    /// published meanwhile is not missed. A forced run is not stopped by the pause it ran in.
+    private func runUntilPaused(
+        _ grant: LeaseGrant, startedMs: String, trigger: RunTrigger, forced: Bool, control: OneShot<Void>
+    ) async -> (RunResult, paused: Bool) {
+        enum Ended: Sendable {
+            case ran(RunResult)
+            case paused
+        }
+        return await withTaskGroup(of: Ended.self) { group in
+            group.addTask {
+                .ran(
+                    await self.runHandler(
+                        grant, scheduledAt: nil, startedMs: startedMs, attempt: 1, trigger: trigger, slotMs: nil,
+                        nextSlotMs: nil))
+            }
+            if !forced {
+                group.addTask {
+                    var wake = control
+                    while await wake.wait() != nil {
+                        wake = await self.controlWake
+                        guard let stored = await self.readState(nil) else { break }
+                        if stored.paused { return .paused }
+                    }
+                    // Cancelled: the handler returned first.
+                    return .ran(.cancelled)
+                }
+            }
+            let first = await group.next()!
+            group.cancelAll()
+            var result: RunResult = .cancelled
+            if case .ran(let ran) = first { result = ran }
+            while let next = await group.next() {
+                if case .ran(let ran) = next, case .paused = first { result = ran }
+            }
+            if case .paused = first { return (result, true) }
+            return (result, false)
         }
     }
 
@@ -331,19 +469,11 @@ package actor JobRunner {
         // state did not move, so it was the lease that did.
         var refusedFrom: String?
         while leadership.stop.value == nil, !Task.isCancelled {
-            let plan: SchedulePlan
-            switch await transient({ try await self.readSchedule() }) {
-            case .success(let stored):
-                plan = SchedulePlan(
-                    own: spec.schedule, loadedAtMs: environment.catalogLoadedAtMs, stored: stored,
-                    nowMs: JobSchedule.milliseconds(Date()))
-            case .failure(let error):
-                if error is CancellationError || Task.isCancelled { return }
-                environment.metrics.redisErrors(operation: "schedule").increment()
-                logger.warning("cannot read schedule state: \(error)")
-                guard await pause(leadership, for: .seconds(1)) else { return }
-                continue
-            }
+            let control = controlWake
+            guard let stored = await readState(leadership) else { return }
+            let plan = SchedulePlan(
+                own: spec.schedule, loadedAtMs: environment.catalogLoadedAtMs, stored: stored,
+                nowMs: JobSchedule.milliseconds(Date()))
             if let adoption = plan.adoption {
                 switch await transient({ await self.adoptSchedule(grant, plan: plan, adoption: adoption) }) {
                 case .written?:
@@ -361,38 +491,162 @@ package actor JobRunner {
                 }
             }
             noteFollowing(plan)
-            guard let slotMs = plan.slotMs else {
+            let step: ScheduledStep
+            if stored.triggerRunnable {
+                // A manual run comes first, at this safe point; it does not move the schedule.
+                step = await startAndRun(
+                    leadership, trigger: .manual, slotMs: nil, next: nil, plan: plan, attempt: 1,
+                    nextSlotMs: plan.slotMs)
+            } else if stored.paused {
+                // Waiting while paused: re-read every renew interval in case a message is lost.
+                if await wait(leadership, until: .now + spec.renewEvery, control: control) == .stopped { return }
+                continue
+            } else if let slotMs = plan.slotMs {
+                step = await leadSlot(leadership, slotMs: slotMs, plan: plan, stored: stored, control: control)
+            } else {
                 logger.warning("schedule has no future run; idling while leader")
-                guard await pause(leadership, for: .seconds(3600)) else { return }
+                if await wait(leadership, until: .now + .seconds(3600), control: control) == .stopped { return }
                 continue
             }
-            let wait = slotMs - JobSchedule.milliseconds(Date())
-            if wait > 0 {
-                guard await pause(leadership, for: .milliseconds(wait)) else { return }
-            }
-            guard let following = plan.schedule.slotMs(after: slotMs, nowMs: JobSchedule.milliseconds(Date()))
-            else { return }
-            let outcome = await runUntilStopped(leadership) { () async -> BeginOutcome in
-                let outcome = await self.beginRun(
-                    grant, slot: String(slotMs), next: String(following), schedule: plan.fingerprint)
-                if outcome == .started {
-                    _ = await self.runHandler(grant, scheduledAt: JobSchedule.date(slotMs))
-                }
-                return outcome
-            }
-            switch outcome {
-            case nil, .notHolder?:
-                return
-            case .started?:
-                if handoffRequested || retireAfterRun { return }
-            case .slotTaken?:
-                continue
-            case .failed?:
+            switch step {
+            case .stop: return
+            case .again: continue
+            case .retryLater:
                 // As above; the loop re-reads next_run_at, so whether the failed call advanced
                 // the slot (unknown outcome) is settled by Redis, and no slot runs twice.
                 guard await pause(leadership, for: Self.beginRetryDelay) else { return }
-                continue
             }
+        }
+    }
+
+    /// What the scheduled loop does after one step.
+    private enum ScheduledStep { case again, stop, retryLater }
+
+    /// One step towards the stored slot: skip it (and later ones) past its starting deadline,
+    /// run a pending retry that comes before it, or wait for its jittered start and run it.
+    /// A control message during a wait ends the step, so the loop re-reads the state.
+    private func leadSlot(
+        _ leadership: Leadership, slotMs: Int64, plan: SchedulePlan, stored: StoredSchedule, control: OneShot<Void>
+    ) async -> ScheduledStep {
+        let nowMs = JobSchedule.milliseconds(Date())
+        let decision = SlotPlan.decide(
+            job: spec.name, schedule: plan.schedule, slotMs: slotMs, jitter: spec.jitter,
+            deadline: spec.startingDeadline, nowMs: nowMs)
+        let startMs: Int64
+        switch decision {
+        case .skip(let missed, let count, let next):
+            guard let next else {
+                logger.warning("schedule has no future run; idling while leader")
+                return await wait(leadership, until: .now + .seconds(3600), control: control) == .stopped
+                    ? .stop : .again
+            }
+            return await skip(leadership.grant, from: slotMs, to: next, missed: missed, count: count, plan: plan)
+        case .run(_, let start):
+            startMs = start
+        }
+        // A pending retry runs before the slot, never after its time (then the slot drops it).
+        if let attempt = stored.retryAttempt, nowMs < slotMs {
+            let retryAt = stored.retryAtMs ?? nowMs
+            if retryAt < slotMs {
+                environment.metrics.nextRunTimestamp(job: spec.name).record(Double(retryAt) / 1000)
+                if retryAt > nowMs {
+                    switch await wait(leadership, until: .now + .milliseconds(retryAt - nowMs), control: control) {
+                    case .stopped: return .stop
+                    case .control: return .again
+                    case .timedOut: break
+                    }
+                }
+                if JobSchedule.milliseconds(Date()) >= slotMs { return .again }
+                return await startAndRun(
+                    leadership, trigger: .retry, slotMs: stored.retrySlotMs, next: nil, plan: plan, attempt: attempt,
+                    nextSlotMs: slotMs)
+            }
+        }
+        environment.metrics.nextRunTimestamp(job: spec.name).record(Double(startMs) / 1000)
+        if startMs > nowMs {
+            switch await wait(leadership, until: .now + .milliseconds(startMs - nowMs), control: control) {
+            case .stopped: return .stop
+            case .control: return .again
+            case .timedOut: break
+            }
+        }
+        guard let following = plan.schedule.slotMs(after: slotMs, nowMs: JobSchedule.milliseconds(Date())) else {
+            return .stop
+        }
+        return await startAndRun(
+            leadership, trigger: .schedule, slotMs: slotMs, next: following, plan: plan, attempt: 1,
+            nextSlotMs: following)
+    }
+
+    /// Starts one run of a scheduled job (fenced, consuming a retry or trigger) and runs it.
+    private func startAndRun(
+        _ leadership: Leadership, trigger: RunTrigger, slotMs: Int64?, next: Int64?, plan: SchedulePlan,
+        attempt: Int, nextSlotMs: Int64?
+    ) async -> ScheduledStep {
+        let grant = leadership.grant
+        let outcome = await runUntilStopped(leadership) { () async -> BeginOutcome in
+            let outcome = await self.beginRun(
+                grant, slot: slotMs.map { String($0) }, next: next.map { String($0) }, schedule: plan.fingerprint,
+                trigger: trigger, attempt: attempt)
+            if case .started(let startedMs) = outcome {
+                _ = await self.runHandler(
+                    grant, scheduledAt: slotMs.map(JobSchedule.date), startedMs: startedMs, attempt: attempt,
+                    trigger: trigger, slotMs: slotMs, nextSlotMs: nextSlotMs)
+            }
+            return outcome
+        }
+        switch outcome {
+        case nil, .notHolder?:
+            return .stop
+        case .started?:
+            return handoffRequested || retireAfterRun ? .stop : .again
+        case .slotTaken?, .paused?:
+            return .again
+        case .failed?:
+            return .retryLater
+        }
+    }
+
+    /// Records slots past their starting deadline as missed and moves the schedule on.
+    private func skip(
+        _ grant: LeaseGrant, from slotMs: Int64, to next: Int64, missed: [Int64], count: Int, plan: SchedulePlan
+    ) async -> ScheduledStep {
+        let keys = environment.keys
+        let expected = LeaseValue(owner: environment.manager.owner, token: grant.token).description
+        let deadline = spec.startingDeadline?.wholeMilliseconds ?? 0
+        let reply = await transient { [environment, spec] in
+            try await environment.redis.evaluate(
+                LeaseScripts.skipSlots, keys: [keys.lease(spec.name), keys.state(spec.name), keys.events(spec.name)],
+                arguments: [
+                    expected, plan.fingerprint, String(slotMs), String(next), environment.manager.owner.member,
+                    String(grant.token), "1000", String(deadline),
+                ] + missed.map { String($0) })
+        }
+        switch reply {
+        case .success(let reply):
+            switch reply.integer {
+            case 1?:
+                environment.metrics.missedSlots(job: spec.name).increment(by: Int64(count))
+                logger.warning(
+                    "skipped \(count) slot(s) that could not start within starting_deadline",
+                    metadata: [
+                        "first_missed": "\(Self.timestamp(slotMs))", "next_run": "\(Self.timestamp(next))",
+                        "starting_deadline": "\(spec.startingDeadline.map(CatalogValue.text) ?? "-")",
+                    ])
+                return .again
+            case 2?: return .again
+            case 0?:
+                logger.warning("not skipping slots: the lease no longer carries token \(grant.token)")
+                return .stop
+            default:
+                logger.error("unexpected reply skipping slots: \(reply)")
+                return .retryLater
+            }
+        case .failure(let error):
+            if error is CancellationError || Task.isCancelled { return .stop }
+            environment.metrics.redisErrors(operation: "schedule").increment()
+            logger.warning("cannot skip missed slots: \(error)")
+            return .retryLater
         }
     }
 
@@ -430,14 +684,21 @@ package actor JobRunner {
         }
     }
 
-    private enum BeginOutcome: Sendable { case started, slotTaken, notHolder, failed }
+    private enum BeginOutcome: Sendable {
+        /// Started at this Redis time (ms).
+        case started(String)
+        case slotTaken, notHolder, failed
+        /// Refused: the job is paused.
+        case paused
+    }
     private enum AdoptOutcome: Sendable { case written, refused }
     /// Pause before retrying a `beginRun` that failed (Redis error or unknown outcome).
     static let beginRetryDelay: Duration = .seconds(1)
 
-    /// Starts a run (`slot`, `next` and `schedule` are nil for continuous jobs).
+    /// Starts a run (`slot`, `next` and `schedule` are nil for continuous jobs; `slot` is the
+    /// failed run's slot for a retry, nil for a manual run).
     private func beginRun(
-        _ grant: LeaseGrant, slot: String?, next: String?, schedule: String?
+        _ grant: LeaseGrant, slot: String?, next: String?, schedule: String?, trigger: RunTrigger, attempt: Int
     ) async -> BeginOutcome {
         let keys = environment.keys
         let expected = LeaseValue(owner: environment.manager.owner, token: grant.token).description
@@ -447,11 +708,20 @@ package actor JobRunner {
                 keys: [keys.lease(spec.name), keys.state(spec.name), keys.runs(spec.name)],
                 arguments: [
                     expected, slot ?? "", next ?? "", environment.manager.owner.member, String(grant.token), "1000",
-                    schedule ?? "",
+                    schedule ?? "", trigger.rawValue, String(attempt),
                 ])
             switch reply.array?.first?.integer {
-            case 1?: return .started
+            case 1?:
+                let startedMs = reply.array?.dropFirst().first?.string ?? ""
+                if trigger == .retry { environment.metrics.jobRetries(job: spec.name).increment() }
+                if trigger != .schedule {
+                    logger.notice(
+                        trigger == .retry ? "retrying a failed run" : "starting a manual run",
+                        metadata: ["attempt": "\(attempt)", "trigger": "\(trigger.rawValue)"])
+                }
+                return .started(startedMs)
             case 2?: return .slotTaken
+            case 3?: return .paused
             case 0?:
                 logger.warning("not starting a run: the lease no longer carries token \(grant.token)")
                 return .notHolder
@@ -467,7 +737,12 @@ package actor JobRunner {
         }
     }
 
-    private func runHandler(_ grant: LeaseGrant, scheduledAt: Date?) async -> RunResult {
+    /// Runs the handler once and records its end; a failed try of a scheduled job leaves a
+    /// retry behind in the state (`retry:`) when one fits before `nextSlotMs`.
+    private func runHandler(
+        _ grant: LeaseGrant, scheduledAt: Date?, startedMs: String, attempt: Int, trigger: RunTrigger, slotMs: Int64?,
+        nextSlotMs: Int64?
+    ) async -> RunResult {
         var runLogger = logger
         runLogger[metadataKey: "token"] = "\(grant.token)"
         let manager = environment.manager
@@ -479,7 +754,9 @@ package actor JobRunner {
                 connection: environment.redis, keys: environment.keys, job: job, owner: manager.owner,
                 token: grant.token),
             validUntil: grant.validUntil, currentGrant: { manager.grant(for: job) },
-            lossReason: { [lossReasons, token = grant.token] in lossReasons.reason(token: token) })
+            lossReason: { [lossReasons, token = grant.token] in lossReasons.reason(token: token) }, attempt: attempt,
+            trigger: trigger)
+        runLogger[metadataKey: "attempt"] = "\(attempt)"
         runningHandler = true
         defer { runningHandler = false }
         let started = ContinuousClock.now
@@ -510,17 +787,39 @@ package actor JobRunner {
         environment.metrics.jobRunDuration(job: job).recordNanoseconds(Int64(elapsed.secondsValue * 1e9))
         runLogger.info(
             "run ended", metadata: ["result": "\(result.rawValue)", "duration": "\(CatalogValue.text(elapsed))"])
-        await finishRun(grant, result: result, elapsed: elapsed)
+        var retry: (attempt: Int, atMs: Int64)?
+        if result == .failure || result == .timeout, spec.schedule != .continuous,
+            let at = SlotPlan.retryAtMs(
+                failedAttempt: attempt, finishedMs: JobSchedule.milliseconds(Date()), policy: spec.retry,
+                nextSlotMs: nextSlotMs)
+        {
+            retry = (attempt + 1, at)
+            runLogger.notice(
+                "run failed: retrying", metadata: ["next_attempt": "\(attempt + 1)", "at": "\(Self.timestamp(at))"])
+        } else if result == .success {
+            environment.metrics.lastSuccessTimestamp(job: job).record(Date().timeIntervalSince1970)
+        }
+        await finishRun(
+            grant, result: result, elapsed: elapsed,
+            record: [slotMs.map { String($0) } ?? "", startedMs, String(attempt), trigger.rawValue],
+            retry: retry.map { [String($0.attempt), String($0.atMs), slotMs.map { String($0) } ?? ""] } ?? ["", "", ""])
         return result
     }
 
-    private func finishRun(_ grant: LeaseGrant, result: RunResult, elapsed: Duration) async {
+    /// `record`: slot, started ms, attempt, trigger; `retry`: attempt, retry_at, retry_slot ('' for none).
+    private func finishRun(
+        _ grant: LeaseGrant, result: RunResult, elapsed: Duration, record: [String], retry: [String]
+    ) async {
         let keys = environment.keys
         let expected = LeaseValue(owner: environment.manager.owner, token: grant.token).description
         do {
             _ = try await environment.redis.evaluate(
-                LeaseScripts.finishRun, keys: [keys.lease(spec.name), keys.state(spec.name)],
-                arguments: [expected, result.rawValue, String(elapsed.wholeMilliseconds)])
+                LeaseScripts.finishRun,
+                keys: [keys.lease(spec.name), keys.state(spec.name), keys.runs(spec.name)],
+                arguments: [
+                    expected, result.rawValue, String(elapsed.wholeMilliseconds), record[0], String(grant.token),
+                    environment.manager.owner.member, record[1], record[2], record[3], "1000",
+                ] + retry)
         } catch {
             environment.metrics.redisErrors(operation: "schedule").increment()
             logger.warning("cannot record the end of a run: \(error)")

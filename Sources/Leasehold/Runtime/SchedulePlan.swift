@@ -4,7 +4,7 @@
     import Foundation
 #endif
 
-/// A scheduled job's state in its Redis state hash, as one HMGET reads it.
+/// A job's schedule and control state in its Redis state hash, as one HMGET reads it.
 package struct StoredSchedule: Sendable, Hashable {
     /// `next_run_at`: the next slot, ms since the epoch.
     package var nextRunAtMs: Int64?
@@ -14,6 +14,20 @@ package struct StoredSchedule: Sendable, Hashable {
     package var sinceMs: Int64?
     /// `last_run_slot`: the slot of the last run started (nil for none, or for a continuous run).
     package var lastRunSlotMs: Int64?
+    /// `paused` = "1": an operator paused the job.
+    package var paused = false
+    /// `trigger_requested`: when an operator asked for a manual run still pending (Redis ms).
+    package var triggerRequestedMs: Int64?
+    /// `trigger_forced` = "1": the pending trigger runs even while paused.
+    package var triggerForced = false
+    /// `retry_attempt`: the try number (>= 2) of a pending retry.
+    package var retryAttempt: Int?
+    /// `retry_at`: when the pending retry starts (ms since the epoch).
+    package var retryAtMs: Int64?
+    /// `retry_slot`: the slot the pending retry tries again (nil for a manual run's retry).
+    package var retrySlotMs: Int64?
+    /// `last_success_at`: when a run last succeeded (Redis ms).
+    package var lastSuccessAtMs: Int64?
 
     /// Creates the state (all absent by default: a job that never ran).
     package init(
@@ -26,15 +40,28 @@ package struct StoredSchedule: Sendable, Hashable {
     }
 
     /// The fields to HMGET, in the order `init(fields:)` reads them.
-    package static let fields = ["next_run_at", "schedule", "schedule_since", "last_run_slot"]
+    package static let fields = [
+        "next_run_at", "schedule", "schedule_since", "last_run_slot", "paused", "trigger_requested", "trigger_forced",
+        "retry_attempt", "retry_at", "retry_slot", "last_success_at",
+    ]
 
     /// Reads an HMGET reply of `fields` (nil entries for absent fields; unreadable numbers count as absent).
     package init(fields values: [String?]) {
-        func number(_ index: Int) -> Int64? { values.count > index ? values[index].flatMap { Int64($0) } : nil }
-        self.init(
-            nextRunAtMs: number(0), fingerprint: values.count > 1 ? values[1] : nil, sinceMs: number(2),
-            lastRunSlotMs: number(3))
+        func text(_ index: Int) -> String? { values.count > index ? values[index] : nil }
+        func number(_ index: Int) -> Int64? { text(index).flatMap { Int64($0) } }
+        self.init(nextRunAtMs: number(0), fingerprint: text(1), sinceMs: number(2), lastRunSlotMs: number(3))
+        paused = text(4) == "1"
+        // Presence is what counts: a pending trigger with an unreadable time still runs.
+        triggerRequestedMs = number(5) ?? text(5).map { _ in 0 }
+        triggerForced = text(6) == "1"
+        retryAttempt = number(7).flatMap { $0 >= 2 ? Int($0) : nil }
+        retryAtMs = number(8)
+        retrySlotMs = number(9)
+        lastSuccessAtMs = number(10)
     }
+
+    /// Whether a manual run may start now: one is pending, and the job is not paused or it was forced.
+    package var triggerRunnable: Bool { triggerRequestedMs != nil && (!paused || triggerForced) }
 }
 
 /// What a scheduled job's leader does with the stored schedule state: which schedule computes

@@ -31,6 +31,10 @@ public enum LeaseManagerEvent: Sendable, Hashable {
     case redisAvailability(up: Bool, detail: String?)
     /// The set of live members changed.
     case membersChanged([MemberInfo])
+    /// An operator changed the job's control state (pause, resume, trigger): its leader
+    /// re-reads it now. `job` is "" after a re-subscription (messages may have been lost
+    /// meanwhile): every job.
+    case control(job: String)
 }
 
 /// Runs the lease engine of one member against Redis: one renew call per tick for all held
@@ -180,20 +184,30 @@ public final class LeaseManager: Service, Sendable {
     public func run() async throws {
         let renewConnection = RedisConnection(configuration: configuration.redis)
         let commandConnection = RedisConnection(configuration: configuration.redis)
+        let controlChannel = configuration.keys.controlChannel
         let subscriber = RedisSubscriber(
-            configuration: configuration.redis, channels: [configuration.keys.releasedChannel])
+            configuration: configuration.redis, channels: [configuration.keys.releasedChannel, controlChannel])
         let graceful = await withDiscardingTaskGroup { group in
-            group.addTask { [inputSink] in
+            group.addTask { [inputSink, eventSink] in
                 // Messages published while the subscriber was disconnected are lost; the PTTL
                 // timers of standbys are the fallback, so nothing waits longer than the TTL.
                 var subscriptions = 0
                 for await message in subscriber.messages {
                     switch message {
-                    case .message:
-                        if let payload = message.payloadString { inputSink.yield(.releasedMessage(payload)) }
+                    case .message(let channel, _):
+                        guard let payload = message.payloadString else { break }
+                        // Control messages concern the job runners, not the lease engine.
+                        if channel == controlChannel {
+                            eventSink.yield(.control(job: payload))
+                        } else {
+                            inputSink.yield(.releasedMessage(payload))
+                        }
                     case .subscribed:
                         subscriptions += 1
-                        if subscriptions > 1 { inputSink.yield(.recheck) }
+                        if subscriptions > 1 {
+                            inputSink.yield(.recheck)
+                            eventSink.yield(.control(job: ""))
+                        }
                     case .disconnected:
                         break
                     }

@@ -34,4 +34,7 @@ public struct LeaseKeys: Sendable, Hashable {
     public var jobs: String { "\(namespace):jobs" }
     /// The pub/sub channel that carries a job name whenever its lease is released.
     public var releasedChannel: String { "\(namespace):released" }
+    /// The pub/sub channel that carries a job name after an operator paused, resumed or
+    /// triggered it, so its leader re-reads the job's state at once.
+    public var controlChannel: String { "\(namespace):control" }
 }

@@ -254,33 +254,82 @@ package enum LeaseScripts {
         return 1
         """#)
 
-    /// Starts a run: checks the token, the schedule and the slot in one atomic step, advances
-    /// `next_run_at` and records the run, so a new leader continues the schedule without
-    /// running a slot twice, and a leader whose view of the schedule is stale never starts one.
+    /// Starts a run: checks the token, the pause, the schedule and the slot (or the pending
+    /// retry or manual trigger it consumes) in one atomic step, advances `next_run_at` and
+    /// records the run, so a new leader continues the schedule without running a slot, a
+    /// retry or a trigger twice, and a leader whose view of the state is stale never starts one.
     ///
-    /// KEYS: lease, state, runs. ARGV: expected lease value, slot ms ('' for continuous
-    /// jobs), next slot ms ('' for continuous jobs), member, token, runs maxlen, the schedule
-    /// fingerprint the slot was computed with ('' for continuous jobs).
+    /// KEYS: lease, state, runs. ARGV: expected lease value, slot ms ('' for continuous jobs
+    /// and manual runs; the failed run's slot for a retry), next slot ms ('' unless `trigger`
+    /// is `schedule` on a scheduled job), member, token, runs maxlen, the schedule fingerprint
+    /// the slot was computed with ('' for continuous jobs), trigger (`schedule` | `retry` |
+    /// `manual`; '' is `schedule`), attempt ('' is 1).
     /// Reply: `{1, now_ms}` started; `{0}` not the holder; `{2, next_run_at}` the slot was
-    /// already taken, or the state's `schedule` is not that fingerprint (the schedule moved
-    /// on or was replaced: read the state again; `next_run_at` is '' when there is none).
+    /// already taken, the state's `schedule` is not that fingerprint, or the retry or trigger
+    /// to consume is not pending (read the state again; `next_run_at` is '' when there is
+    /// none); `{3}` the job is paused (`paused` = 1) and this is not a forced manual trigger.
+    /// A scheduled slot that starts drops a pending retry: a retry never runs after the next slot.
     package static let beginRun = RedisScript(
         #"""
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
         local slot, next_slot = ARGV[2], ARGV[3]
-        if slot ~= '' then
-          local current = redis.call('HGET', KEYS[2], 'next_run_at')
-          if (redis.call('HGET', KEYS[2], 'schedule') or '') ~= (ARGV[7] or '') then return {2, current or ''} end
-          if current and tonumber(current) > tonumber(slot) then return {2, current} end
+        local trigger, attempt = ARGV[8] or '', ARGV[9] or ''
+        if trigger == '' then trigger = 'schedule' end
+        if attempt == '' then attempt = '1' end
+        local st = redis.call('HMGET', KEYS[2], 'paused', 'trigger_requested', 'trigger_forced', 'retry_attempt',
+          'next_run_at', 'schedule')
+        local current = st[5]
+        if trigger == 'manual' then
+          if not st[2] then return {2, current or ''} end
+          if st[1] == '1' and st[3] ~= '1' then return {3} end
+          redis.call('HDEL', KEYS[2], 'trigger_requested', 'trigger_by', 'trigger_forced')
+        else
+          if st[1] == '1' then return {3} end
+          if trigger == 'retry' then
+            if st[4] ~= attempt then return {2, current or ''} end
+            redis.call('HDEL', KEYS[2], 'retry_attempt', 'retry_at', 'retry_slot')
+          elseif slot ~= '' then
+            if (st[6] or '') ~= (ARGV[7] or '') then return {2, current or ''} end
+            if current and tonumber(current) > tonumber(slot) then return {2, current} end
+            redis.call('HDEL', KEYS[2], 'retry_attempt', 'retry_at', 'retry_slot')
+          end
         end
         local t = redis.call('TIME')
         local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-        if next_slot ~= '' then redis.call('HSET', KEYS[2], 'next_run_at', next_slot) end
-        redis.call('HSET', KEYS[2], 'last_run_started', now_s, 'last_run_slot', slot, 'last_run_token', ARGV[5],
-          'last_run_member', ARGV[4], 'running', '1')
-        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'slot', slot, 'token', ARGV[5],
-          'member', ARGV[4], 'started', now_s)
+        if trigger == 'schedule' then
+          if next_slot ~= '' then redis.call('HSET', KEYS[2], 'next_run_at', next_slot) end
+          redis.call('HSET', KEYS[2], 'last_run_slot', slot)
+        end
+        redis.call('HSET', KEYS[2], 'last_run_started', now_s, 'last_run_token', ARGV[5],
+          'last_run_member', ARGV[4], 'running', '1', 'last_run_attempt', attempt, 'last_run_trigger', trigger)
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'type', 'started', 'slot', slot, 'token', ARGV[5],
+          'member', ARGV[4], 'started', now_s, 'attempt', attempt, 'trigger', trigger)
         return {1, now_s}
+        """#)
+
+    /// Skips slots that passed their starting deadline: moves `next_run_at` on and records
+    /// each skipped slot as a `missed_slot` event, only while `owner:token` holds the lease and
+    /// the state still carries the schedule and the slot the leader decided from. A pending
+    /// retry goes too (it may not run after the slots it was meant to precede).
+    ///
+    /// KEYS: lease, state, events. ARGV: expected lease value, schedule fingerprint, the
+    /// stored `next_run_at` decided from, new `next_run_at`, member, token, events maxlen,
+    /// starting deadline ms, then the skipped slots (ms) to record.
+    /// Reply: 1 skipped; 0 not the holder; 2 the state moved (read it again).
+    package static let skipSlots = RedisScript(
+        #"""
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        local st = redis.call('HMGET', KEYS[2], 'schedule', 'next_run_at')
+        if (st[1] or '') ~= ARGV[2] or st[2] ~= ARGV[3] then return 2 end
+        local t = redis.call('TIME')
+        local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        redis.call('HSET', KEYS[2], 'next_run_at', ARGV[4])
+        redis.call('HDEL', KEYS[2], 'retry_attempt', 'retry_at', 'retry_slot')
+        for i = 9, #ARGV do
+          redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', 'missed_slot', 'slot', ARGV[i],
+            'member', ARGV[5], 'token', ARGV[6], 'at', now_s, 'deadline_ms', ARGV[8])
+        end
+        return 1
         """#)
 
     /// Replaces a scheduled job's schedule: writes `schedule`, `schedule_since` and
@@ -299,17 +348,31 @@ package enum LeaseScripts {
         return 1
         """#)
 
-    /// Records the end of a run, only while the token still holds the lease.
+    /// Records the end of a run: the `finished` entry in the runs stream always (the run did
+    /// end, even if the lease moved on meanwhile); the state fields, `last_success_at` and a
+    /// pending retry only while the token still holds the lease.
     ///
-    /// KEYS: lease, state. ARGV: expected lease value, result, duration ms.
+    /// KEYS: lease, state, runs (optional: without it nothing is streamed).
+    /// ARGV: expected lease value, result, duration ms, slot ('' for none), token, member,
+    /// started ms, attempt, trigger, runs maxlen, then the retry to schedule: attempt ('' for
+    /// none), retry_at ms, the slot it retries ('' for a continuous or manual run).
     /// Reply: 1 recorded, 0 not the holder any more.
     package static let finishRun = RedisScript(
         #"""
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         local t = redis.call('TIME')
         local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        if KEYS[3] and ARGV[10] then
+          redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'type', 'finished', 'slot', ARGV[4],
+            'token', ARGV[5], 'member', ARGV[6], 'started', ARGV[7], 'finished', now_s, 'duration_ms', ARGV[3],
+            'result', ARGV[2], 'attempt', ARGV[8], 'trigger', ARGV[9])
+        end
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         redis.call('HSET', KEYS[2], 'last_run_finished', now_s, 'last_result', ARGV[2],
           'last_duration_ms', ARGV[3], 'running', '0')
+        if ARGV[2] == 'success' then redis.call('HSET', KEYS[2], 'last_success_at', now_s) end
+        if ARGV[11] and ARGV[11] ~= '' then
+          redis.call('HSET', KEYS[2], 'retry_attempt', ARGV[11], 'retry_at', ARGV[12], 'retry_slot', ARGV[13])
+        end
         return 1
         """#)
 
