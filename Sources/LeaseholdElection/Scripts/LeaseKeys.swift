@@ -34,4 +34,6 @@ public struct LeaseKeys: Sendable, Hashable {
     public var jobs: String { "\(namespace):jobs" }
     /// The pub/sub channel that carries a job name whenever its lease is released.
     public var releasedChannel: String { "\(namespace):released" }
+    /// The pub/sub channel that carries a job name when an operator paused, resumed or triggered it.
+    public var controlChannel: String { "\(namespace):control" }
 }
