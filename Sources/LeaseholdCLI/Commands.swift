@@ -100,7 +100,8 @@ struct GlobalOptions: ParsableArguments {
 struct LeaseholdCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leasehold",
-        abstract: "Inspect and steer a Leasehold fleet: who leads which job, members, history, handoffs.",
+        abstract:
+            "Inspect and steer a Leasehold fleet: who leads which job, members, history, runs, handoffs, pause, resume, trigger.",
         discussion:
             "Exit codes: 0 ok, 1 runtime failure (Redis unreachable, no leader, ...), 2 usage or configuration error.",
         subcommands: [
