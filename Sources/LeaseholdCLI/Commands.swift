@@ -100,11 +100,13 @@ struct GlobalOptions: ParsableArguments {
 struct LeaseholdCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leasehold",
-        abstract: "Inspect and steer a Leasehold fleet: who leads which job, members, history, handoffs.",
+        abstract:
+            "Inspect and steer a Leasehold fleet: who leads which job, members, history, runs, handoffs, pause, resume, trigger.",
         discussion:
             "Exit codes: 0 ok, 1 runtime failure (Redis unreachable, no leader, ...), 2 usage or configuration error.",
         subcommands: [
-            Status.self, Members.self, History.self, Release.self, Prune.self, Validate.self, Watch.self,
+            Status.self, Members.self, History.self, Runs.self, Release.self, Pause.self, Resume.self, Trigger.self,
+            Prune.self, Validate.self, Watch.self,
         ])
 }
 
@@ -319,18 +321,46 @@ struct Validate: ParsableCommand, CLIRunnable {
     @Argument(help: "The catalog to check (default: --config, else ./jobs.yaml).")
     var path: String?
 
+    @Option(name: .long, help: "Also print each scheduled job's next N start times in its time zone.")
+    var next: Int?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "With --next: count from this time (RFC 3339 such as 2026-03-28T00:00:00Z, or ms since the epoch) instead of now.",
+            valueName: "time"))
+    var from: String?
+
+    func validate() throws {
+        if let next, !(1...1000).contains(next) { throw ValidationError("--next must be between 1 and 1000") }
+        if let from {
+            guard next != nil else { throw ValidationError("--from needs --next") }
+            guard NextStarts.parseTime(from) != nil else {
+                throw ValidationError("--from must be RFC 3339 (2026-03-28T00:00:00Z) or ms since the epoch")
+            }
+        }
+    }
+
     func execute(_ io: CLIIO) async throws(CLIFailure) -> Int32 {
         let path = self.path ?? global.config ?? CLISettings.defaultConfigPath
         do {
             let catalog = try HandlerRegistry.builtIn.loadCatalog(path: path)
+            // The wall clock, not Redis: validate never touches Redis, and cron slots are wall-clock times.
+            let fromMs = from.flatMap { NextStarts.parseTime($0) } ?? JobSchedule.milliseconds(Date())
+            let upcoming = next.map { NextStarts.compute(catalog, count: $0, fromMs: fromMs) }
             if global.json {
-                io.out(
-                    JSONValue.object([
-                        ("path", .string(path)), ("valid", .bool(true)), ("namespace", .string(catalog.namespace)),
-                        ("jobs", .array(catalog.jobs.map { .string($0.name) })), ("errors", .array([])),
-                    ]).serialized + "\n")
+                var fields: [(String, JSONValue)] = [
+                    ("path", .string(path)), ("valid", .bool(true)), ("namespace", .string(catalog.namespace)),
+                    ("jobs", .array(catalog.jobs.map { .string($0.name) })), ("errors", .array([])),
+                ]
+                if let upcoming {
+                    fields.append(("from_ms", .int(fromMs)))
+                    fields.append(("next_starts", NextStarts.json(upcoming)))
+                }
+                io.out(JSONValue.object(fields).serialized + "\n")
             } else {
                 io.out(Self.summary(catalog, path: path) + "\n")
+                if let upcoming, let next { io.out(NextStarts.text(upcoming, count: next, fromMs: fromMs)) }
             }
             return CLIExitCode.ok
         } catch {

@@ -8,7 +8,10 @@ package enum Render {
     /// The `status` table (ends with a newline).
     package static func statusTable(_ snapshot: ClusterSnapshot) -> String {
         var rows: [[String]] = [
-            ["JOB", "LEADER", "TOKEN", "EXPIRES IN", "PREFERRED", "LAST RUN", "RESULT", "LEADERLESS"]
+            [
+                "JOB", "LEADER", "TOKEN", "EXPIRES IN", "PREFERRED", "LAST RUN", "RESULT", "NEXT RUN", "PAUSED",
+                "LEADERLESS",
+            ]
         ]
         for job in snapshot.jobs {
             var lastRun = "-"
@@ -39,7 +42,7 @@ package enum Render {
                 job.leader.map { String($0.token) } ?? "-",
                 job.leader.map { duration($0.expiresInMs) } ?? "-",
                 job.preferred ?? "-",
-                lastRun, result, leaderless,
+                lastRun, result, nextRun(job, nowMs: snapshot.nowMs), job.paused ? "yes" : "-", leaderless,
             ])
         }
         let led = snapshot.jobs.filter { $0.leader != nil }.count
@@ -48,12 +51,25 @@ package enum Render {
         for job in snapshot.jobs {
             if let problem = job.problem { text += "problem: \(job.name): \(problem)\n" }
         }
+        for job in snapshot.jobs where job.paused {
+            text += "paused: \(job.name) by \(job.pausedBy ?? "?")"
+            if let at = job.pausedAtMs { text += " \(age(snapshot.nowMs - at)) ago" }
+            text += (job.pausedReason.map { ": \($0)" } ?? "") + "\n"
+        }
         text +=
             "\(snapshot.jobs.count) \(plural(snapshot.jobs.count, "job")), \(led) led, "
             + "\(snapshot.jobs.count - led) without a leader; \(live) live \(plural(live, "member"))"
             + " (namespace \(snapshot.namespace))\n"
         text += catalogLines(snapshot)
         return text
+    }
+
+    /// The NEXT RUN cell: a pending manual trigger, else the next slot relative to now (a slot
+    /// in the past is due: its leader is about to start it, or is missing it).
+    static func nextRun(_ job: JobStatus, nowMs: Int64) -> String {
+        if let trigger = job.triggerRequestedAtMs { return "triggered \(age(nowMs - trigger)) ago" }
+        guard let next = job.nextRunAtMs else { return "-" }
+        return next >= nowMs ? "in \(duration(next - nowMs))" : "due \(duration(nowMs - next)) ago"
     }
 
     /// What the status table adds about the members' catalogs: how many digests are live
@@ -124,7 +140,7 @@ package enum Render {
                 ])
             } ?? .null
         let carriedBy = JSONValue.array(job.carriedBy.map(JSONValue.string))
-        return .object([
+        var fields: [(String, JSONValue)] = [
             ("name", .string(job.name)),
             ("in_catalog", .bool(job.inCatalog)),
             ("leader", leader),
@@ -135,7 +151,16 @@ package enum Render {
             ("next_run_at_ms", job.nextRunAtMs.map(JSONValue.int) ?? .null),
             ("problem", job.problem.map(JSONValue.string) ?? .null),
             ("carried_by", carriedBy),
-        ])
+        ]
+        // Separate statements: one literal of every field is too much for the type checker.
+        fields.append(("paused", .bool(job.paused)))
+        fields.append(("paused_reason", job.pausedReason.map(JSONValue.string) ?? .null))
+        fields.append(("paused_by", job.pausedBy.map(JSONValue.string) ?? .null))
+        fields.append(("paused_at", job.pausedAtMs.map(JSONValue.int) ?? .null))
+        fields.append(("next_run_at", job.nextRunAtMs.map(JSONValue.int) ?? .null))
+        fields.append(("last_success_at", job.lastSuccessAtMs.map(JSONValue.int) ?? .null))
+        fields.append(("trigger_requested", job.triggerRequestedAtMs.map(JSONValue.int) ?? .null))
+        return .object(fields)
     }
 
     static func memberJSON(_ member: MemberStatus, nowMs: Int64) -> JSONValue {
@@ -207,6 +232,10 @@ package enum Render {
         case "handed_off": return "handed off"
         case "lost": return "lost"
         case "forced_release": return "forced release"
+        case "paused": return "paused"
+        case "resumed": return "resumed"
+        case "triggered": return "triggered"
+        case "missed_slot": return "missed slot"
         default: return type
         }
     }
@@ -230,6 +259,16 @@ package enum Render {
                 detail = "deleted by \(event.by ?? "operator") (unfenced)"
             case "handed_off":
                 detail = "released for placement or an operator request"
+            case "paused":
+                detail = "by \(event.by ?? "operator")" + (event.reason.map { ": \($0)" } ?? "")
+            case "resumed":
+                detail = "by \(event.by ?? "operator")"
+            case "triggered":
+                detail = "by \(event.by ?? "operator")" + (event.forced == true ? ", forced on a paused job" : "")
+            case "missed_slot":
+                detail =
+                    "slot " + (event.slotMs.map { timestamp($0, millis: false) } ?? "?") + " not started in time"
+                    + (event.deadlineMs.map { " (deadline \(duration($0)))" } ?? "")
             default:
                 break
             }
@@ -263,6 +302,10 @@ package enum Render {
                             ("previous", event.previous.map(JSONValue.string) ?? .null),
                             ("holder", event.holder.map(JSONValue.string) ?? .null),
                             ("by", event.by.map(JSONValue.string) ?? .null),
+                            ("reason", event.reason.map(JSONValue.string) ?? .null),
+                            ("forced", event.forced.map(JSONValue.bool) ?? .null),
+                            ("slot", event.slotMs.map(JSONValue.int) ?? .null),
+                            ("deadline_ms", event.deadlineMs.map(JSONValue.int) ?? .null),
                         ])
                     })
             ),

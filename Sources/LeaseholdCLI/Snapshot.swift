@@ -159,6 +159,18 @@ package struct JobStatus: Sendable, Hashable {
     /// Set when members are live and none of them carries the job: its keys are left over
     /// from a catalog no live member runs (`leasehold prune` deletes them).
     package var notCarried = false
+    /// Whether an operator paused the job (`paused` is "1" in its state hash).
+    package var paused = false
+    /// Why, as the operator said (`paused_reason`); nil when none was given.
+    package var pausedReason: String?
+    /// Who paused it (`paused_by`: user@host).
+    package var pausedBy: String?
+    /// When it was paused (`paused_at`, Redis ms).
+    package var pausedAtMs: Int64?
+    /// When a run last succeeded (`last_success_at`, Redis ms, written by the leader).
+    package var lastSuccessAtMs: Int64?
+    /// A manual trigger the leader has not consumed yet (`trigger_requested`, Redis ms).
+    package var triggerRequestedAtMs: Int64?
 
     /// Creates a row.
     package init(
@@ -235,7 +247,8 @@ package struct MemberStatus: Sendable, Hashable {
 package struct HistoryEvent: Sendable, Hashable {
     /// The stream entry id.
     package var id: String
-    /// `acquired`, `expired_takeover`, `released`, `handed_off`, `lost`, `forced_release`.
+    /// `acquired`, `expired_takeover`, `released`, `handed_off`, `lost`, `forced_release`; the
+    /// operator's `paused`, `resumed`, `triggered`; the leader's `missed_slot`.
     package var type: String
     /// The member the event is about.
     package var member: String?
@@ -251,14 +264,27 @@ package struct HistoryEvent: Sendable, Hashable {
     package var previous: String?
     /// For a lost lease: the lease value found instead ('' if none).
     package var holder: String?
-    /// For a forced release: who forced it.
+    /// For a forced release, a pause, a resume or a trigger: who did it (user@host).
     package var by: String?
+    /// For a pause: the operator's reason ('' or nil for none).
+    package var reason: String?
+    /// For a trigger: whether it ran a paused job (`--force`).
+    package var forced: Bool?
+    /// For a missed slot: the slot (ms since the epoch).
+    package var slotMs: Int64?
+    /// For a missed slot: how late a start may be before the slot counts as missed.
+    package var deadlineMs: Int64?
 
     /// Creates an event.
     package init(
         id: String, type: String, member: String? = nil, owner: String? = nil, token: UInt64? = nil, atMs: Int64,
-        gapMs: Int64? = nil, previous: String? = nil, holder: String? = nil, by: String? = nil
+        gapMs: Int64? = nil, previous: String? = nil, holder: String? = nil, by: String? = nil,
+        reason: String? = nil, forced: Bool? = nil, slotMs: Int64? = nil, deadlineMs: Int64? = nil
     ) {
+        self.reason = reason
+        self.forced = forced
+        self.slotMs = slotMs
+        self.deadlineMs = deadlineMs
         self.id = id
         self.type = type
         self.member = member

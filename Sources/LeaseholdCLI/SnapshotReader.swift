@@ -13,6 +13,7 @@ package struct SnapshotReader: Sendable {
     static let stateFields = [
         "holder", "holder_member", "acquired_at", "released_at", "lease_ms", "last_run_started",
         "last_run_finished", "last_result", "last_duration_ms", "running", "last_run_token", "next_run_at",
+        "paused", "paused_reason", "paused_by", "paused_at", "last_success_at", "trigger_requested",
     ]
 
     /// The connection used.
@@ -191,6 +192,14 @@ package struct SnapshotReader: Sendable {
                     token: field("last_run_token").flatMap { UInt64($0) })
             }
             status.nextRunAtMs = field("next_run_at").flatMap { Int64($0) }
+            status.paused = field("paused") == "1"
+            if status.paused {
+                status.pausedReason = field("paused_reason")
+                status.pausedBy = field("paused_by")
+                status.pausedAtMs = field("paused_at").flatMap { Int64($0) }
+            }
+            status.lastSuccessAtMs = field("last_success_at").flatMap { Int64($0) }
+            status.triggerRequestedAtMs = field("trigger_requested").flatMap { Int64($0) }
             status.problem = raw.problem
             status.carriedBy = carriers.filter { $0.jobs?.contains(job) ?? true }.map(\.name)
             status.notCarried = !carriers.isEmpty && status.carriedBy.isEmpty
@@ -301,7 +310,9 @@ package struct SnapshotReader: Sendable {
                     token: nonEmpty("token").flatMap { UInt64($0) }, atMs: nonEmpty("at").flatMap { Int64($0) } ?? idMs,
                     gapMs: nonEmpty("gap_ms").flatMap { Int64($0) }, previous: nonEmpty("previous"),
                     holder: fields["holder"],
-                    by: nonEmpty("by")))
+                    by: nonEmpty("by"), reason: nonEmpty("reason"), forced: fields["forced"].map { $0 == "1" },
+                    slotMs: nonEmpty("slot").flatMap { Int64($0) },
+                    deadlineMs: nonEmpty("deadline_ms").flatMap { Int64($0) }))
         }
         let known = replies[2].integer == 1 || !events.isEmpty
         return (JobHistory(job: job, nowMs: nowMs, events: events.reversed()), known)

@@ -9,7 +9,7 @@ let cliFixedNow: Int64 = 1_777_629_600_000
 
 func cliFixedSnapshot() -> ClusterSnapshot {
     let now = cliFixedNow
-    return ClusterSnapshot(
+    var snapshot = ClusterSnapshot(
         nowMs: now, namespace: "prod",
         jobs: [
             JobStatus(
@@ -26,7 +26,7 @@ func cliFixedSnapshot() -> ClusterSnapshot {
                 lastRun: RunInfo(
                     startedAtMs: now - 7_200_000, finishedAtMs: now - 7_000_000, durationMs: 200_000,
                     result: "failed: exit 3"),
-                leaderless: Leaderless(sinceMs: now - 95_000, source: .released)),
+                leaderless: Leaderless(sinceMs: now - 95_000, source: .released), nextRunAtMs: now - 3_600_000),
             JobStatus(
                 name: "queue-consumer",
                 leader: LeaderInfo(member: "node-b", instance: "ffee0011", token: 42, expiresInMs: 950),
@@ -47,18 +47,28 @@ func cliFixedSnapshot() -> ClusterSnapshot {
             MemberStatus(
                 name: "node-c", heartbeatExpiresAtMs: now - 61_000, live: false),
         ])
+    // An operator paused nightly-cleanup 20 minutes ago (its slot an hour ago stays unrun),
+    // and triggered reindex 2 s ago.
+    snapshot.jobs[1].paused = true
+    snapshot.jobs[1].pausedReason = "disk full on the archive"
+    snapshot.jobs[1].pausedBy = "ops@bastion"
+    snapshot.jobs[1].pausedAtMs = now - 1_200_000
+    snapshot.jobs[3].triggerRequestedAtMs = now - 2_000
+    snapshot.jobs[0].lastSuccessAtMs = now - 12_160
+    return snapshot
 }
 
 @Suite("CLI rendering (pure)")
 struct CLIRenderTests {
     @Test func statusTableGolden() {
         let expected = """
-            JOB                       LEADER  TOKEN             EXPIRES IN  PREFERRED  LAST RUN           RESULT          LEADERLESS
-            billing-sync              node-a  1777629000000123  8.4s        node-a     12s ago (340ms)    ok              -
-            nightly-cleanup           -       -                 -           node-b     1h56m ago (3m20s)  failed: exit 3  1m35s
-            queue-consumer            node-b  42                950ms       node-a     started 1h02m ago  running         -
-            reindex (not in catalog)  -       -                 -           node-b     -                  -               ~4.2s
-            warmup                    -       -                 -           -          -                  -               never led
+            JOB                       LEADER  TOKEN             EXPIRES IN  PREFERRED  LAST RUN           RESULT          NEXT RUN            PAUSED  LEADERLESS
+            billing-sync              node-a  1777629000000123  8.4s        node-a     12s ago (340ms)    ok              in 17s              -       -
+            nightly-cleanup           -       -                 -           node-b     1h56m ago (3m20s)  failed: exit 3  due 1h00m ago       yes     1m35s
+            queue-consumer            node-b  42                950ms       node-a     started 1h02m ago  running         -                   -       -
+            reindex (not in catalog)  -       -                 -           node-b     -                  -               triggered 2.0s ago  -       ~4.2s
+            warmup                    -       -                 -           -          -                  -               -                   -       never led
+            paused: nightly-cleanup by ops@bastion 20m00s ago: disk full on the archive
             5 jobs, 2 led, 3 without a leader; 2 live members (namespace prod)
 
             """
@@ -105,6 +115,18 @@ struct CLIRenderTests {
         #expect(members.map { $0["name"] as? String } == ["node-a", "node-b", "node-c"])
         #expect((members[1]["weight"] as? NSNumber)?.doubleValue == 2.5)
         #expect(members[2]["live"] as? Bool == false)
+        // Steering fields: the pause and its reason, the next slot, the last success (ms or null).
+        #expect(jobs[1]["paused"] as? Bool == true)
+        #expect(jobs[1]["paused_reason"] as? String == "disk full on the archive")
+        #expect(jobs[1]["paused_by"] as? String == "ops@bastion")
+        #expect(jobs[0]["paused"] as? Bool == false)
+        #expect(jobs[0]["paused_reason"] is NSNull)
+        #expect((jobs[0]["next_run_at"] as? NSNumber)?.int64Value == cliFixedNow + 17_500)
+        #expect(jobs[2]["next_run_at"] is NSNull)
+        #expect((jobs[0]["last_success_at"] as? NSNumber)?.int64Value == cliFixedNow - 12_160)
+        #expect(jobs[1]["last_success_at"] is NSNull)
+        #expect((jobs[3]["trigger_requested"] as? NSNumber)?.int64Value == cliFixedNow - 2_000)
+        #expect(jobs[0]["trigger_requested"] is NSNull)
         // The exact first bytes pin the key order.
         #expect(
             json.hasPrefix(
