@@ -1,8 +1,8 @@
 #!/bin/bash
 # Steady-state Redis script calls of a fleet of real leaseholdd processes (Docs/BENCHMARKS.md,
 # "Catalogs advertised"). Needs a jobs.yaml in the working directory.
-# usage: run.sh BINARY MEMBERS LABEL — steady-state Redis calls of a fleet of real daemons
-BIN=$1; N=$2; LABEL=$3; PORT=$((16400 + RANDOM % 500))
+# usage: fleet-calls.sh BINARY MEMBERS LABEL
+BIN=$(realpath "$1"); N=$2; LABEL=$3; PORT=$((16400 + RANDOM % 500))
 cd "${COST_DIR:-.}"
 redis-server --port $PORT --save '' --appendonly no --daemonize yes --logfile /dev/null; sleep 0.5
 pids=()
