@@ -48,9 +48,11 @@ struct Pause: ParsableCommand, CLIRunnable {
                     ("paused_at", pausedAt.map(JSONValue.int) ?? .null),
                 ]).serialized + "\n")
         } else if changed {
-            io.out(
-                "paused \(job)\(reason.isEmpty ? "" : " (\(reason))"): its leader starts no new run until `leasehold resume \(job)`; a run in progress is not stopped\n"
-            )
+            let effect =
+                Steering.isContinuous(job, settings)
+                ? "its leader stops the handler at its next safe point and keeps the lease until `leasehold resume \(job)`"
+                : "its leader starts no new run until `leasehold resume \(job)`; a run in progress finishes"
+            io.out("paused \(job)\(reason.isEmpty ? "" : " (\(reason))"): \(effect)\n")
         } else {
             io.out(
                 "\(job) was already paused \(Steering.since(by: pausedBy, at: pausedAt, reason: pausedReason, nowMs: nowMs)); nothing changed\n"
@@ -62,7 +64,7 @@ struct Pause: ParsableCommand, CLIRunnable {
 
 struct Resume: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
-        abstract: "Resume a paused job: its leader runs the next slot as scheduled.",
+        abstract: "Resume a paused job: its leader restarts a continuous handler or runs the next slot.",
         discussion: """
             Deletes paused, paused_reason, paused_by and paused_at from ns:{job}:state, appends a \
             `resumed` event and publishes the job name on ns:control, in one script. Resuming a job \
@@ -91,7 +93,10 @@ struct Resume: ParsableCommand, CLIRunnable {
         } else if changed {
             let standing = Steering.since(
                 by: reply.string(2), at: reply.int(3), reason: reply.string(4) ?? "", nowMs: nowMs)
-            io.out("resumed \(job) (it was paused \(standing)): its leader runs the next slot as scheduled\n")
+            let effect =
+                Steering.isContinuous(job, settings)
+                ? "its leader restarts the handler" : "its leader runs the next slot as scheduled"
+            io.out("resumed \(job) (it was paused \(standing)): \(effect)\n")
         } else {
             io.out("\(job) is not paused; nothing changed\n")
         }
@@ -159,6 +164,12 @@ enum Steering {
 
     /// `user@host` for the audit trail: the login name from the environment (USER, then
     /// LOGNAME, then the password database) and the host name.
+    /// Whether the CLI's catalog lists `job` as a continuous job (the wording of the result
+    /// depends on it; a job not in that catalog reads as scheduled).
+    static func isContinuous(_ job: String, _ settings: CLISettings) -> Bool {
+        settings.catalog?.jobs.first { $0.name == job }?.schedule == .continuous
+    }
+
     static func by(environment: [String: String]) -> String {
         var user = environment["USER"] ?? environment["LOGNAME"]
         if user?.isEmpty ?? true, let entry = getpwuid(getuid()), let name = entry.pointee.pw_name {
