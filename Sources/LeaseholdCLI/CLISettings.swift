@@ -78,3 +78,19 @@ package struct CLISettings: Sendable {
         RedisConfiguration(endpoint: endpoint, connectTimeout: .seconds(2), commandTimeout: .seconds(5))
     }
 }
+
+extension CLISettings {
+    /// The catalog the CLI read lists `job`.
+    func catalogLists(_ job: String) -> Bool { catalog?.jobs.contains { $0.name == job } ?? false }
+
+    /// The catalog lists `job` as a continuous job (the wording of some results depends on it).
+    func catalogRunsContinuously(_ job: String) -> Bool {
+        catalog?.jobs.first { $0.name == job }?.schedule == .continuous
+    }
+
+    /// The failure for a job neither the catalog nor Redis (`ns:jobs`) knows: a typo must not
+    /// read as an empty history or create state no member runs.
+    func unknownJob(_ job: String) -> CLIFailure {
+        .runtime("unknown job '\(job)': not in the catalog and never seen in namespace \(namespace)")
+    }
+}

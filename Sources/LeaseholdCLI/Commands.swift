@@ -183,11 +183,7 @@ struct History: ParsableCommand, CLIRunnable {
         let (history, known) = try await withReader(settings) { reader throws(CLIFailure) in
             try await reader.history(job: job, limit: limit)
         }
-        let inCatalog = settings.catalog?.jobs.contains { $0.name == job } ?? false
-        if !known && !inCatalog {
-            throw CLIFailure.runtime(
-                "unknown job '\(job)': not in the catalog and never seen in namespace \(settings.namespace)")
-        }
+        if !known && !settings.catalogLists(job) { throw settings.unknownJob(job) }
         io.out(global.json ? Render.historyJSON(history) : Render.historyTable(history))
         return CLIExitCode.ok
     }

@@ -29,11 +29,7 @@ struct Runs: ParsableCommand, CLIRunnable {
         let (runs, known) = try await withReader(settings) { reader throws(CLIFailure) in
             try await reader.runs(job: job, limit: limit)
         }
-        let inCatalog = settings.catalog?.jobs.contains { $0.name == job } ?? false
-        if !known && !inCatalog {
-            throw CLIFailure.runtime(
-                "unknown job '\(job)': not in the catalog and never seen in namespace \(settings.namespace)")
-        }
+        if !known && !settings.catalogLists(job) { throw settings.unknownJob(job) }
         io.out(global.json ? Render.runsJSON(runs) : Render.runsTable(runs))
         return CLIExitCode.ok
     }

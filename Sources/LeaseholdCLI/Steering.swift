@@ -49,7 +49,7 @@ struct Pause: ParsableCommand, CLIRunnable {
                 ]).serialized + "\n")
         } else if changed {
             let effect =
-                Steering.isContinuous(job, settings)
+                settings.catalogRunsContinuously(job)
                 ? "its leader stops the handler at its next safe point and keeps the lease until `leasehold resume \(job)`"
                 : "its leader starts no new run until `leasehold resume \(job)`; a run in progress finishes"
             io.out("paused \(job)\(reason.isEmpty ? "" : " (\(reason))"): \(effect)\n")
@@ -94,7 +94,7 @@ struct Resume: ParsableCommand, CLIRunnable {
             let standing = Steering.since(
                 by: reply.string(2), at: reply.int(3), reason: reply.string(4) ?? "", nowMs: nowMs)
             let effect =
-                Steering.isContinuous(job, settings)
+                settings.catalogRunsContinuously(job)
                 ? "its leader restarts the handler" : "its leader runs the next slot as scheduled"
             io.out("resumed \(job) (it was paused \(standing)): \(effect)\n")
         } else {
@@ -164,12 +164,6 @@ enum Steering {
 
     /// `user@host` for the audit trail: the login name from the environment (USER, then
     /// LOGNAME, then the password database) and the host name.
-    /// Whether the CLI's catalog lists `job` as a continuous job (the wording of the result
-    /// depends on it; a job not in that catalog reads as scheduled).
-    static func isContinuous(_ job: String, _ settings: CLISettings) -> Bool {
-        settings.catalog?.jobs.first { $0.name == job }?.schedule == .continuous
-    }
-
     static func by(environment: [String: String]) -> String {
         var user = environment["USER"] ?? environment["LOGNAME"]
         if user?.isEmpty ?? true, let entry = getpwuid(getuid()), let name = entry.pointee.pw_name {
@@ -189,7 +183,7 @@ enum Steering {
         async throws(CLIFailure) -> SteeringReply
     {
         let keys = settings.keys
-        let inCatalog = settings.catalog?.jobs.contains { $0.name == job } ?? false
+        let inCatalog = settings.catalogLists(job)
         let reply = try await withReader(settings) { reader throws(CLIFailure) in
             try await reader.evaluate(
                 script, keys: [keys.state(job), keys.events(job), keys.jobs],
@@ -199,10 +193,7 @@ enum Steering {
             throw CLIFailure.runtime("Redis error for \(keys.state(job)): \(CLIFailure.oneLine(message))")
         }
         let parsed = SteeringReply(reply)
-        if parsed.code == 0 {
-            throw CLIFailure.runtime(
-                "unknown job '\(job)': not in the catalog and never seen in namespace \(settings.namespace)")
-        }
+        if parsed.code == 0 { throw settings.unknownJob(job) }
         return parsed
     }
 

@@ -287,13 +287,14 @@ public final class LeaseholdService: Service, Sendable {
         state.withLock { current in
             for name in diff.added { current.runners[name] = fresh[name] }
         }
-        let removedSpecs = old.jobs.filter { diff.removed.contains($0.name) }
-        if !diff.removed.isEmpty, !diff.added.isEmpty || !diff.changed.isEmpty {
-            // New and changed jobs apply at once; removed ones keep competing until their
-            // handlers have stopped, so their leases are released only after that.
-            manager.updateJobs((applied.jobs + removedSpecs).map(\.leaseJob))
-        } else if diff.removed.isEmpty {
+        // New and changed jobs apply at once; removed ones stay in the lease layer until their
+        // handlers have stopped (below), so their leases are released only after that.
+        if diff.removed.isEmpty {
             manager.updateJobs(applied.jobs.map(\.leaseJob), catalogDigest: applied.digest)
+        } else if !diff.added.isEmpty || !diff.changed.isEmpty {
+            let removedNames = Set(diff.removed)
+            let removedSpecs = old.jobs.filter { removedNames.contains($0.name) }
+            manager.updateJobs((applied.jobs + removedSpecs).map(\.leaseJob))
         }
         await withTaskGroup(of: Void.self) { group in
             for name in diff.removed {

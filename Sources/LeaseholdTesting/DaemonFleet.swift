@@ -99,7 +99,19 @@ public final class DaemonFleet: Sendable {
 
     /// The fields of `job`'s state hash.
     public func state(_ job: String) async throws -> [String: String] {
-        let flat = try await redis.command("HGETALL", keys.state(job)).array ?? []
+        Self.fields(try await redis.command("HGETALL", keys.state(job)).array ?? [])
+    }
+
+    private func streamEntries(_ key: String) async throws -> [[String: String]] {
+        let reply = try await redis.command("XRANGE", key, "-", "+")
+        return (reply.array ?? []).compactMap { entry in
+            guard let parts = entry.array, parts.count == 2, let flat = parts[1].array else { return nil }
+            return Self.fields(flat)
+        }
+    }
+
+    /// A flat field/value list (HGETALL, a stream entry) as a dictionary.
+    private static func fields(_ flat: [RedisReply]) -> [String: String] {
         var fields: [String: String] = [:]
         var index = 0
         while index + 1 < flat.count {
@@ -107,20 +119,6 @@ public final class DaemonFleet: Sendable {
             index += 2
         }
         return fields
-    }
-
-    private func streamEntries(_ key: String) async throws -> [[String: String]] {
-        let reply = try await redis.command("XRANGE", key, "-", "+")
-        return (reply.array ?? []).compactMap { entry in
-            guard let parts = entry.array, parts.count == 2, let flat = parts[1].array else { return nil }
-            var fields: [String: String] = [:]
-            var index = 0
-            while index + 1 < flat.count {
-                if let key = flat[index].string { fields[key] = flat[index + 1].string ?? "" }
-                index += 2
-            }
-            return fields
-        }
     }
 }
 

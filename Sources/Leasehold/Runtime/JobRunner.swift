@@ -549,13 +549,7 @@ package actor JobRunner {
             let retryAt = stored.retryAtMs ?? nowMs
             if retryAt < slotMs {
                 environment.metrics.nextRunTimestamp(job: spec.name).record(Double(retryAt) / 1000)
-                if retryAt > nowMs {
-                    switch await wait(leadership, until: .now + .milliseconds(retryAt - nowMs), control: control) {
-                    case .stopped: return .stop
-                    case .control: return .again
-                    case .timedOut: break
-                    }
-                }
+                if let step = await waitUntil(retryAt, nowMs: nowMs, leadership, control: control) { return step }
                 if JobSchedule.milliseconds(Date()) >= slotMs { return .again }
                 return await startAndRun(
                     leadership, trigger: .retry, slotMs: stored.retrySlotMs, next: nil, plan: plan, attempt: attempt,
@@ -563,19 +557,26 @@ package actor JobRunner {
             }
         }
         environment.metrics.nextRunTimestamp(job: spec.name).record(Double(startMs) / 1000)
-        if startMs > nowMs {
-            switch await wait(leadership, until: .now + .milliseconds(startMs - nowMs), control: control) {
-            case .stopped: return .stop
-            case .control: return .again
-            case .timedOut: break
-            }
-        }
+        if let step = await waitUntil(startMs, nowMs: nowMs, leadership, control: control) { return step }
         guard let following = plan.schedule.slotMs(after: slotMs, nowMs: JobSchedule.milliseconds(Date())) else {
             return .stop
         }
         return await startAndRun(
             leadership, trigger: .schedule, slotMs: slotMs, next: following, plan: plan, attempt: 1,
             nextSlotMs: following)
+    }
+
+    /// Waits until wall-clock `targetMs` (if it lies ahead of `nowMs`); nil when it came, else
+    /// what the slot loop does instead: stop, or read the state again after a control message.
+    private func waitUntil(
+        _ targetMs: Int64, nowMs: Int64, _ leadership: Leadership, control: OneShot<Void>
+    ) async -> ScheduledStep? {
+        guard targetMs > nowMs else { return nil }
+        switch await wait(leadership, until: .now + .milliseconds(targetMs - nowMs), control: control) {
+        case .stopped: return .stop
+        case .control: return .again
+        case .timedOut: return nil
+        }
     }
 
     /// Starts one run of a scheduled job (fenced, consuming a retry or trigger) and runs it.

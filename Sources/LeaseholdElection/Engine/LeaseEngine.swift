@@ -185,9 +185,6 @@ package struct LeaseEngine: Sendable {
     /// The jobs this member carries (its catalog), in table order.
     package var carriedJobs: [String] { jobs.states.filter { !$0.removed }.map(\.spec.name) }
 
-    /// The job set advertised under `digest`, once known (this member's own included).
-    package func jobSet(ofCatalog digest: String) -> Set<String>? { catalogs[digest] }
-
     /// Whether `member` carries `job`, as far as this member knows: a member of an older
     /// version (no digest) carries everything; one whose set is not known yet carries nothing,
     /// so no handoff goes to a member that may not take the job.
