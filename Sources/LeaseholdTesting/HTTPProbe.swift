@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -17,6 +19,14 @@ public struct HTTPResult: Sendable {
     public var status: Int
     /// The body, decoded as UTF-8.
     public var body: String
+}
+
+/// `httpGet(port:path:)` on a thread of its own, for async tests: a blocking socket (up to its
+/// 5 s timeout) must not hold one of the test process's cooperative threads.
+public func httpGetOffPool(port: Int, path: String) async -> HTTPResult? {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: httpGet(port: port, path: path)) }.start()
+    }
 }
 
 /// `GET path` on 127.0.0.1:`port`; nil if nothing answers (yet).

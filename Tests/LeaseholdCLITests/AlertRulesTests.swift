@@ -6,8 +6,7 @@ import Testing
 /// a typo in a metric name or a rule that never fires must fail here, not in production.
 @Suite("Docs/alerts rules and dashboard")
 struct AlertRulesTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+    static let root = ExternalTool.repositoryRoot
     static let alerts = root.appendingPathComponent("Docs/alerts")
     static let rulesPath = alerts.appendingPathComponent("leasehold.rules.yml").path
 
@@ -26,34 +25,20 @@ struct AlertRulesTests {
         try expr.matches(of: Regex("leasehold_[a-z_]+")).map { String(expr[$0.range]) }
     }
 
-    static let promtool: String? = {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/promtool" }.first {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }
-    }()
+    /// promtool (Debian package `prometheus`), if installed.
+    static let promtool = ExternalTool("promtool")
 
     /// Runs promtool in Docs/alerts; returns its exit code and output.
-    static func run(_ arguments: [String]) throws -> (code: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(promtool))
-        process.arguments = arguments
-        process.currentDirectoryURL = alerts
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    static func run(_ arguments: [String]) async throws -> (code: Int32, output: String) {
+        try await #require(promtool).run(arguments, in: alerts)
     }
 
     @Test(.enabled(if: promtool != nil, "promtool is not installed (Debian: apt-get install prometheus)"))
-    func promtoolChecksAndUnitTestsTheRules() throws {
-        let check = try Self.run(["check", "rules", "leasehold.rules.yml"])
+    func promtoolChecksAndUnitTestsTheRules() async throws {
+        let check = try await Self.run(["check", "rules", "leasehold.rules.yml"])
         #expect(check.code == 0, "\(check.output)")
         // The unit tests pin the per-member aggregation: a standby's leasehold_leader 0 is no alert.
-        let test = try Self.run(["test", "rules", "leasehold.rules.test.yml"])
+        let test = try await Self.run(["test", "rules", "leasehold.rules.test.yml"])
         #expect(test.code == 0, "\(test.output)")
     }
 

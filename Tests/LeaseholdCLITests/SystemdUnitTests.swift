@@ -4,18 +4,13 @@ import Testing
 /// The shipped systemd unit, checked by systemd's own parser where it is installed.
 @Suite("Docs/systemd/leaseholdd.service")
 struct SystemdUnitTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+    static let root = ExternalTool.repositoryRoot
     static let unit = root.appendingPathComponent("Docs/systemd/leaseholdd.service")
     static let installedBinary = "/usr/local/bin/leaseholdd"
 
     /// `systemd-analyze` on this machine, if any. It parses units without a running systemd,
     /// so it works in containers too.
-    static let analyze: String? = {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/bin"]
-        return directories.map { $0 + "/systemd-analyze" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
+    static let analyze = ExternalTool("systemd-analyze")
 
     /// The unit's `Key=value` lines of one section.
     static func settings(_ text: String, section: String) -> [(key: String, value: String)] {
@@ -59,38 +54,30 @@ struct SystemdUnitTests {
     /// and /usr/local/bin/leaseholdd is not installed on a build machine. Every other line
     /// is verified as shipped.
     @Test(.enabled(if: analyze != nil, "systemd-analyze is not installed"))
-    func systemdAnalyzeVerifyAcceptsTheUnit() throws {
+    func systemdAnalyzeVerifyAcceptsTheUnit() async throws {
         let text = try String(contentsOf: Self.unit, encoding: .utf8)
         let built = Self.root.appendingPathComponent(".build/debug/leaseholdd").path
         let binary = FileManager.default.isExecutableFile(atPath: built) ? built : "/bin/true"
         let copy = text.replacingOccurrences(
             of: "ExecStart=\(Self.installedBinary) ", with: "ExecStart=\(binary) ")
         #expect(copy != text)
-        let result = try Self.verify(copy)
+        let result = try await Self.verify(copy)
         #expect(result.status == 0, "\(result.output)")
         #expect(!result.output.contains("leaseholdd.service"), "systemd-analyze complained:\n\(result.output)")
 
         // The check can fail: a misspelt key is reported against the unit.
-        let broken = try Self.verify(copy.replacingOccurrences(of: "KillMode=", with: "KilMode="))
+        let broken = try await Self.verify(copy.replacingOccurrences(of: "KillMode=", with: "KilMode="))
         #expect(broken.output.contains("leaseholdd.service"), "\(broken.output)")
     }
 
-    static func verify(_ unitText: String) throws -> (status: Int32, output: String) {
+    static func verify(_ unitText: String) async throws -> (status: Int32, output: String) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "leasehold-unit-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("leaseholdd.service")
         try unitText.write(to: path, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(analyze))
-        process.arguments = ["verify", "--man=no", path.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let result = try await #require(analyze).run(["verify", "--man=no", path.path])
+        return (result.code, result.output)
     }
 }

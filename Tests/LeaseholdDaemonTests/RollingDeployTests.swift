@@ -188,8 +188,10 @@ struct RollingDeployTests {
         try await Task.sleep(for: Self.ttl * 2)
         #expect(try await holders(jobsNow) == before)
         for name in names { #expect(members[name]!.isRunning, "\(name) died:\n\(members[name]!.logTail())") }
-        let metrics = try await eventually("reload counters", within: .seconds(10)) { () -> String? in
-            guard let result = httpGet(port: port, path: "/metrics"), result.status == 200 else { return nil }
+        let metrics = try await eventually("reload counters", within: .seconds(10)) { () async -> String? in
+            guard let result = await httpGetOffPool(port: port, path: "/metrics"), result.status == 200 else {
+                return nil
+            }
             return result.body
         }
         #expect(metrics.contains(#"leasehold_catalog_reloads_total{result="failure"} 1"#), "\(metrics)")

@@ -35,11 +35,9 @@ struct RunControlTests {
         try await fleet.runs(job).filter { ($0.started ?? 0) > ms }
     }
 
-    /// `GET /metrics` on a thread of its own (a blocking socket never holds the cooperative pool).
+    /// `GET /metrics`, off the cooperative pool.
     static func metrics(port: Int) async -> String? {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: httpGet(port: port, path: "/metrics")?.body) }.start()
-        }
+        await httpGetOffPool(port: port, path: "/metrics")?.body
     }
 
     @Test func pauseStopsRunsOnEveryMemberAcrossAFailoverAndResumeRestartsThem() async throws {
