@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-lease_of() { redis-cli -p "$PORT" GET "$NS:{$1}:lease"; }
+lease_of() { redis-cli -p "$PORT" GET "{$NS}:{$1}:lease"; }
 leader_of() { lease_of "$1" | sed 's/@.*//'; }
 member_pid() { case "$1" in demo-1) echo "${PIDS[0]}";; demo-2) echo "${PIDS[1]}";; demo-3) echo "${PIDS[2]}";; esac; }
 wait_for() {  # wait_for SECONDS COMMAND...: polls until the command succeeds
@@ -53,7 +53,7 @@ for i in 1 2 3; do
 done
 
 say "waiting for placement to settle (leadership spreads over the members)"
-wait_for 30 bash -c "for j in heartbeat disk-report nightly-cleanup queue-consumer; do [ -n \"\$(redis-cli -p $PORT GET '$NS:{'\$j'}:lease')\" ] || exit 1; done"
+wait_for 30 bash -c "for j in heartbeat disk-report nightly-cleanup queue-consumer; do [ -n \"\$(redis-cli -p $PORT GET '{$NS}:{'\$j'}:lease')\" ] || exit 1; done"
 sleep 12
 cli status
 
@@ -63,7 +63,7 @@ OLD=$(lease_of "$JOB")
 say "kill -9 $VICTIM, the leader of $JOB (lease 5s): a standby takes over after the TTL"
 kill -KILL "$(member_pid "$VICTIM")"
 START=$(date +%s.%N)
-wait_for 20 bash -c "v=\$(redis-cli -p $PORT GET '$NS:{$JOB}:lease'); [ -n \"\$v\" ] && [ \"\$v\" != '$OLD' ]"
+wait_for 20 bash -c "v=\$(redis-cli -p $PORT GET '{$NS}:{$JOB}:lease'); [ -n \"\$v\" ] && [ \"\$v\" != '$OLD' ]"
 END=$(date +%s.%N)
 echo "new lease: $(lease_of "$JOB") (was $OLD), after $(python3 -c "print(f'{$END-$START:.2f}')") s"
 cli status

@@ -87,7 +87,7 @@ enum FootprintScenario {
         for (i, daemon) in daemons.enumerated() {
             var held = 0
             for j in 0..<jobs {
-                if let value = try? await probe.send(["GET", "leasehold:{job-\(j)}:lease"]).string,
+                if let value = try? await probe.send(["GET", "{leasehold}:{job-\(j)}:lease"]).string,
                     value.hasPrefix("\(daemon.name)@")
                 {
                     held += 1

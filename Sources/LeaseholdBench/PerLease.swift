@@ -39,7 +39,7 @@ final class PerLeaseMember: Sendable {
         self.namespace = namespace
     }
 
-    func key(_ job: String) -> String { "\(namespace):{\(job)}:lease" }
+    func key(_ job: String) -> String { "{\(namespace)}:{\(job)}:lease" }
 
     func start(attemptPhase: Duration) {
         let t = Task { await self.loop(attemptPhase: attemptPhase) }

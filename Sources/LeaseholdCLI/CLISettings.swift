@@ -67,8 +67,9 @@ package struct CLISettings: Sendable {
             throw CLIFailure.usage(error.message)
         }
         let ns = namespace ?? catalog?.namespace ?? defaultNamespace
-        guard !ns.isEmpty, ns.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
-            throw CLIFailure.usage("invalid namespace '\(ns)': expected printable ASCII without spaces")
+        // Braces would break the namespace's hash tag ({ns}) that every key starts with.
+        guard !ns.isEmpty, ns.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != 0x7b && $0 != 0x7d }) else {
+            throw CLIFailure.usage("invalid namespace '\(ns)': expected printable ASCII without spaces or braces")
         }
         return CLISettings(endpoint: endpoint, namespace: ns, catalog: catalog)
     }
@@ -88,7 +89,7 @@ extension CLISettings {
         catalog?.jobs.first { $0.name == job }?.schedule == .continuous
     }
 
-    /// The failure for a job neither the catalog nor Redis (`ns:jobs`) knows: a typo must not
+    /// The failure for a job neither the catalog nor Redis (`{ns}:jobs`) knows: a typo must not
     /// read as an empty history or create state no member runs.
     func unknownJob(_ job: String) -> CLIFailure {
         .runtime("unknown job '\(job)': not in the catalog and never seen in namespace \(namespace)")

@@ -193,7 +193,7 @@ struct Release: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
         abstract: "Ask a job's leader to hand it over at its next safe point (or --force: delete the lease, unsafe).",
         discussion: """
-            Without --force the leader's handoff set (ns:member:<member>:handoff) gets the job; the \
+            Without --force the leader's handoff set ({ns}:member:<member>:handoff) gets the job; the \
             leader reads it with its next heartbeat and releases between runs, then stands back for the \
             job's stability window (at least its lease TTL) so that another member takes the job, even \
             when the released member is the job's rendezvous choice; after that window placement may \

@@ -8,7 +8,7 @@ struct Prune: ParsableCommand, CLIRunnable {
         abstract: "Delete the Redis keys of jobs no live member carries (never their fence keys).",
         discussion: """
             A job no live member carries (it left the fleet's catalogs) keeps its lease, state, \
-            events and runs keys and its ns:jobs entry until pruned. Prune deletes those, never the \
+            events and runs keys and its {ns}:jobs entry until pruned. Prune deletes those, never the \
             fence key, so fencing tokens keep rising if the job comes back. It skips a job whose lease \
             key exists, and deletes nothing while no member is live or while a live member's job set \
             is unknown (an older version without a catalog digest). Each job is checked again and \
@@ -61,7 +61,7 @@ struct PrunePlan {
         var job: String
         /// The keys deleted (or that exist now, for a dry run): state, events, runs.
         var keys: [String]
-        /// Whether the job's entry in `ns:jobs` was (or would be) removed.
+        /// Whether the job's entry in `{ns}:jobs` was (or would be) removed.
         var jobsSetEntry: Bool
     }
 

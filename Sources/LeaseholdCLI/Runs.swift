@@ -6,7 +6,7 @@ struct Runs: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
         abstract: "A job's latest runs, newest first: slot, start, finish, duration, result, attempt, trigger.",
         discussion: """
-            Reads ns:{job}:runs, where the leader records each run's start and finish. A start \
+            Reads {ns}:{job}:runs, where the leader records each run's start and finish. A start \
             with no finish is a run in progress (RESULT running) or one whose leader died \
             (unfinished; null in JSON). The stream is capped, so the oldest runs fall off.
             """)
@@ -171,7 +171,7 @@ package enum RunPairing {
 
 extension SnapshotReader {
     /// The latest `limit` runs of a job, newest first, and whether the job is known to Redis
-    /// (in `ns:jobs`, or with any run recorded). Reads the stream backwards in pages until it
+    /// (in `{ns}:jobs`, or with any run recorded). Reads the stream backwards in pages until it
     /// has `limit` starts or reaches the beginning.
     package func runs(job: String, limit: Int) async throws(CLIFailure) -> (runs: JobRuns, known: Bool) {
         // A run is two entries; the extra room covers finishes of older runs read on the way.

@@ -7,9 +7,9 @@ package struct ClusterSnapshot: Sendable, Hashable {
     package var nowMs: Int64
     /// The key namespace.
     package var namespace: String
-    /// Jobs from the catalog and from `ns:jobs`, sorted by name.
+    /// Jobs from the catalog and from `{ns}:jobs`, sorted by name.
     package var jobs: [JobStatus]
-    /// Every member in `ns:members` (live or not), sorted by name.
+    /// Every member in `{ns}:members` (live or not), sorted by name.
     package var members: [MemberStatus]
     /// The catalog digests live members advertise, sorted by digest.
     package var catalogs: [CatalogAdvert]
@@ -26,7 +26,7 @@ package struct ClusterSnapshot: Sendable, Hashable {
     }
 
     /// Live members whose job set is unknown: an older version without a `catalog` field, or
-    /// a digest whose `ns:catalog:<digest>` set cannot be read. Each counts as carrying every
+    /// a digest whose `{ns}:catalog:<digest>` set cannot be read. Each counts as carrying every
     /// job, so while one is live no job is "not carried" and `prune` deletes nothing.
     package var membersOfUnknownCatalog: [MemberStatus] {
         let unreadable = Set(catalogs.filter { $0.jobs == nil }.map(\.digest))
@@ -42,7 +42,7 @@ package struct CatalogAdvert: Sendable, Hashable {
     package var digest: String
     /// The live members advertising it, sorted.
     package var members: [String]
-    /// The job names in `ns:catalog:<digest>`; nil when the set is missing, empty or not a set
+    /// The job names in `{ns}:catalog:<digest>`; nil when the set is missing, empty or not a set
     /// (then the members advertising it count as carrying every job).
     package var jobs: Set<String>?
     /// Why `jobs` is nil, for the operator.
@@ -138,7 +138,7 @@ package struct JobStatus: Sendable, Hashable {
     package var name: String
     /// Whether the catalog lists it.
     package var inCatalog: Bool
-    /// Whether `ns:jobs` lists it (some member has acquired it at least once).
+    /// Whether `{ns}:jobs` lists it (some member has acquired it at least once).
     package var inRedis: Bool
     /// The current leader; nil when the lease key does not exist.
     package var leader: LeaderInfo?

@@ -12,8 +12,8 @@ struct Pause: ParsableCommand, CLIRunnable {
         abstract:
             "Pause a job: its leader starts no scheduled run until `leasehold resume` (a run in progress goes on).",
         discussion: """
-            Writes paused=1 (with paused_reason, paused_by, paused_at) into ns:{job}:state, appends \
-            a `paused` event to the job's audit trail and publishes the job name on ns:control, in \
+            Writes paused=1 (with paused_reason, paused_by, paused_at) into {ns}:{job}:state, appends \
+            a `paused` event to the job's audit trail and publishes the job name on {ns}:control, in \
             one script. Pausing a paused job changes nothing (exit 0). The pause outlives leaders, \
             restarts and deploys: it is state in Redis, not in any member.
             """)
@@ -66,8 +66,8 @@ struct Resume: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
         abstract: "Resume a paused job: its leader restarts a continuous handler or runs the next slot.",
         discussion: """
-            Deletes paused, paused_reason, paused_by and paused_at from ns:{job}:state, appends a \
-            `resumed` event and publishes the job name on ns:control, in one script. Resuming a job \
+            Deletes paused, paused_reason, paused_by and paused_at from {ns}:{job}:state, appends a \
+            `resumed` event and publishes the job name on {ns}:control, in one script. Resuming a job \
             that is not paused changes nothing (exit 0).
             """)
 
@@ -108,8 +108,8 @@ struct Trigger: ParsableCommand, CLIRunnable {
     static let configuration = CommandConfiguration(
         abstract: "Ask a job's leader to start one run now, outside its schedule.",
         discussion: """
-            Writes trigger_requested (Redis ms), trigger_by and trigger_forced into ns:{job}:state, \
-            appends a `triggered` event and publishes the job name on ns:control, in one script; the \
+            Writes trigger_requested (Redis ms), trigger_by and trigger_forced into {ns}:{job}:state, \
+            appends a `triggered` event and publishes the job name on {ns}:control, in one script; the \
             leader starts the run and clears the request. The schedule is unchanged. Triggers \
             requested before the leader consumes one coalesce into one run. A paused job is \
             refused (exit 1) unless --force: then it runs once and stays paused.
@@ -234,9 +234,9 @@ struct SteeringReply {
 /// audit trail never misses a change. Time is Redis `TIME`, the clock every member and
 /// `status` use.
 ///
-/// Common KEYS: state hash, events stream, `ns:jobs`. Common ARGV: job, control channel,
+/// Common KEYS: state hash, events stream, `{ns}:jobs`. Common ARGV: job, control channel,
 /// '1' when the CLI's catalog lists the job, events maxlen. A job in neither the catalog nor
-/// `ns:jobs` replies `{0}`.
+/// `{ns}:jobs` replies `{0}`.
 enum SteeringScripts {
     /// Lua shared by every script: the unknown-job check and `now_s`.
     static let prologue = """

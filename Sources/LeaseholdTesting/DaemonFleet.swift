@@ -122,7 +122,7 @@ public final class DaemonFleet: Sendable {
     }
 }
 
-/// One entry of `ns:{job}:runs`.
+/// One entry of `{ns}:{job}:runs`.
 public struct RunRecord: Sendable, CustomStringConvertible {
     /// Every field of the entry.
     public var fields: [String: String]

@@ -190,7 +190,7 @@ struct CLIFleetChangeTests {
         #expect(dry.code == 0, "\(dry.err)")
         #expect(
             dry.out.contains(
-                "would prune retired: would delete fp:{retired}:state, fp:{retired}:events, fp:{retired}:runs; would remove from fp:jobs"
+                "would prune retired: would delete {fp}:{retired}:state, {fp}:{retired}:events, {fp}:{retired}:runs; would remove from {fp}:jobs"
             ), "\(dry.out)")
         #expect(dry.out.contains("skipped retired-held: its lease is held by m3 (token 42)"))
         #expect(dry.out.contains("nothing deleted"))
@@ -251,7 +251,7 @@ struct CLIFleetChangeTests {
         #expect(result.code == 0, "\(result.err)")
         #expect(
             result.out == """
-                pruned retired: deleted ft:{retired}:state, ft:{retired}:events, ft:{retired}:runs; removed from ft:jobs
+                pruned retired: deleted {ft}:{retired}:state, {ft}:{retired}:events, {ft}:{retired}:runs; removed from {ft}:jobs
                 skipped retired-held: its lease is held by m3 (token 42)
                 pruned 1 job, skipped 1; fence keys kept, so tokens keep rising if a job comes back
 
@@ -277,13 +277,13 @@ struct CLIFleetChangeTests {
         let unknownSet = await missing.run(["prune", "--yes"])
         #expect(unknownSet.code == 1)
         #expect(
-            unknownSet.err.contains("m1 advertises catalog \(FleetFixture.digestA) but fo2:catalog:"),
+            unknownSet.err.contains("m1 advertises catalog \(FleetFixture.digestA) but {fo2}:catalog:"),
             "\(unknownSet.err)")
         #expect(try await missing.exists(missing.keys.state("retired")))
         let status = await missing.run(["status"])
         #expect(
             status.out.contains(
-                "problem: catalog \(FleetFixture.digestA): fo2:catalog:\(FleetFixture.digestA) does not exist; m1 counted as carrying every job"
+                "problem: catalog \(FleetFixture.digestA): {fo2}:catalog:\(FleetFixture.digestA) does not exist; m1 counted as carrying every job"
             ), "\(status.out)")
 
         // No live member: the expired m3 says nothing about today's fleet.

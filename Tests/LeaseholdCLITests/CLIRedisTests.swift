@@ -74,7 +74,7 @@ struct CLIRedisTests {
                 let expires = try #require((leader["expires_in_ms"] as? NSNumber)?.int64Value)
                 #expect(expires > 0 && expires <= 2_000)
                 // The lease value in Redis says the same.
-                let value = try await server.command("GET", "\(ns):{\(name)}:lease").string
+                let value = try await server.command("GET", "{\(ns)}:{\(name)}:lease").string
                 #expect(value?.hasPrefix("\(member)@") == true)
                 #expect(value?.hasSuffix(":\(token)") == true)
                 let preferred = try #require(row["preferred"] as? String)
@@ -204,7 +204,7 @@ struct CLIRedisTests {
                 winner, redis: server.configuration(), jobs: [job], options: cliMember(winner, namespace: ns)
             ) { second in
                 _ = try await eventually("\(winner) heartbeats") { () -> Bool? in
-                    let r = try await server.command("ZSCORE", "\(ns):members", winner)
+                    let r = try await server.command("ZSCORE", "{\(ns)}:members", winner)
                     return r.isNull ? nil : true
                 }
 
@@ -253,7 +253,7 @@ struct CLIRedisTests {
                 other, redis: server.configuration(), jobs: [job], options: cliMember(other, namespace: ns)
             ) { second in
                 _ = try await eventually("\(other) heartbeats") { () -> Bool? in
-                    try await server.command("ZSCORE", "\(ns):members", other).isNull ? nil : true
+                    try await server.command("ZSCORE", "{\(ns)}:members", other).isNull ? nil : true
                 }
                 let asked = await cliRun(["release", name, "--config", config])
                 #expect(asked.code == 0, "\(asked.err)")
@@ -271,11 +271,11 @@ struct CLIRedisTests {
 
     @Test func forceWithoutTerminalOrYesIsRefused() async throws {
         let server = try await RedisServerProcess()
-        _ = try await server.command("SET", "leasehold:{j}:lease", "m9@abc:7", "PX", "60000")
+        _ = try await server.command("SET", "{leasehold}:{j}:lease", "m9@abc:7", "PX", "60000")
         let refused = await cliRun(["release", "j", "--force", "--redis", server.url])
         #expect(refused.code == 2)
         #expect(refused.err.contains("--yes"))
-        #expect(try await server.command("GET", "leasehold:{j}:lease").string == "m9@abc:7")
+        #expect(try await server.command("GET", "{leasehold}:{j}:lease").string == "m9@abc:7")
 
         // On a terminal, a wrong answer changes nothing; the job name confirms.
         let capture = CLICapture()
@@ -283,13 +283,13 @@ struct CLIRedisTests {
             ["release", "j", "--force", "--redis", server.url],
             io: capture.io(stdinIsTerminal: true, readLine: { "no" }))
         #expect(declined == 2)
-        #expect(try await server.command("GET", "leasehold:{j}:lease").isNull == false)
+        #expect(try await server.command("GET", "{leasehold}:{j}:lease").isNull == false)
         let confirmed = await LeaseholdTool.run(
             ["release", "j", "--force", "--redis", server.url],
             io: CLICapture().io(stdinIsTerminal: true, readLine: { "j" }))
         #expect(confirmed == 0)
-        #expect(try await server.command("GET", "leasehold:{j}:lease").isNull)
-        #expect(try await server.command("HGET", "leasehold:{j}:state", "holder").string == "")
+        #expect(try await server.command("GET", "{leasehold}:{j}:lease").isNull)
+        #expect(try await server.command("HGET", "{leasehold}:{j}:state", "holder").string == "")
         let history = try cliJSON(await cliRun(["history", "j", "--redis", server.url, "--json"]).out)
         let event = try #require((history["events"] as? [[String: Any]])?.last)
         #expect(event["type"] as? String == "forced_release")
@@ -317,7 +317,7 @@ struct CLIRedisTests {
 
     @Test func aPasswordFileAuthenticatesTheCLI() async throws {
         let server = try await RedisServerProcess(.init(password: "s3cret"))
-        _ = try await server.command("SET", "leasehold:{j}:lease", "m9@abc:7", "PX", "60000")
+        _ = try await server.command("SET", "{leasehold}:{j}:lease", "m9@abc:7", "PX", "60000")
         let file = try cliTempFile("s3cret\n")
         chmod(file, 0o600)
         let catalog = try cliTempFile("version: 1\njobs:\n  - { name: j, handler: log, schedule: { every: 1h } }\n")
@@ -344,8 +344,8 @@ struct CLIRedisTests {
 
     @Test func statusNamesAKeyOfTheWrongTypeInsteadOfFailing() async throws {
         let server = try await RedisServerProcess()
-        _ = try await server.command("LPUSH", "leasehold:{broken}:events", "x")
-        _ = try await server.command("HSET", "leasehold:{broken2}:lease", "a", "b")
+        _ = try await server.command("LPUSH", "{leasehold}:{broken}:events", "x")
+        _ = try await server.command("HSET", "{leasehold}:{broken2}:lease", "a", "b")
         let catalog = try cliTempFile(
             "version: 1\njobs:\n  - { name: broken, handler: log, schedule: { every: 1h } }\n"
                 + "  - { name: broken2, handler: log, schedule: { every: 1h } }\n"
@@ -355,12 +355,12 @@ struct CLIRedisTests {
         let jobs = try #require(try cliJSON(json.out)["jobs"] as? [[String: Any]])
         let problems = Dictionary(
             uniqueKeysWithValues: jobs.map { ($0["name"] as? String ?? "", $0["problem"] as? String) })
-        #expect(problems["broken"]??.contains("leasehold:{broken}:events holds a list, expected a stream") == true)
-        #expect(problems["broken2"]??.contains("leasehold:{broken2}:lease") == true, "\(problems)")
+        #expect(problems["broken"]??.contains("{leasehold}:{broken}:events holds a list, expected a stream") == true)
+        #expect(problems["broken2"]??.contains("{leasehold}:{broken2}:lease") == true, "\(problems)")
         #expect(problems["fine"]! == nil)
         let table = await cliRun(["status", "--config", catalog, "--redis", server.url])
         #expect(table.code == 0)
-        #expect(table.out.contains("problem: broken: leasehold:{broken}:events holds a list, expected a stream"))
+        #expect(table.out.contains("problem: broken: {leasehold}:{broken}:events holds a list, expected a stream"))
     }
 
     @Test func snapshotOfManyJobsTakesFewRoundTrips() async throws {
@@ -371,10 +371,10 @@ struct CLIRedisTests {
         var commands: [[String]] = []
         for i in 0..<count {
             let job = "job-\(i)"
-            commands.append(["SADD", "leasehold:jobs", job])
-            if i % 2 == 0 { commands.append(["SET", "leasehold:{\(job)}:lease", "m1@aa:\(i + 1)", "PX", "60000"]) }
+            commands.append(["SADD", "{leasehold}:jobs", job])
+            if i % 2 == 0 { commands.append(["SET", "{leasehold}:{\(job)}:lease", "m1@aa:\(i + 1)", "PX", "60000"]) }
             commands.append([
-                "HSET", "leasehold:{\(job)}:state", "last_run_started", "1000", "last_run_finished", "1500",
+                "HSET", "{leasehold}:{\(job)}:state", "last_run_started", "1000", "last_run_finished", "1500",
                 "last_result", "ok", "last_duration_ms", "500", "released_at", "2000",
             ])
         }

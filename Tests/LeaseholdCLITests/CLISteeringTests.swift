@@ -75,7 +75,7 @@ struct CLISteeringTests {
         let keys = LeaseKeys(namespace: ns)
         let state = keys.state("nightly")
         let channel = keys.controlChannel
-        #expect(channel == "steer:control")
+        #expect(channel == "{steer}:control")
         let env = ["USER": "alice"]
         let by = Steering.by(environment: env)
         #expect(by.hasPrefix("alice@") && by.count > "alice@".count)
@@ -200,12 +200,12 @@ struct CLISteeringTests {
             #expect(result.out == "")
         }
         // Nothing was written for the unknown job.
-        #expect(try await server.command("EXISTS", "uk:{ghost}:state", "uk:{ghost}:events").integer == 0)
+        #expect(try await server.command("EXISTS", "{uk}:{ghost}:state", "{uk}:{ghost}:events").integer == 0)
         // A job only Redis knows (ns:jobs, from a member's catalog) can be steered without a catalog.
-        _ = try await server.command("SADD", "leasehold:jobs", "remote")
+        _ = try await server.command("SADD", "{leasehold}:jobs", "remote")
         let remote = await cliRun(["pause", "remote", "--redis", server.url])
         #expect(remote.code == 0, "\(remote.err)")
-        #expect(try await server.command("HGET", "leasehold:{remote}:state", "paused").string == "1")
+        #expect(try await server.command("HGET", "{leasehold}:{remote}:state", "paused").string == "1")
         // A catalog job that never ran has no runs yet: an empty list, not an error.
         let empty = await cliRun(["runs", "known", "--config", config])
         #expect(empty.code == 0 && empty.out == "no runs recorded for job known\n")
@@ -230,7 +230,7 @@ struct CLISteeringTests {
     @Test func runsPairsTheStreamNewestFirst() async throws {
         let server = try await RedisServerProcess()
         let now = try #require(SnapshotReader.timeMs(try await server.command("TIME")))
-        let key = "leasehold:{billing}:runs"
+        let key = "{leasehold}:{billing}:runs"
         // Oldest first, as members append; explicit ids keep the order.
         for (offset, fields) in cliRunEntries(now: now).reversed().enumerated() {
             var command = ["XADD", key, "\(offset + 1)-0"]
@@ -238,7 +238,7 @@ struct CLISteeringTests {
             _ = try await server.command(command)
         }
         _ = try await server.command(
-            "HSET", "leasehold:{billing}:state", "running", "1", "last_run_token", "7", "last_run_started",
+            "HSET", "{leasehold}:{billing}:state", "running", "1", "last_run_token", "7", "last_run_started",
             String(now - 5_000))
         let result = await cliRun(["runs", "billing", "--redis", server.url, "--json"])
         #expect(result.code == 0, "\(result.err)")
@@ -275,11 +275,11 @@ struct CLISteeringTests {
         let config = try cliCatalog(server: server, namespace: "sn", jobs: ["held", "plain"])
         let now = try #require(SnapshotReader.timeMs(try await server.command("TIME")))
         _ = try await server.command(
-            "HSET", "sn:{held}:state", "paused", "1", "paused_reason", "audit", "paused_by", "bob@ops",
+            "HSET", "{sn}:{held}:state", "paused", "1", "paused_reason", "audit", "paused_by", "bob@ops",
             "paused_at", String(now - 60_000), "next_run_at", String(now + 3_600_000), "last_success_at",
             String(now - 86_400_000))
         // A resumed job may carry paused=0 (contract: absent or "0").
-        _ = try await server.command("HSET", "sn:{plain}:state", "paused", "0")
+        _ = try await server.command("HSET", "{sn}:{plain}:state", "paused", "0")
         let json = try cliJSON(await cliRun(["status", "--config", config, "--json"]).out)
         let rows = try #require(json["jobs"] as? [[String: Any]])
         let held = try #require(rows.first { $0["name"] as? String == "held" })

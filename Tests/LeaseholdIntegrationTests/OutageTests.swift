@@ -212,9 +212,11 @@ struct OutageTests {
             let recovered = try #require(acquisitions.first)
             let recovery = max(.zero, recovered.at - backAt)
             report(
-                "kill: Redis down \(Int(milliseconds(backAt - outageStart))) ms; led again \(Int(milliseconds(recovery))) ms after Redis answered (bound TTL + renew = \(Int(milliseconds(outageTiming.ttl + outageTiming.renewEvery))) ms + slack); token \(token) -> \(recovered.grant.token)"
+                "kill: Redis down \(Int(milliseconds(backAt - outageStart))) ms; led again \(Int(milliseconds(recovery))) ms after Redis answered (bound quarantine + TTL + renew = \(Int(milliseconds(outageTiming.ttl * 2 + outageTiming.renewEvery))) ms + slack); token \(token) -> \(recovered.grant.token)"
             )
-            #expect(recovery <= outageTiming.ttl + outageTiming.renewEvery + .seconds(3), "recovery took \(recovery)")
+            // The restart lost the namespace epoch: one TTL of quarantine comes first.
+            #expect(
+                recovery <= outageTiming.ttl * 2 + outageTiming.renewEvery + .seconds(3), "recovery took \(recovery)")
             #expect(
                 recovered.grant.token > token,
                 "token went from \(token) to \(recovered.grant.token) across a restart that lost the fence")
@@ -263,6 +265,10 @@ struct OutageTests {
             await redis.kill()
             try await redis.restart()
             let restarted = ContinuousClock.now
+            // No renewal of the old token can succeed any more: this is its final validity.
+            let oldGrant = try #require(samples.last(leader.name, job))
+            #expect(oldGrant.token == token)
+            let lastValidity = oldGrant.validUntil
             try await eventually("the old leader to notice the restart", within: .seconds(10)) {
                 !leader.losses(job).isEmpty
             }
@@ -284,6 +290,13 @@ struct OutageTests {
             }[0]
             report(
                 "quick restart: old leader lost (\(loss.reason.rawValue)) \(Int(milliseconds(loss.at - outageStart))) ms after the restart began; led again after \(Int(milliseconds(next.at - outageStart))) ms; token \(token) -> \(next.grant.token)"
+            )
+            // The restart quarantine: nobody may take the lease while the old leader's validity
+            // (from the send of its last successful renewal) may still run, even though the old
+            // leader hears of the loss only at its next renewal.
+            #expect(
+                next.at >= lastValidity,
+                "overlap: a new leader \(Int(milliseconds(lastValidity - next.at))) ms before the old leader's validity ended"
             )
             #expect(
                 next.grant.token > token,

@@ -20,7 +20,7 @@ struct TokenAndOutageTests {
             }
 
             // Lose every fence counter, then force new leaderships.
-            let fences = try await server.command("KEYS", "\(namespace):*:fence").array?.compactMap(\.string) ?? []
+            let fences = try await server.command("KEYS", "{\(namespace)}:*:fence").array?.compactMap(\.string) ?? []
             #expect(fences.count == names.count)
             #expect(try await server.command(["DEL"] + fences).integer == Int64(names.count))
             await alpha.stop()

@@ -200,8 +200,13 @@ struct FuzzTests {
         ]
         for (reply, count) in cases { decodeAll(reply, count: count) }
         // A well-formed reply still decodes.
-        let good = RedisReply.array([.integer(5), .array([.integer(2), .bulk(Array("7".utf8))])])
-        #expect((try? Self.codec.decodeAcquire(good, count: 1))?.outcomes == [.alreadyHeld(token: 7)])
+        let good = RedisReply.array([
+            .integer(5), .bulk(Array("17".utf8)), .bulk(Array("0".utf8)),
+            .array([.integer(2), .bulk(Array("7".utf8))]),
+        ])
+        let decoded = try? Self.codec.decodeAcquire(good, count: 1)
+        #expect(decoded?.outcomes == [.alreadyHeld(token: 7)])
+        #expect(decoded?.epoch == NamespaceEpoch(id: "17", quarantineUntilMs: 0))
     }
 }
 

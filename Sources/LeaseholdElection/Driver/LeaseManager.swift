@@ -104,6 +104,10 @@ public final class LeaseManager: Service, Sendable {
     private let members = Mutex<[MemberInfo]>([])
     private let codec: LeaseScriptCodec
     private let logger: Logger
+    /// The namespace epoch as the last script reply reported it (nil before the first).
+    private let epoch = Mutex<NamespaceEpoch?>(nil)
+    /// Set by a shutdown, so the wait for an older layout's members ends too.
+    private let stopping = Mutex(false)
 
     /// Creates a manager; nothing happens until `run()`.
     public init(configuration: Configuration, jobs: [LeaseJob], logger: Logger = Logger(label: "leasehold.lease")) {
@@ -164,6 +168,7 @@ public final class LeaseManager: Service, Sendable {
     /// Stops acquiring; `run()` returns once the layer above has released every lease (or
     /// the shutdown timeout passed).
     public func shutdown() {
+        stopping.withLock { $0 = true }
         inputSink.yield(.shutdown)
     }
 
@@ -171,6 +176,7 @@ public final class LeaseManager: Service, Sendable {
     /// job runs any more (for example at the end of your own service's graceful shutdown).
     /// An acquire still in flight is given back as soon as its reply arrives.
     public func releaseAll() {
+        stopping.withLock { $0 = true }
         inputSink.yield(.shutdown)
         inputSink.yield(.releaseAll)
     }
@@ -214,9 +220,11 @@ public final class LeaseManager: Service, Sendable {
                 }
             }
             let graceful = await withGracefulShutdownHandler {
-                await loop(renew: renewConnection, other: commandConnection, group: &group)
-            } onGracefulShutdown: { [inputSink] in
-                inputSink.yield(.shutdown)
+                guard await waitForOlderLayout(on: commandConnection) else { return !Task.isCancelled }
+                return await loop(renew: renewConnection, other: commandConnection, group: &group)
+            } onGracefulShutdown: {
+                self.stopping.withLock { $0 = true }
+                self.inputSink.yield(.shutdown)
             }
             // The listener, timers and calls still in flight are not needed any more.
             group.cancelAll()
@@ -306,6 +314,36 @@ public final class LeaseManager: Service, Sendable {
         }
     }
 
+    /// Waits while members or leases of the key layout before the namespace hash tag are live
+    /// (an older Leasehold in the same namespace, during a rolling upgrade): the two layouts
+    /// would elect two leaders. Checked once a second until none are, then never again; a
+    /// Redis that cannot be asked does not hold the start up (the old layout had no Cluster
+    /// support, and an unreachable Redis grants nothing anyway). Returns false when a shutdown
+    /// or cancellation came first.
+    private func waitForOlderLayout(on connection: RedisConnection) async -> Bool {
+        let keys = configuration.keys
+        var warned = false
+        while !Task.isCancelled && !stopping.withLock({ $0 }) {
+            let legacy = [keys.legacyMembers] + jobs.map { keys.legacyLease($0.name) }
+            guard
+                let reply = try? await connection.evaluate(LeaseScripts.legacyLayout, keys: legacy, arguments: []),
+                let counts = reply.array, counts.count == 2, let members = counts[0].integer,
+                let leases = counts[1].integer, members > 0 || leases > 0
+            else {
+                if warned { logger.notice("no member of the older key layout is live any more: competing for leases") }
+                return true
+            }
+            if !warned {
+                warned = true
+                logger.error(
+                    "members of an older Leasehold (key layout \(keys.namespace):{job}:…) are live in this namespace: not competing for any lease until they stop, since the two layouts would elect leaders independently",
+                    metadata: ["live_members": "\(members)", "leases": "\(leases)"])
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+        return false
+    }
+
     /// Marks this member as gone at once, so the CLI and placement stop counting it live
     /// instead of waiting for its heartbeat to lapse. Best effort: Redis may be down.
     private func leave(on connection: RedisConnection) async {
@@ -320,19 +358,23 @@ public final class LeaseManager: Service, Sendable {
     {
         switch command {
         case .acquire(let id, let requests):
-            let call = codec.acquireCall(requests)
+            let call = codec.acquireCall(requests, epoch: epochArguments())
             return .acquire(
                 id: id,
                 await perform(call, on: connection) { reply throws(LeaseCallFailure) in
-                    try codec.decodeAcquire(reply, count: requests.count)
+                    let decoded = try codec.decodeAcquire(reply, count: requests.count)
+                    observe(decoded.epoch, redisNowMs: decoded.redisNowMs)
+                    return decoded
                 })
         case .renew(let id, let batch):
             var metadata = configuration.member.metadata
             metadata["weight"] = String(configuration.member.weight)
-            let call = codec.renewCall(batch, metadata: metadata)
+            let call = codec.renewCall(batch, metadata: metadata, epoch: epochArguments())
             let started = ContinuousClock.now
             let result = await perform(call, on: connection) { reply throws(LeaseCallFailure) in
-                try codec.decodeRenew(reply, count: batch.leases.count)
+                let decoded = try codec.decodeRenew(reply, count: batch.leases.count)
+                observe(decoded.epoch, redisNowMs: decoded.redisNowMs)
+                return decoded
             }
             configuration.metrics.renewDuration.recordNanoseconds(
                 Int64((ContinuousClock.now - started).secondsValue * 1e9))
@@ -353,6 +395,40 @@ public final class LeaseManager: Service, Sendable {
                 return .fetchCatalog(
                     id: id, .failure(LeaseCallFailure(outcomeUnknown: false, message: error.description)))
             }
+        }
+    }
+
+    /// The epoch this member saw last and the quarantine it asks for on a loss: its longest
+    /// lease TTL, the longest any of its leases (and so any leader's view of one) can outlive
+    /// the data.
+    private func epochArguments() -> EpochArguments {
+        let longest = jobs.map { $0.timing.ttl }.max() ?? .zero
+        return EpochArguments(
+            seen: epoch.withLock { $0?.id } ?? "", quarantineMs: max(1, Int64(longest.secondsValue * 1000)))
+    }
+
+    /// Logs and counts a data loss once per new epoch, and tracks the quarantine gauge.
+    private func observe(_ reported: NamespaceEpoch?, redisNowMs: Int64) {
+        guard let reported else { return }
+        let previous = epoch.withLock { current -> NamespaceEpoch? in
+            defer { current = reported }
+            return current
+        }
+        let quarantineLeft = reported.quarantineUntilMs - redisNowMs
+        configuration.metrics.quarantined.record(quarantineLeft > 0 ? 1 : 0)
+        guard let previous, previous.id != reported.id else { return }
+        configuration.metrics.redisDataLosses.increment()
+        if quarantineLeft > 0 {
+            logger.error(
+                "Redis lost the namespace's data (its epoch changed; a restart without persistence or a flush): no lease is granted until one lease TTL has passed, so no leader of the lost data can still act",
+                metadata: [
+                    "namespace": "\(configuration.keys.namespace)", "quarantine_ms": "\(quarantineLeft)",
+                    "epoch": "\(reported.id)", "previous_epoch": "\(previous.id)",
+                ])
+        } else {
+            logger.error(
+                "Redis lost the namespace's data (its epoch changed) more than one lease TTL ago",
+                metadata: ["namespace": "\(configuration.keys.namespace)", "epoch": "\(reported.id)"])
         }
     }
 

@@ -188,17 +188,35 @@ public enum TakeoverKind: String, Sendable, Hashable {
     case reacquired
 }
 
+/// The namespace epoch as a script reply reports it: written once per namespace, new after
+/// Redis lost its data.
+package struct NamespaceEpoch: Sendable, Hashable {
+    /// The epoch's id (Redis µs when it was written).
+    package var id: String
+    /// Until when (Redis ms) no lease is granted after a data loss; 0 or past for none.
+    package var quarantineUntilMs: Int64
+
+    /// Creates an epoch as a reply reports it.
+    package init(id: String, quarantineUntilMs: Int64) {
+        self.id = id
+        self.quarantineUntilMs = quarantineUntilMs
+    }
+}
+
 /// The decoded reply of an acquire batch.
 package struct AcquireReply: Sendable, Hashable {
     /// Redis time when the script ran (ms).
     package var redisNowMs: Int64
     /// One outcome per request, in order.
     package var outcomes: [AcquireOutcome]
+    /// The namespace epoch the script saw (nil where a test builds the reply).
+    package var epoch: NamespaceEpoch?
 
     /// Creates a reply.
-    package init(redisNowMs: Int64, outcomes: [AcquireOutcome]) {
+    package init(redisNowMs: Int64, outcomes: [AcquireOutcome], epoch: NamespaceEpoch? = nil) {
         self.redisNowMs = redisNowMs
         self.outcomes = outcomes
+        self.epoch = epoch
     }
 }
 
@@ -217,12 +235,16 @@ package struct RenewReply: Sendable, Hashable {
     /// Whether the job set of this member's digest exists in Redis (false after a data loss:
     /// the next tick publishes it again).
     package var catalogPresent: Bool
+    /// The namespace epoch the script saw (nil where a test builds the reply).
+    package var epoch: NamespaceEpoch?
 
     /// Creates a reply.
     package init(
         redisNowMs: Int64, renewed: [Bool], members: [MemberInfo],
-        duplicateIncarnation: String? = nil, handoffRequests: [String] = [], catalogPresent: Bool = true
+        duplicateIncarnation: String? = nil, handoffRequests: [String] = [], catalogPresent: Bool = true,
+        epoch: NamespaceEpoch? = nil
     ) {
+        self.epoch = epoch
         self.redisNowMs = redisNowMs
         self.renewed = renewed
         self.members = members

@@ -50,6 +50,17 @@ public struct LeaseholdMetrics: Sendable {
         Counter(label: "leasehold_redis_errors_total", dimensions: [("operation", operation)], factory: factory)
     }
 
+    /// Counts the times this member found that Redis lost the namespace's data (its epoch
+    /// missing or changed); each starts a quarantine of one lease TTL without grants.
+    public var redisDataLosses: Counter {
+        Counter(label: "leasehold_redis_data_losses_total", factory: factory)
+    }
+
+    /// 1 while the namespace is quarantined after a data loss (no lease is granted), else 0.
+    public var quarantined: Gauge {
+        Gauge(label: "leasehold_quarantined", factory: factory)
+    }
+
     /// The number of live members this member sees.
     public var members: Gauge {
         Gauge(label: "leasehold_members", factory: factory)

@@ -31,12 +31,15 @@ package struct LeaseScriptCodec: Sendable {
         package var operation: String
     }
 
-    /// The call for an acquire batch.
-    package func acquireCall(_ requests: [AcquireRequest]) -> Call {
-        var keyList = [keys.jobs]
-        var args = [owner.description, owner.member, String(eventsMaxLength), String(requests.count)]
-        keyList.reserveCapacity(1 + requests.count * 4)
-        args.reserveCapacity(4 + requests.count * 4)
+    /// The call for an acquire batch; `epoch` is the namespace epoch this member saw last.
+    package func acquireCall(_ requests: [AcquireRequest], epoch: EpochArguments = EpochArguments()) -> Call {
+        var keyList = [keys.jobs, keys.epoch]
+        var args = [
+            owner.description, owner.member, String(eventsMaxLength), String(requests.count), epoch.seen,
+            String(epoch.quarantineMs),
+        ]
+        keyList.reserveCapacity(2 + requests.count * 4)
+        args.reserveCapacity(6 + requests.count * 4)
         for request in requests {
             keyList += [
                 keys.lease(request.job), keys.fence(request.job), keys.state(request.job), keys.events(request.job),
@@ -50,16 +53,19 @@ package struct LeaseScriptCodec: Sendable {
     }
 
     /// The call for a renew batch; `metadata` is written into the member hash.
-    package func renewCall(_ batch: RenewBatch, metadata: [String: String]) -> Call {
+    package func renewCall(
+        _ batch: RenewBatch, metadata: [String: String], epoch: EpochArguments = EpochArguments()
+    ) -> Call {
         var keyList = [
             keys.members, keys.member(owner.member), keys.handoffRequests(owner.member),
-            keys.catalog(batch.catalogDigest),
+            keys.catalog(batch.catalogDigest), keys.epoch,
         ]
         let publish = batch.publishJobs ?? []
         var args = [
             owner.description, owner.member, String(batch.heartbeatTTLMs), owner.incarnation,
             String(batch.previousTickMs), keys.member(""), String(eventsMaxLength), String(batch.leases.count),
-            batch.catalogDigest, String(batch.jobCount), String(publish.count),
+            batch.catalogDigest, String(batch.jobCount), String(publish.count), epoch.seen,
+            String(epoch.quarantineMs),
         ]
         for item in batch.leases {
             keyList += [keys.lease(item.job), keys.events(item.job)]
@@ -103,12 +109,13 @@ package struct LeaseScriptCodec: Sendable {
     /// Decodes an acquire reply for `count` requests.
     package func decodeAcquire(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> AcquireReply {
         let items = try Self.array(reply, what: "acquire reply")
-        guard items.count == count + 1, let now = items[0].integer else {
-            throw Self.malformed("acquire reply has \(items.count) elements, expected \(count + 1)")
+        guard items.count == count + 3, let now = items[0].integer else {
+            throw Self.malformed("acquire reply has \(items.count) elements, expected \(count + 3)")
         }
+        let epoch = try Self.epoch(items[1], items[2])
         var outcomes: [AcquireOutcome] = []
         outcomes.reserveCapacity(count)
-        for item in items.dropFirst() {
+        for item in items.dropFirst(3) {
             let fields = try Self.array(item, what: "acquire outcome")
             switch fields.first?.integer {
             case 1?:
@@ -133,14 +140,14 @@ package struct LeaseScriptCodec: Sendable {
                 throw Self.malformed("unknown acquire outcome")
             }
         }
-        return AcquireReply(redisNowMs: now, outcomes: outcomes)
+        return AcquireReply(redisNowMs: now, outcomes: outcomes, epoch: epoch)
     }
 
     /// Decodes a renew reply for `count` leases.
     package func decodeRenew(_ reply: RedisReply, count: Int) throws(LeaseCallFailure) -> RenewReply {
         let items = try Self.array(reply, what: "renew reply")
-        guard items.count == 6, let now = items[0].integer else {
-            throw Self.malformed("renew reply has \(items.count) elements, expected 6")
+        guard items.count == 8, let now = items[0].integer else {
+            throw Self.malformed("renew reply has \(items.count) elements, expected 8")
         }
         let flags = try Self.array(items[1], what: "renewed flags")
         guard flags.count == count else {
@@ -174,7 +181,14 @@ package struct LeaseScriptCodec: Sendable {
         let requests = try Self.array(items[4], what: "handoff requests").compactMap(\.string)
         return RenewReply(
             redisNowMs: now, renewed: renewed, members: members, duplicateIncarnation: duplicate,
-            handoffRequests: requests, catalogPresent: items[5].integer == 1)
+            handoffRequests: requests, catalogPresent: items[5].integer == 1, epoch: try Self.epoch(items[6], items[7]))
+    }
+
+    private static func epoch(_ id: RedisReply, _ quarantine: RedisReply) throws(LeaseCallFailure) -> NamespaceEpoch {
+        guard let id = id.string, !id.isEmpty, let until = quarantine.integer else {
+            throw malformed("bad namespace epoch")
+        }
+        return NamespaceEpoch(id: id, quarantineUntilMs: until)
     }
 
     /// Decodes a release reply for `count` items.
@@ -200,6 +214,21 @@ package struct LeaseScriptCodec: Sendable {
     private static func malformed(_ detail: String) -> LeaseCallFailure {
         // The script ran, but we cannot tell what it did: treat like a timeout.
         LeaseCallFailure(outcomeUnknown: true, message: "malformed lease script reply: \(detail)")
+    }
+}
+
+/// What a member tells the acquire and renew scripts about the namespace epoch.
+package struct EpochArguments: Sendable, Hashable {
+    /// The epoch id this member saw last ("" before its first reply).
+    package var seen: String
+    /// How long a quarantine this member asks for when it finds the epoch lost: its longest
+    /// lease TTL (ms).
+    package var quarantineMs: Int64
+
+    /// Creates the arguments.
+    package init(seen: String = "", quarantineMs: Int64 = 0) {
+        self.seen = seen
+        self.quarantineMs = quarantineMs
     }
 }
 

@@ -6,16 +6,48 @@ import RedisClient
 /// exceed 2^31 are formatted with `%d` because Lua's default number printing loses digits.
 /// Scripts touch only keys passed in `KEYS`, except the member hashes of pruned members.
 package enum LeaseScripts {
+    /// The namespace epoch, shared by `acquire` and `renew`: `epoch_check(key, seen,
+    /// quarantine_ms, member, now_ms, now_us)` returns the epoch id and the end of the
+    /// quarantine (Redis ms, 0 for none).
+    ///
+    /// The epoch hash is written once per namespace. A member that saw an epoch and finds none
+    /// (Redis restarted without its data, or was flushed) writes a new one with a quarantine of
+    /// its longest lease TTL: until then no lease of the namespace is granted, because a
+    /// leader of the lost data may still count itself valid for up to its TTL. A member that
+    /// finds a different epoch than the one it saw (another member, new since the loss, wrote
+    /// it without a quarantine) extends the quarantine to the epoch's creation plus its own
+    /// longest TTL. A member that never saw an epoch (the namespace's first start) writes one
+    /// without a quarantine.
+    static let epochCheck = #"""
+        local function epoch_check(key, seen, qms, member, now_ms, now_us)
+          local ep = redis.call('HMGET', key, 'id', 'created_at', 'quarantine_until')
+          local id, created, q = ep[1], tonumber(ep[2] or '0') or 0, tonumber(ep[3] or '0') or 0
+          if not id then
+            id = string.format('%d', now_us)
+            if seen ~= '' then q = now_ms + qms else q = 0 end
+            redis.call('HSET', key, 'id', id, 'created_at', string.format('%d', now_ms),
+              'quarantine_until', string.format('%d', q), 'created_by', member, 'previous', seen)
+          elseif seen ~= '' and seen ~= id and created + qms > q then
+            q = created + qms
+            redis.call('HSET', key, 'quarantine_until', string.format('%d', q))
+          end
+          return id, q
+        end
+        """#
+
     /// Acquires (or idempotently re-acquires) a batch of leases for one owner.
     ///
-    /// KEYS: jobs set, then per job: lease, fence, state, events.
-    /// ARGV: owner, member, events maxlen, job count, then per job: name, ttl ms, gap hint ms,
+    /// KEYS: jobs set, epoch hash, then per job: lease, fence, state, events.
+    /// ARGV: owner, member, events maxlen, job count, the epoch this member saw last ('' if
+    /// none), quarantine ms (its longest lease TTL), then per job: name, ttl ms, gap hint ms,
     /// min free ms ('' for none: a released lease is taken only once released that long ago).
-    /// Reply: `{now_ms, {status, ...} per job}` where status 1 = newly acquired
+    /// Reply: `{now_ms, epoch id, quarantine end ms, {status, ...} per job}` where status 1 = newly acquired
     /// (`{1, token, event}`), 2 = already held by this owner (`{2, token}`, TTL reset),
     /// 0 = held by someone else (`{0, holder value, pttl ms}`), or released too recently
     /// for this member (`{0, '', ms until it may take it}`), 3 = this job's step failed
     /// (`{3, "key: error"}`, e.g. a key of the wrong type) and left no lease in our name.
+    /// While the namespace is quarantined after a data loss a free job answers
+    /// `{0, '', ms until the quarantine ends}` and nothing is written.
     ///
     /// The token is `max(fence + 1, redis_time_µs)`: if the fence key is lost (restart
     /// without persistence) the next token still exceeds every earlier one, as long as the
@@ -27,11 +59,13 @@ package enum LeaseScripts {
         local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
         local now_ms = math.floor(now_us / 1000)
         local now_s = string.format('%d', now_ms)
-        local out = {now_s}
+        \#(epochCheck)
+        local epoch, q_until = epoch_check(KEYS[2], ARGV[5], tonumber(ARGV[6]), member, now_ms, now_us)
+        local out = {now_s, epoch, string.format('%d', q_until)}
         for i = 1, n do
-          local k = 1 + (i - 1) * 4
+          local k = 2 + (i - 1) * 4
           local lease, fence, state, events = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-          local a = 4 + (i - 1) * 4
+          local a = 6 + (i - 1) * 4
           local job, ttl, gap_hint, min_free = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
           -- Each job's step fails on its own: Redis keeps a script's earlier writes when a
           -- command raises (a key of the wrong type, written by another tool), so an error
@@ -39,6 +73,7 @@ package enum LeaseScripts {
           local at, written = lease, nil
           local ok, entry = pcall(function()
             local v = redis.call('GET', lease)
+            if not v and now_ms < q_until then return {0, '', q_until - now_ms} end
             local prev, wait = nil, 0
             if not v then
               at = state
@@ -97,14 +132,15 @@ package enum LeaseScripts {
     /// jobs it leads.
     ///
     /// KEYS: members zset, member hash, handoff-request set, catalog set (of this member's
-    /// digest), then per job: lease, events.
+    /// digest), epoch hash, then per job: lease, events.
     /// ARGV: owner, member, heartbeat ttl ms, incarnation, previous tick ms (0 if none),
     /// member key prefix, events maxlen, job count, catalog digest, number of jobs carried,
-    /// number of job names to publish (0 on most ticks), per job: name, token, ttl ms, then the
-    /// job names to publish, then metadata field/value pairs for the member hash.
+    /// number of job names to publish (0 on most ticks), the epoch this member saw last ('' if
+    /// none), quarantine ms, per job: name, token, ttl ms, then the job names to publish, then
+    /// metadata field/value pairs for the member hash.
     /// Reply: `{now_ms, {renewed 1|0 per job}, {name, expiry_ms, weight, incarnation, catalog,
     /// ...live members}, duplicate incarnation or '', {job names an operator asked to hand
-    /// over}, catalog set present 1|0}`.
+    /// over}, catalog set present 1|0, epoch id, quarantine end ms}`.
     ///
     /// The catalog set lives 24 h past the last tick of a member advertising it, like a dead
     /// member's hash: kept alive here at the cost of one PEXPIRE, never written per tick.
@@ -114,12 +150,15 @@ package enum LeaseScripts {
         local prev_tick, prefix, maxlen, n = tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8])
         local digest, carried, publish = ARGV[9], ARGV[10], tonumber(ARGV[11])
         local t = redis.call('TIME')
-        local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local now_ms = math.floor(now_us / 1000)
         local now_s = string.format('%d', now_ms)
+        \#(epochCheck)
+        local epoch, q_until = epoch_check(KEYS[5], ARGV[12], tonumber(ARGV[13]), member, now_ms, now_us)
         local renewed = {}
         for i = 1, n do
-          local k = 4 + (i - 1) * 2
-          local a = 11 + (i - 1) * 3
+          local k = 5 + (i - 1) * 2
+          local a = 13 + (i - 1) * 3
           local job, tok, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
           -- One job's key of the wrong type must not fail the renewal of every other lease.
           local ok, r = pcall(function()
@@ -134,7 +173,7 @@ package enum LeaseScripts {
           end)
           renewed[i] = ok and r or 0
         end
-        local names_at = 12 + n * 3
+        local names_at = 14 + n * 3
         if publish > 0 then
           -- The whole set at once, in chunks (Lua's unpack has a stack limit).
           redis.pcall('DEL', KEYS[4])
@@ -178,7 +217,7 @@ package enum LeaseScripts {
         end
         local requests = redis.call('SMEMBERS', KEYS[3])
         if #requests > 0 then redis.call('DEL', KEYS[3]) end
-        return {now_s, renewed, live, duplicate, requests, present}
+        return {now_s, renewed, live, duplicate, requests, present, epoch, string.format('%d', q_until)}
         """#)
 
     /// Releases a batch of leases by value and tells standbys at once through pub/sub.
@@ -388,5 +427,20 @@ package enum LeaseScripts {
         redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
         redis.call('HSET', KEYS[2], 'left_at', string.format('%d', now_ms))
         return 1
+        """#)
+
+    /// Counts what is live in the key layout before the namespace hash tag (`{ns}:members`,
+    /// `{ns}:{job}:lease`): members of an older Leasehold elect leaders there, unseen by this one.
+    ///
+    /// KEYS: the old members zset, then the old lease key of every job.
+    /// Reply: `{live old members, old leases present}`.
+    package static let legacyLayout = RedisScript(
+        #"""
+        local t = redis.call('TIME')
+        local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local live = redis.call('ZCOUNT', KEYS[1], now_ms, '+inf')
+        local leases = 0
+        for i = 2, #KEYS do leases = leases + redis.call('EXISTS', KEYS[i]) end
+        return {live, leases}
         """#)
 }
