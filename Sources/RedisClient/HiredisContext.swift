@@ -196,25 +196,27 @@ final class HiredisContext {
             output.removeAll(keepingCapacity: output.count <= 65_536)
         } catch {
             isBroken = true
-            throw mapIOFailure(error, phase: phase, writing: true)
+            throw mapIOFailure(error, phase: phase)
         }
     }
 
     private func fill(until deadline: ContinuousClock.Instant, phase: Phase) throws(RedisError) {
-        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        // A stack buffer as hiredis's own redisBufferRead uses: no allocation per read. 16 kB
+        // is also the largest TLS record, so one read takes a whole record.
         let transport = self.transport
-        let result = buffer.withUnsafeMutableBytes { raw in
-            Result { () throws(TransportFailure) -> Int in try transport.read(into: raw, until: deadline) }
+        let reader = self.reader
+        let result = withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 1) { raw in
+            Result { () throws(TransportFailure) -> Int32 in
+                let count = try transport.read(into: raw, until: deadline)
+                return redisReaderFeed(reader, raw.baseAddress!.assumingMemoryBound(to: CChar.self), count)
+            }
         }
-        let count: Int
+        let status: Int32
         switch result {
-        case .success(let read): count = read
+        case .success(let fed): status = fed
         case .failure(let error):
             isBroken = true
-            throw mapIOFailure(error, phase: phase, writing: false)
-        }
-        let status = buffer.withUnsafeBufferPointer { raw in
-            raw.baseAddress!.withMemoryRebound(to: CChar.self, capacity: count) { redisReaderFeed(reader, $0, count) }
+            throw mapIOFailure(error, phase: phase)
         }
         if status != REDIS_OK {
             isBroken = true
@@ -236,7 +238,7 @@ final class HiredisContext {
         return Self.classify(code: REDIS_ERR_PROTOCOL, text: text, phase: .command, configuration: configuration)
     }
 
-    private func mapIOFailure(_ failure: TransportFailure, phase: Phase, writing: Bool) -> RedisError {
+    private func mapIOFailure(_ failure: TransportFailure, phase: Phase) -> RedisError {
         if transport.isTLS && phase == .handshake {
             // TLS 1.3 rejects a missing or untrusted client certificate only after the
             // client's handshake finished: an alert, often lost to the reset that follows.
