@@ -243,8 +243,12 @@ final class HiredisContext {
             // TLS 1.3 rejects a missing or untrusted client certificate only after the
             // client's handshake finished: an alert, often lost to the reset that follows.
             var cause: String?
-            if case .closed = failure { cause = "closed" }
-            if case .system(let text) = failure { cause = text }
+            switch failure {
+            case .closed: cause = "closed"
+            case .system(let text): cause = text
+            case .tls(let tls) where tls.kind == LH_TLS_FAIL_SYSCALL: cause = tls.message
+            default: break
+            }
             if let cause {
                 return RedisError(
                     kind: .tls,
@@ -306,6 +310,12 @@ final class HiredisContext {
             )
         case .system(let text):
             return classify(code: REDIS_ERR_IO, text: text, phase: .connect, configuration: configuration)
+        case .tls(let failure) where failure.kind == LH_TLS_FAIL_SYSCALL:
+            return RedisError(
+                kind: .tls,
+                message:
+                    "\(endpoint) reset the connection during the TLS handshake (\(failure.message)) — is that port a TLS port? does the server require a client certificate (cert_file, key_file)?"
+            )
         case .tls(let failure):
             return tlsError(failure, configuration: configuration)
         }
