@@ -1,6 +1,6 @@
 # Leasehold build entry points. `make test` is the test command CI runs.
 SWIFT ?= swift
-APT_PACKAGES := libhiredis-dev libyaml-dev redis-server redis-tools
+APT_PACKAGES := libhiredis-dev libyaml-dev libssl-dev openssl redis-server redis-tools
 
 .PHONY: deps build test lint format check-modules demo bench docs clean
 
@@ -9,6 +9,8 @@ deps:
 	@missing=""; \
 	[ -f /usr/include/hiredis/hiredis.h ] || missing="$$missing libhiredis-dev"; \
 	[ -f /usr/include/yaml.h ] || missing="$$missing libyaml-dev"; \
+	[ -f /usr/include/openssl/ssl.h ] || missing="$$missing libssl-dev"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	if [ -n "$$missing" ]; then \

@@ -30,7 +30,9 @@ let package = Package(
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .systemLibrary(name: "CLibYAML", path: "Sources/CLibYAML"),
         .target(name: "CProcessSupervisor"),
-        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        // TLS sessions over OpenSSL (Debian libssl-dev) for the transport under hiredis 0.14.
+        .target(name: "CRedisTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "RedisClient", dependencies: ["CHiredis", "CRedisTLS"]),
         // Leader election on its own: Redis client, engine, placement, scripts, LeaseManager.
         // It must never depend on CLibYAML or CProcessSupervisor (checked by
         // scripts/check-modules.py in `make lint` and `make test`).
@@ -128,6 +130,7 @@ let package = Package(
 )
 
 // Every Swift target of this package follows the house rules (the C targets have none).
-for target in package.targets where target.type != .system && target.name != "CProcessSupervisor" {
+for target in package.targets
+where target.type != .system && target.name != "CProcessSupervisor" && target.name != "CRedisTLS" {
     target.swiftSettings = (target.swiftSettings ?? []) + houseRules
 }

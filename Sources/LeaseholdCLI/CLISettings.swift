@@ -36,7 +36,7 @@ package struct CLISettings: Sendable {
     /// file is fine when the Redis URL comes from `--redis` or `LEASEHOLD_REDIS_URL`.
     package static func resolve(
         config: String?, redis: String?, namespace: String?, environment: [String: String],
-        passwordFile: String? = nil
+        passwordFile: String? = nil, tls: RedisTLSSetting.Flags = .init()
     ) throws(CLIFailure) -> CLISettings {
         let envURL = RedisURLSetting.environmentURL(environment)
         let path = config ?? defaultConfigPath
@@ -52,7 +52,7 @@ package struct CLISettings: Sendable {
                 "no catalog at \(path): pass --config PATH, or give Redis with --redis URL or \(RedisURLSetting.environmentVariable)"
             )
         }
-        let url = RedisURLSetting.resolve(flag: redis, environment: environment, catalog: catalog).url
+        let (url, urlSource) = RedisURLSetting.resolve(flag: redis, environment: environment, catalog: catalog)
         var endpoint: RedisEndpoint
         do {
             endpoint = try RedisEndpoint(url: url)
@@ -63,6 +63,12 @@ package struct CLISettings: Sendable {
             // A mode warning is the daemon's to give; the CLI reads the same file quietly.
             _ = try RedisPasswordFile.apply(
                 to: &endpoint, flag: passwordFile, environment: environment, catalog: catalog)
+        } catch {
+            throw CLIFailure.usage(error.message)
+        }
+        do {
+            // As with the password file's mode, the verify-off warning is the daemon's to give.
+            _ = try RedisTLSSetting.apply(to: &endpoint, urlSource: urlSource, flags: tls, catalog: catalog)
         } catch {
             throw CLIFailure.usage(error.message)
         }

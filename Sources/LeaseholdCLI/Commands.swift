@@ -82,6 +82,35 @@ struct GlobalOptions: ParsableArguments {
     var redisPasswordFile: String?
 
     @Option(
+        name: .customLong("tls-ca-file"),
+        help: ArgumentHelp(
+            "PEM CA certificates for a rediss:// server; beats the catalog's redis.tls.ca_file (default: the system store).",
+            valueName: "path"))
+    var tlsCAFile: String?
+
+    @Option(
+        name: .customLong("tls-cert-file"),
+        help: ArgumentHelp("PEM client certificate; beats redis.tls.cert_file.", valueName: "path"))
+    var tlsCertFile: String?
+
+    @Option(
+        name: .customLong("tls-key-file"),
+        help: ArgumentHelp("PEM key of the client certificate; beats redis.tls.key_file.", valueName: "path"))
+    var tlsKeyFile: String?
+
+    @Option(
+        name: .customLong("tls-server-name"),
+        help: ArgumentHelp(
+            "Name checked against the server's certificate; beats redis.tls.server_name (default: the URL's host).",
+            valueName: "name"))
+    var tlsServerName: String?
+
+    @Flag(
+        name: .customLong("tls-insecure"),
+        help: "Do not verify the server's certificate; beats redis.tls.verify.")
+    var tlsInsecure = false
+
+    @Option(
         name: .long,
         help: ArgumentHelp(
             "The key namespace; beats the catalog's redis.namespace (default leasehold).", valueName: "ns"))
@@ -93,7 +122,10 @@ struct GlobalOptions: ParsableArguments {
     func settings(_ io: CLIIO) throws(CLIFailure) -> CLISettings {
         try CLISettings.resolve(
             config: config, redis: redis, namespace: namespace, environment: io.environment,
-            passwordFile: redisPasswordFile)
+            passwordFile: redisPasswordFile,
+            tls: RedisTLSSetting.Flags(
+                caFile: tlsCAFile, certFile: tlsCertFile, keyFile: tlsKeyFile, serverName: tlsServerName,
+                insecure: tlsInsecure))
     }
 }
 

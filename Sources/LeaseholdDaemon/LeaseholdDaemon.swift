@@ -26,7 +26,7 @@ public struct DaemonOptions: ParsableArguments {
     /// Redis URL override.
     @Option(
         help:
-            "Redis URL (redis://[[user]:password@]host[:port][/db] or unix:///path?db=N); beats LEASEHOLD_REDIS_URL and the catalog."
+            "Redis URL (redis://[[user]:password@]host[:port][/db], rediss://… for TLS, or unix:///path?db=N); beats LEASEHOLD_REDIS_URL and the catalog."
     )
     public var redis: String?
 
@@ -37,6 +37,41 @@ public struct DaemonOptions: ParsableArguments {
             "File holding the Redis password (read once; beats LEASEHOLD_REDIS_PASSWORD_FILE and the catalog's redis.password_file, and any password in the URL)."
     )
     public var redisPasswordFile: String?
+
+    /// TLS CA file.
+    @Option(
+        name: .customLong("tls-ca-file"),
+        help:
+            "PEM CA certificates the Redis server's certificate must chain to (rediss:// URLs; beats redis.tls.ca_file; default: the system store)."
+    )
+    public var tlsCAFile: String?
+
+    /// TLS client certificate.
+    @Option(
+        name: .customLong("tls-cert-file"),
+        help: "PEM client certificate for a Redis server that requires one (beats redis.tls.cert_file).")
+    public var tlsCertFile: String?
+
+    /// TLS client key.
+    @Option(
+        name: .customLong("tls-key-file"), help: "PEM key of the client certificate (beats redis.tls.key_file).")
+    public var tlsKeyFile: String?
+
+    /// TLS server name.
+    @Option(
+        name: .customLong("tls-server-name"),
+        help:
+            "Name sent as SNI and checked against the server's certificate (beats redis.tls.server_name; default: the URL's host)."
+    )
+    public var tlsServerName: String?
+
+    /// TLS without verification.
+    @Flag(
+        name: .customLong("tls-insecure"),
+        help:
+            "Do not verify the Redis server's certificate (beats redis.tls.verify; encrypts, but anyone on the path can impersonate the server)."
+    )
+    public var tlsInsecure = false
 
     /// Member name.
     @Option(help: "Member name, unique in the fleet (default: the hostname).")
@@ -122,6 +157,18 @@ public enum LeaseholdDaemon {
         do {
             if let warning = try RedisPasswordFile.apply(
                 to: &endpoint, flag: options.redisPasswordFile, environment: environment, catalog: catalog)
+            {
+                logger.warning("\(warning)")
+            }
+        } catch {
+            return fail(error.message)
+        }
+        do {
+            let flags = RedisTLSSetting.Flags(
+                caFile: options.tlsCAFile, certFile: options.tlsCertFile, keyFile: options.tlsKeyFile,
+                serverName: options.tlsServerName, insecure: options.tlsInsecure)
+            if let warning = try RedisTLSSetting.apply(
+                to: &endpoint, urlSource: source, flags: flags, catalog: catalog)
             {
                 logger.warning("\(warning)")
             }

@@ -24,16 +24,32 @@ public final class RedisServerProcess: Sendable {
         public var unixSocket: Bool
         public var persistence: Persistence
         public var extraArguments: [String]
+        /// Serve TLS only (`--port 0 --tls-port`), with these certificates.
+        public var tls: TLS?
+
+        /// TLS settings of the server.
+        public struct TLS: Sendable {
+            /// The PKI (server certificate, CA that clients must be signed by).
+            public var certificates: TestCertificates
+            /// `--tls-auth-clients yes`: a client certificate from the CA is required.
+            public var requireClientCertificates: Bool
+
+            public init(certificates: TestCertificates, requireClientCertificates: Bool = false) {
+                self.certificates = certificates
+                self.requireClientCertificates = requireClientCertificates
+            }
+        }
 
         public init(
             password: String? = nil, enableDebugCommand: Bool = false, unixSocket: Bool = false,
-            persistence: Persistence = .none, extraArguments: [String] = []
+            persistence: Persistence = .none, extraArguments: [String] = [], tls: TLS? = nil
         ) {
             self.password = password
             self.enableDebugCommand = enableDebugCommand
             self.unixSocket = unixSocket
             self.persistence = persistence
             self.extraArguments = extraArguments
+            self.tls = tls
         }
     }
 
@@ -84,15 +100,27 @@ public final class RedisServerProcess: Sendable {
     public var isRunning: Bool { pid != nil }
     public var unixSocketPath: String? { options.unixSocket ? directory + "/redis.sock" : nil }
 
-    /// `redis://[:password@]127.0.0.1:<port>/<database>`.
+    /// `redis://[:password@]127.0.0.1:<port>/<database>` (`rediss://` for a TLS server).
     public func url(database: Int = 0) -> String {
         let auth = options.password.map { ":\($0)@" } ?? ""
-        return "redis://\(auth)127.0.0.1:\(port)/\(database)"
+        return "\(options.tls == nil ? "redis" : "rediss")://\(auth)127.0.0.1:\(port)/\(database)"
     }
     public var url: String { url() }
 
+    /// The endpoint; for a TLS server it trusts the test CA and presents the client
+    /// certificate when the server requires one.
     public var endpoint: RedisEndpoint {
-        RedisEndpoint(address: .tcp(host: "127.0.0.1", port: port), password: options.password)
+        RedisEndpoint(address: .tcp(host: "127.0.0.1", port: port), password: options.password, tls: clientTLS)
+    }
+
+    /// The client TLS settings that work against this server (nil for a plain server).
+    public var clientTLS: RedisTLSConfiguration? {
+        guard let tls = options.tls else { return nil }
+        let certificates = tls.certificates
+        return RedisTLSConfiguration(
+            caFile: certificates.caFile,
+            certFile: tls.requireClientCertificates ? certificates.clientCertFile : nil,
+            keyFile: tls.requireClientCertificates ? certificates.clientKeyFile : nil)
     }
 
     /// The unix-socket endpoint (requires `Options.unixSocket`).
@@ -153,9 +181,19 @@ public final class RedisServerProcess: Sendable {
 
     private func arguments(port: Int) -> [String] {
         var arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--dir", directory, "--daemonize", "no",
+            "--bind", "127.0.0.1", "--dir", directory, "--daemonize", "no",
             "--logfile", directory + "/redis.log", "--save", "",
         ]
+        if let tls = options.tls {
+            let certificates = tls.certificates
+            arguments += [
+                "--port", "0", "--tls-port", String(port), "--tls-cert-file", certificates.serverCertFile,
+                "--tls-key-file", certificates.serverKeyFile, "--tls-ca-cert-file", certificates.caFile,
+                "--tls-auth-clients", tls.requireClientCertificates ? "yes" : "no",
+            ]
+        } else {
+            arguments += ["--port", String(port)]
+        }
         switch options.persistence {
         case .none: arguments += ["--appendonly", "no"]
         case .appendOnly(let always):
@@ -262,6 +300,10 @@ public final class RedisServerProcess: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var argv = ["redis-cli", "-h", "127.0.0.1", "-p", String(port)]
+        if let tls = clientTLS {
+            argv += ["--tls", "--cacert", tls.caFile ?? ""]
+            if let cert = tls.certFile, let key = tls.keyFile { argv += ["--cert", cert, "--key", key] }
+        }
         if let password = options.password { argv += ["-a", password, "--no-auth-warning"] }
         process.arguments = argv + arguments
         let pipe = Pipe()

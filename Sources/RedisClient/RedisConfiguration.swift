@@ -2,9 +2,10 @@
 public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// The server to talk to.
     public var endpoint: RedisEndpoint
-    /// Bounds the TCP/unix connect (`redisConnectWithTimeout`).
+    /// Bounds the TCP/unix connect and, for `rediss://`, the TLS handshake, together.
     public var connectTimeout: Duration
-    /// Bounds every read and write (`redisSetTimeout`), including AUTH/SELECT at connect.
+    /// Bounds each round trip (writing the command and reading its whole reply), including
+    /// AUTH/SELECT at connect.
     public var commandTimeout: Duration
     /// Reconnect backoff after a failed connect: doubles from min up to max, with jitter.
     public var reconnectBackoffMin: Duration

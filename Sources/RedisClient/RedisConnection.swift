@@ -1,6 +1,6 @@
 /// One logical connection to Redis; connects lazily and reconnects lazily.
 ///
-/// Blocking hiredis calls run on the actor's own serial executor (a private `DispatchQueue`),
+/// Blocking socket calls run on the actor's own serial executor (a private `DispatchQueue`),
 /// never on Swift's cooperative pool. Every call is bounded by the configured timeouts
 /// (connect + AUTH/SELECT when a new context is needed, then the command).
 ///
@@ -25,7 +25,7 @@ public actor RedisConnection {
     private var lastError: RedisError?
     private var isClosed = false
 
-    /// The connection's own serial queue: blocking hiredis calls never run on the cooperative pool.
+    /// The connection's own serial queue: blocking socket calls never run on the cooperative pool.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
         executor.asUnownedSerialExecutor()
     }
@@ -54,8 +54,8 @@ public actor RedisConnection {
         try perform { context throws(RedisError) in try Self.checked(context.command(arguments), context) }
     }
 
-    /// Sends all commands in one write and reads all replies (`redisAppendCommandArgv` +
-    /// `redisGetReply`). A transport failure fails the whole pipeline (outcome unknown).
+    /// Sends all commands in one write and reads all replies (hiredis formats, the transport
+    /// writes them at once). A transport failure fails the whole pipeline (outcome unknown).
     public func pipeline(_ commands: [[String]]) async throws(RedisError) -> [RedisReply] {
         try await pipeline(commands.map { $0.utf8Arguments })
     }

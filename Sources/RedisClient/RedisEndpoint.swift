@@ -9,6 +9,8 @@
 /// URL forms:
 /// - `redis://[[user]:password@]host[:port][/db]` (port 6379 and db 0 by default;
 ///   IPv6 in brackets: `redis://[::1]:6380/2`; user and password may be percent-encoded)
+/// - `rediss://…`, the same over TLS (``tls`` set to the default ``RedisTLSConfiguration``:
+///   verify the server against the system trust store and the URL's host)
 /// - `unix:///path/redis.sock[?db=N][&username=U][&password=P]`
 ///
 /// The password never appears in `description`, `debugDescription`, mirrors or errors.
@@ -29,16 +31,30 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
     public var password: String?
     /// The database SELECTed after connecting.
     public var database: Int
+    /// TLS settings; nil for a plain connection. Only TCP addresses can use TLS.
+    public var tls: RedisTLSConfiguration?
 
     /// Creates an endpoint from its parts.
-    public init(address: Address, username: String? = nil, password: String? = nil, database: Int = 0) {
+    public init(
+        address: Address, username: String? = nil, password: String? = nil, database: Int = 0,
+        tls: RedisTLSConfiguration? = nil
+    ) {
         self.address = address
         self.username = username
         self.password = password
         self.database = database
+        self.tls = tls
     }
 
-    /// Parses `redis://[[user]:password@]host[:port][/db]` or `unix:///path[?db=N]`; a malformed URL throws `.invalidURL` saying what is wrong.
+    /// The name the server's certificate must carry: `tls.serverName`, else the URL's host.
+    public var tlsServerName: String? {
+        guard let tls else { return nil }
+        if let name = tls.serverName { return name }
+        if case .tcp(let host, _) = address { return host }
+        return nil
+    }
+
+    /// Parses `redis[s]://[[user]:password@]host[:port][/db]` or `unix:///path[?db=N]`; a malformed URL throws `.invalidURL` saying what is wrong.
     public init(url: String) throws(RedisError) {
         let parser = URLParser(raw: url)
         self = try parser.parse()
@@ -48,7 +64,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
     public var description: String {
         switch address {
         case .tcp(let host, let port):
-            var text = "redis://"
+            var text = tls == nil ? "redis://" : "rediss://"
             if password != nil {
                 text += (username ?? "") + ":***@"
             } else if let username {
@@ -78,7 +94,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
             self,
             children: [
                 "address": address as Any, "username": username as Any,
-                "password": (password == nil ? nil : "***") as Any, "database": database,
+                "password": (password == nil ? nil : "***") as Any, "database": database, "tls": tls as Any,
             ],
             displayStyle: .struct)
     }
@@ -90,7 +106,7 @@ private struct URLParser {
     let raw: String
 
     static let expected =
-        "expected redis://[[user]:password@]host[:port][/db] or unix:///path/redis.sock[?db=N]"
+        "expected redis://[[user]:password@]host[:port][/db], rediss://… (TLS) or unix:///path/redis.sock[?db=N]"
 
     func fail(_ reason: String) -> RedisError {
         RedisError(
@@ -150,7 +166,10 @@ private struct URLParser {
         switch scheme {
         case "redis": return try parseTCP(rest)
         case "unix": return try parseUnix(rest)
-        case "rediss": throw fail("TLS (rediss://) is not supported (hiredis 0.14 has no TLS)")
+        case "rediss":
+            var endpoint = try parseTCP(rest)
+            endpoint.tls = RedisTLSConfiguration()
+            return endpoint
         default: throw fail("unsupported scheme \"\(scheme)\"")
         }
     }
@@ -174,7 +193,8 @@ private struct URLParser {
         }
         if hostPart.contains("?") || hostPart.contains("#") {
             throw fail(
-                "query parameters and fragments are not supported in redis:// URLs (the database goes in the path: /2)")
+                "query parameters and fragments are not supported in redis:// and rediss:// URLs (the database goes in the path: /2)"
+            )
         }
         let authority: Substring
         let path: Substring

@@ -11,7 +11,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Kind: Sendable, Hashable, CustomStringConvertible {
         private enum Code: String, Sendable, Hashable {
             case invalidURL, connectionRefused, unreachable, timeout, authenticationFailed
-            case server, protocolError, connectionClosed, unavailable
+            case server, protocolError, connectionClosed, unavailable, tls
         }
 
         private let code: Code
@@ -34,6 +34,9 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let protocolError = Kind(.protocolError)
         /// The server or the network closed the connection.
         public static let connectionClosed = Kind(.connectionClosed)
+        /// The TLS session failed: the server's certificate did not verify or name the expected
+        /// host, the server wants a client certificate, or the peer does not speak TLS.
+        public static let tls = Kind(.tls)
         /// The connection is in reconnect backoff after a failure, or was closed with `close()`.
         /// The message carries the last error's text.
         public static let unavailable = Kind(.unavailable)

@@ -198,6 +198,11 @@ private struct SubscriberLoop {
                 pingSentAt = nil
                 handle(reply)
             }
+            // TLS: a record may already be decrypted inside OpenSSL while the socket is quiet.
+            if context.hasBufferedInput {
+                try context.readIntoBuffer()
+                continue
+            }
             var descriptor = pollfd(fd: context.fileDescriptor, events: Int16(POLLIN), revents: 0)
             let ready = poll(&descriptor, 1, Self.pollInterval)
             if ready > 0 {

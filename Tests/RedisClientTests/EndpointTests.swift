@@ -64,7 +64,8 @@ struct EndpointTests {
         ("", "empty"),
         ("localhost:6379", "missing scheme"),
         ("http://localhost", "unsupported scheme"),
-        ("rediss://h", "TLS"),
+        ("rediss://h:0", "invalid port"),
+        ("rediss://h?verify=false", "query parameters"),
         ("redis://", "host is missing"),
         ("redis://:6379", "host is missing"),
         ("redis://h:abc", "invalid port"),
@@ -125,7 +126,7 @@ struct EndpointTests {
         "redis://app:hunter2@h:notaport",
         "redis://:hunter2@h/x",
         "unix:///tmp/r.sock?password=hunter2&bogus=1",
-        "rediss://:hunter2@h",
+        "rediss://:hunter2@h/x",
         "redis://:hunter2@ho st",
         ":hunter2@host",
         "redis:/:hunter2@h",
@@ -143,6 +144,26 @@ struct EndpointTests {
             #expect(!String(describing: error).contains("hunter2"))
             #expect(error.message.contains("***"))
         }
+    }
+
+    @Test func parsesTLSURL() throws {
+        let endpoint = try RedisEndpoint(url: "rediss://app:hunter2@cache.example.com:6380/3")
+        #expect(endpoint.address == .tcp(host: "cache.example.com", port: 6380))
+        #expect(endpoint.username == "app")
+        #expect(endpoint.password == "hunter2")
+        #expect(endpoint.database == 3)
+        #expect(endpoint.tls == RedisTLSConfiguration())
+        #expect(endpoint.tls?.verify == true)
+        #expect(endpoint.tlsServerName == "cache.example.com")
+        #expect(endpoint.description == "rediss://app:***@cache.example.com:6380/3")
+        var dumped = ""
+        dump(endpoint, to: &dumped)
+        #expect(!dumped.contains("hunter2"))
+        #expect(try RedisEndpoint(url: "rediss://h").description == "rediss://h:6379/0")
+        #expect(try RedisEndpoint(url: "redis://h").tls == nil)
+        var named = endpoint
+        named.tls?.serverName = "other.example.com"
+        #expect(named.tlsServerName == "other.example.com")
     }
 
     @Test func backoffIsCappedAndJittered() {

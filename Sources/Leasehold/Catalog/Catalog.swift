@@ -113,6 +113,9 @@ public struct Catalog: Sendable {
     /// `redis.password_file`, resolved against the catalog's directory; the caller applies
     /// `--redis-password-file` / `LEASEHOLD_REDIS_PASSWORD_FILE` over it.
     public var redisPasswordFile: String?
+    /// `redis.tls`, paths resolved against the catalog's directory; the caller applies the
+    /// `--tls-*` flags over it (see `RedisTLSSetting`).
+    package var redisTLS: CatalogTLS?
     /// Jobs in file order.
     public var jobs: [JobSpec]
     /// The path as given to the loader.
@@ -138,4 +141,29 @@ public enum HandlerConfigCheck: Sendable {
     case valid
     /// The config has these problems (with locations inside `config:`).
     case invalid([ConfigError])
+}
+
+/// `redis.tls` as the catalog gave it, each value with where it was written (for errors about
+/// files that turn out missing when a member connects).
+package struct CatalogTLS: Sendable, Hashable {
+    /// A value and its location in the catalog.
+    package struct Setting<Value: Sendable & Hashable>: Sendable, Hashable {
+        /// The value (paths already resolved against the catalog's directory).
+        package var value: Value
+        /// Where it was written.
+        package var location: SourceLocation
+    }
+
+    /// Where `tls:` starts.
+    package var location: SourceLocation
+    /// `ca_file`.
+    package var caFile: Setting<String>?
+    /// `cert_file`.
+    package var certFile: Setting<String>?
+    /// `key_file`.
+    package var keyFile: Setting<String>?
+    /// `server_name`.
+    package var serverName: Setting<String>?
+    /// `verify` (true when absent).
+    package var verify: Setting<Bool>?
 }

@@ -42,7 +42,8 @@ struct Validator {
     var errors: [ConfigError] = []
 
     static let topKeys = ["version", "redis", "defaults", "jobs"]
-    static let redisKeys = ["url", "namespace", "password_file"]
+    static let redisKeys = ["url", "namespace", "password_file", "tls"]
+    static let tlsKeys = ["ca_file", "cert_file", "key_file", "server_name", "verify"]
     static let jobKeys = ["name", "handler", "schedule", "config"] + Settings.keys
     static let scheduleKeys = ["every", "cron", "timezone"]
     static let durationHelp = "expected a number with a unit (ms, s, m, h), e.g. 10s or 1m30s"
@@ -125,6 +126,7 @@ struct Validator {
 
         var redisURL: String?
         var passwordFile: String?
+        var tls: CatalogTLS?
         var namespace = "leasehold"
         if let redis = root.value(for: "redis") {
             if redis.asMapping == nil {
@@ -154,6 +156,7 @@ struct Validator {
                         passwordFile = path.hasPrefix("/") ? path : Self.directory(of: file) + path
                     }
                 }
+                if let node = redis.value(for: "tls") { tls = tlsSettings(node) }
                 if let node = redis.value(for: "namespace"), let ns = string(node, key: "namespace") {
                     let ok = ns.unicodeScalars.allSatisfy {
                         $0.isASCII
@@ -199,7 +202,60 @@ struct Validator {
         }
         var catalog = Catalog(version: version, redisURL: redisURL, namespace: namespace, jobs: jobs, path: file)
         catalog.redisPasswordFile = passwordFile
+        catalog.redisTLS = tls
         return catalog
+    }
+
+    /// `redis.tls`: file paths relative to the catalog (as `password_file`); the files are
+    /// read when a daemon or the CLI connects, after flags had their say.
+    mutating func tlsSettings(_ node: ConfigNode) -> CatalogTLS? {
+        guard node.asMapping != nil else {
+            error(
+                node.location,
+                "'tls' must be a mapping with ca_file, cert_file, key_file, server_name and/or verify, got a \(node.typeName)"
+            )
+            return nil
+        }
+        checkKeys(node, allowed: Validator.tlsKeys, context: "in 'redis.tls'")
+        var tls = CatalogTLS(location: node.location)
+        func path(_ key: String, _ what: String) -> CatalogTLS.Setting<String>? {
+            guard let value = node.value(for: key), let text = string(value, key: key, expected: "the path of \(what)")
+            else { return nil }
+            if text.isEmpty || text.contains("\0") {
+                error(value.location, "invalid \(key): expected the path of \(what)")
+                return nil
+            }
+            return .init(value: text.hasPrefix("/") ? text : Self.directory(of: file) + text, location: value.location)
+        }
+        tls.caFile = path("ca_file", "a PEM file of CA certificates")
+        tls.certFile = path("cert_file", "the client's PEM certificate")
+        tls.keyFile = path("key_file", "the client certificate's PEM key")
+        if let value = node.value(for: "server_name"),
+            let name = string(value, key: "server_name", expected: "the host name the server's certificate carries")
+        {
+            if name.isEmpty
+                || !name.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || "-._:".contains($0) })
+            {
+                error(value.location, "invalid server_name '\(name)': expected a host name or IP address")
+            } else {
+                tls.serverName = .init(value: name, location: value.location)
+            }
+        }
+        if let value = node.value(for: "verify"), let text = string(value, key: "verify", expected: "true or false") {
+            switch text {
+            case "true": tls.verify = .init(value: true, location: value.location)
+            case "false": tls.verify = .init(value: false, location: value.location)
+            default: error(value.location, "invalid verify '\(text)': expected true or false")
+            }
+        }
+        let hasCert = node.value(for: "cert_file") != nil
+        if hasCert != (node.value(for: "key_file") != nil) {
+            error(
+                node.location,
+                "'redis.tls' needs cert_file and key_file together (a client certificate and its key), got only \(hasCert ? "cert_file" : "key_file")"
+            )
+        }
+        return tls
     }
 
     // MARK: settings
