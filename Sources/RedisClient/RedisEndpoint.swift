@@ -10,6 +10,7 @@
 /// - `redis://[[user]:password@]host[:port][/db]` (port 6379 and db 0 by default;
 ///   IPv6 in brackets: `redis://[::1]:6380/2`; user and password may be percent-encoded)
 /// - `unix:///path/redis.sock[?db=N][&username=U][&password=P]`
+/// - `redis-sentinel://[user:password@]host:port[,host:port...][/db]#master` (see ``RedisSentinel``)
 ///
 /// The password never appears in `description`, `debugDescription`, mirrors or errors.
 public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible,
@@ -29,6 +30,9 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
     public var password: String?
     /// The database SELECTed after connecting.
     public var database: Int
+    /// Set for a `redis-sentinel://` URL: the primary is discovered through these sentinels
+    /// and `address` is only the first sentinel's (never connected to as a data node).
+    public var sentinel: RedisSentinel?
 
     /// Creates an endpoint from its parts.
     public init(address: Address, username: String? = nil, password: String? = nil, database: Int = 0) {
@@ -46,6 +50,15 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
 
     /// The URL with the password replaced by `***`.
     public var description: String {
+        if let sentinel {
+            var text = sentinel.tls ? "rediss-sentinel://" : "redis-sentinel://"
+            if password != nil {
+                text += (username ?? "") + ":***@"
+            } else if let username {
+                text += username + "@"
+            }
+            return text + sentinel.nodes.map(\.description).joined(separator: ",") + "/\(database)#\(sentinel.master)"
+        }
         switch address {
         case .tcp(let host, let port):
             var text = "redis://"
@@ -79,6 +92,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
             children: [
                 "address": address as Any, "username": username as Any,
                 "password": (password == nil ? nil : "***") as Any, "database": database,
+                "sentinel": sentinel as Any,
             ],
             displayStyle: .struct)
     }
@@ -86,7 +100,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
 
 // MARK: - Parsing
 
-private struct URLParser {
+struct URLParser {
     let raw: String
 
     static let expected =
@@ -150,6 +164,7 @@ private struct URLParser {
         switch scheme {
         case "redis": return try parseTCP(rest)
         case "unix": return try parseUnix(rest)
+        case "redis-sentinel", "rediss-sentinel": return try parseSentinel(rest, tls: scheme == "rediss-sentinel")
         case "rediss": throw fail("TLS (rediss://) is not supported (hiredis 0.14 has no TLS)")
         default: throw fail("unsupported scheme \"\(scheme)\"")
         }
