@@ -66,6 +66,7 @@ package struct CLISettings: Sendable {
         } catch {
             throw CLIFailure.usage(error.message)
         }
+        _ = RedisSentinelSetting.apply(to: &endpoint, environment: environment, catalog: catalog)
         let ns = namespace ?? catalog?.namespace ?? defaultNamespace
         guard !ns.isEmpty, ns.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
             throw CLIFailure.usage("invalid namespace '\(ns)': expected printable ASCII without spaces")

@@ -113,6 +113,11 @@ public struct Catalog: Sendable {
     /// `redis.password_file`, resolved against the catalog's directory; the caller applies
     /// `--redis-password-file` / `LEASEHOLD_REDIS_PASSWORD_FILE` over it.
     public var redisPasswordFile: String?
+    /// `redis.sentinel_password`: the sentinels' own password for a `redis-sentinel://` URL.
+    public var redisSentinelPassword: String?
+    /// `redis.min_replicas`: replicas that must acknowledge every acquire, renew and release
+    /// (`WAIT`); 0 (the default) sends no WAIT.
+    public var redisMinReplicas: Int = 0
     /// Jobs in file order.
     public var jobs: [JobSpec]
     /// The path as given to the loader.

@@ -42,7 +42,7 @@ struct Validator {
     var errors: [ConfigError] = []
 
     static let topKeys = ["version", "redis", "defaults", "jobs"]
-    static let redisKeys = ["url", "namespace", "password_file"]
+    static let redisKeys = ["url", "namespace", "password_file", "sentinel_password", "min_replicas"]
     static let jobKeys = ["name", "handler", "schedule", "config"] + Settings.keys
     static let scheduleKeys = ["every", "cron", "timezone"]
     static let durationHelp = "expected a number with a unit (ms, s, m, h), e.g. 10s or 1m30s"
@@ -125,6 +125,8 @@ struct Validator {
 
         var redisURL: String?
         var passwordFile: String?
+        var sentinelPassword: String?
+        var minReplicas = 0
         var namespace = "leasehold"
         if let redis = root.value(for: "redis") {
             if redis.asMapping == nil {
@@ -135,12 +137,14 @@ struct Validator {
                 if let node = redis.value(for: "url"),
                     let url = string(node, key: "url", expected: "a URL such as redis://127.0.0.1:6379/0")
                 {
-                    if url.hasPrefix("redis://") || url.hasPrefix("rediss://") || url.hasPrefix("unix://") {
+                    if url.hasPrefix("redis://") || url.hasPrefix("rediss://") || url.hasPrefix("unix://")
+                        || url.hasPrefix("redis-sentinel://") || url.hasPrefix("rediss-sentinel://")
+                    {
                         redisURL = url
                     } else {
                         error(
                             node.location,
-                            "invalid redis url '\(RedisEndpoint.redactedURL(url))': expected redis://host:port/db, rediss://… or unix:///path"
+                            "invalid redis url '\(RedisEndpoint.redactedURL(url))': expected redis://host:port/db, rediss://…, redis-sentinel://host:port,…#master or unix:///path"
                         )
                     }
                 }
@@ -152,6 +156,28 @@ struct Validator {
                     } else {
                         // Relative to the catalog, as a deploy tool writes them side by side.
                         passwordFile = path.hasPrefix("/") ? path : Self.directory(of: file) + path
+                    }
+                }
+                if let node = redis.value(for: "sentinel_password"),
+                    let text = string(node, key: "sentinel_password", expected: "the sentinels' password")
+                {
+                    // Never echoed: a bad value is reported by its position only.
+                    if text.isEmpty || text.contains(where: { $0.isNewline || $0 == "\0" }) {
+                        error(node.location, "invalid sentinel_password: expected a non-empty one-line string")
+                    } else {
+                        sentinelPassword = text
+                    }
+                }
+                if let node = redis.value(for: "min_replicas"),
+                    let text = string(node, key: "min_replicas", expected: "a number of replicas (0 disables WAIT)")
+                {
+                    if let value = Int(text), value >= 0, value <= 100 {
+                        minReplicas = value
+                    } else {
+                        error(
+                            node.location,
+                            "invalid min_replicas '\(text)': expected a whole number from 0 to 100 (replicas that must acknowledge each lease change)"
+                        )
                     }
                 }
                 if let node = redis.value(for: "namespace"), let ns = string(node, key: "namespace") {
@@ -199,6 +225,8 @@ struct Validator {
         }
         var catalog = Catalog(version: version, redisURL: redisURL, namespace: namespace, jobs: jobs, path: file)
         catalog.redisPasswordFile = passwordFile
+        catalog.redisSentinelPassword = sentinelPassword
+        catalog.redisMinReplicas = minReplicas
         return catalog
     }
 
