@@ -108,9 +108,17 @@ struct SentinelIntegrationTests {
                 return
             }
             #expect(try await connection.send(["SET", "before", "1"]) == .status("OK"))
+            // The process-wide watcher, shared with the connection and the subscriber.
+            let monitor = try #require(SentinelMonitor.retain(for: topology.configuration()))
+            defer { monitor.release() }
             let old = try await topology.primaryPort()
+            #expect(monitor.knownPrimary?.port == old)
             let new = try await topology.failover()
             #expect(new.port != old)
+            // +switch-master alone moves the shared view, before any call fails.
+            try await eventually("the watcher saw +switch-master", within: .seconds(10)) {
+                monitor.knownPrimary?.port == new.port
+            }
             try await eventually("the same connection talks to the new primary", within: .seconds(30)) {
                 let info = (try? await connection.send(["INFO", "server"]).string) ?? ""
                 return info.contains("tcp_port:\(new.port)")

@@ -144,7 +144,7 @@ struct Validator {
                     } else {
                         error(
                             node.location,
-                            "invalid redis url '\(RedisEndpoint.redactedURL(url))': expected redis://host:port/db, rediss://…, redis-sentinel://host:port,…#master or unix:///path"
+                            "invalid redis url '\(RedisEndpoint.redactedURL(url))': expected redis://host:port/db, rediss://… or unix:///path"
                         )
                     }
                 }
