@@ -1,5 +1,4 @@
 import Foundation
-import LeaseholdElection
 import LeaseholdTesting
 import Testing
 
