@@ -74,6 +74,9 @@ struct SentinelFailoverTests {
                 }
                 return true
             }
+            print(
+                "sentinel failover: new primary named \(failedOverAfter) after the SIGKILL, every job led again \(ContinuousClock.now - killedAt) after it"
+            )
             // A few more seconds of leadership on the new primary, then the verdict.
             try await Task.sleep(for: .seconds(3))
             for job in Self.jobs {
