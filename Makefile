@@ -29,13 +29,14 @@ build: deps
 # integration suites in parallel, then the multi-process fault suite and the simulator each
 # on their own: their minutes of CPU would otherwise slow the timing-sensitive suites
 # running beside them.
-HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests|HostileCatalogTests
+HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests|HostileCatalogTests|SentinelFailoverTests
 test: deps lint
 	$(SWIFT) build --build-tests --explicit-target-dependency-import-check error
 	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)'
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter FaultSuiteTests
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter LeaseholdSimulationTests
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter HostileCatalogTests
+	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter SentinelFailoverTests
 
 # The module rules: the election module stays free of YAML, process and Foundation code, and
 # every imported module is declared in Package.swift.

@@ -1,6 +1,6 @@
 import Foundation
 
-// LeaseholdBench [all|cost|failover|placement|footprint|tls] [--quick]
+// LeaseholdBench [all|cost|failover|placement|footprint|tls|replicas] [--quick]
 //   [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]
 var options = BenchOptions()
 var scenario = "all"
@@ -21,10 +21,10 @@ while !arguments.isEmpty {
     case "--graceful-trials": options.gracefulTrials = Int(value()) ?? options.gracefulTrials
     case "--results": options.resultsDirectory = value()
     case "--only-jobs": options.onlyJobs = Int(value())
-    case "all", "cost", "failover", "placement", "footprint", "tls": scenario = argument
+    case "all", "cost", "failover", "placement", "footprint", "tls", "replicas": scenario = argument
     case "-h", "--help":
         print(
-            "usage: LeaseholdBench [all|cost|failover|placement|footprint|tls] [--quick] [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]"
+            "usage: LeaseholdBench [all|cost|failover|placement|footprint|tls|replicas] [--quick] [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]"
         )
         exit(0)
     default:
@@ -49,6 +49,7 @@ do {
     if scenario == "all" || scenario == "failover" { try await FailoverScenario.run(options: options) }
     if scenario == "all" || scenario == "footprint" { try await FootprintScenario.run(options: options) }
     if scenario == "all" || scenario == "tls" { try await TLSCostScenario.run(options: options) }
+    if scenario == "all" || scenario == "replicas" { try await ReplicaWaitScenario.run(options: options) }
 } catch {
     print("bench failed: \(error)")
     exit(1)

@@ -72,6 +72,7 @@ package struct CLISettings: Sendable {
         } catch {
             throw CLIFailure.usage(error.message)
         }
+        _ = RedisSentinelSetting.apply(to: &endpoint, environment: environment, catalog: catalog)
         let ns = namespace ?? catalog?.namespace ?? defaultNamespace
         // Braces would break the namespace's hash tag ({ns}) that every key starts with.
         guard !ns.isEmpty, ns.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != 0x7b && $0 != 0x7d }) else {

@@ -175,6 +175,9 @@ public enum LeaseholdDaemon {
         } catch {
             return fail(error.message)
         }
+        if let warning = RedisSentinelSetting.apply(to: &endpoint, environment: environment, catalog: catalog) {
+            logger.warning("\(warning)")
+        }
         let name =
             options.name ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "member"
         guard OwnerID.isValidMemberName(name) else {

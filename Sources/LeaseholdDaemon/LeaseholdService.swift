@@ -124,7 +124,8 @@ public final class LeaseholdService: Service, Sendable {
                 member: .init(
                     owner: owner, weight: configuration.weight, metadata: metadata,
                     seed: UInt64.random(in: .min ... .max), catalogDigest: catalog.digest),
-                shutdownTimeout: configuration.shutdownTimeout, metrics: metrics),
+                shutdownTimeout: configuration.shutdownTimeout, metrics: metrics,
+                minReplicas: catalog.redisMinReplicas),
             jobs: jobs, logger: logger)
         self.exitRequest = ExitRequest(deadline: configuration.shutdownTimeout + .seconds(10))
         let exitRequest = self.exitRequest

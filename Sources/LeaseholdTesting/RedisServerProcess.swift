@@ -39,6 +39,9 @@ public final class RedisServerProcess: Sendable {
                 self.requireClientCertificates = requireClientCertificates
             }
         }
+        /// Set to run `redis-server sentinel.conf --sentinel` with these lines in its own
+        /// writable config file (sentinels rewrite it); persistence options are then left out.
+        public var sentinelConfig: [String]?
 
         public init(
             password: String? = nil, enableDebugCommand: Bool = false, unixSocket: Bool = false,
@@ -50,6 +53,7 @@ public final class RedisServerProcess: Sendable {
             self.persistence = persistence
             self.extraArguments = extraArguments
             self.tls = tls
+            self.sentinelConfig = nil
         }
     }
 
@@ -180,6 +184,15 @@ public final class RedisServerProcess: Sendable {
     private struct PortInUse: Error {}
 
     private func arguments(port: Int) -> [String] {
+        if let lines = options.sentinelConfig {
+            let file = directory + "/sentinel.conf"
+            _ = FileManager.default.createFile(
+                atPath: file, contents: Data((lines.joined(separator: "\n") + "\n").utf8))
+            return [
+                file, "--sentinel", "--port", String(port), "--bind", "127.0.0.1", "--dir", directory,
+                "--daemonize", "no", "--logfile", directory + "/redis.log",
+            ] + options.extraArguments
+        }
         var arguments = [
             "--bind", "127.0.0.1", "--dir", directory, "--daemonize", "no",
             "--logfile", directory + "/redis.log", "--save", "",

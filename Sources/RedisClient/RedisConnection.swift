@@ -24,6 +24,10 @@ public actor RedisConnection {
     private var retryNotBefore: ContinuousClock.Instant?
     private var lastError: RedisError?
     private var isClosed = false
+    /// Set for a `redis-sentinel://` endpoint: where the primary is, shared in the process.
+    private nonisolated let monitor: SentinelMonitor?
+    /// The monitor generation the open context (or the last connect attempt) was made for.
+    private var contextGeneration: UInt64 = 0
 
     /// The connection's own serial queue: blocking socket calls never run on the cooperative pool.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -35,6 +39,11 @@ public actor RedisConnection {
         self.configuration = configuration
         self.executor = DispatchQueueExecutor(label: "leasehold.redis.connection")
         self.backoff = Backoff(minimum: configuration.reconnectBackoffMin, maximum: configuration.reconnectBackoffMax)
+        self.monitor = SentinelMonitor.retain(for: configuration)
+    }
+
+    deinit {
+        if !isClosed { monitor?.release() }
     }
 
     /// Whether a live context is open (for tests and diagnostics).
@@ -87,8 +96,37 @@ public actor RedisConnection {
         return reply
     }
 
+    /// EVALSHA (EVAL after NOSCRIPT) pipelined with `WAIT replicas timeout` in the same
+    /// round trip: the reply and how many replicas acknowledged the script's writes.
+    ///
+    /// `timeout` should stay well under the command timeout, which bounds the whole round
+    /// trip. A WAIT error reply throws ``RedisError/Kind/protocolError`` (the script ran; its
+    /// replication is unknown).
+    public func evaluate(
+        _ script: RedisScript, keys: [String], arguments: [String], waitingFor replicas: Int, timeout: Duration
+    ) async throws(RedisError) -> (reply: RedisReply, acknowledged: Int) {
+        let milliseconds = max(Int64(1), timeout.nanoseconds / 1_000_000)  // WAIT 0 would block forever
+        let wait = ["WAIT", String(replicas), String(milliseconds)]
+        var command = ["EVALSHA", script.sha1, String(keys.count)] + keys + arguments
+        var replies = try await pipeline([command, wait])
+        if case .error(let text) = replies[0], text.hasPrefix("NOSCRIPT") {
+            command[0] = "EVAL"
+            command[1] = script.source
+            replies = try await pipeline([command, wait])
+        }
+        guard let acknowledged = replies[1].integer else {
+            throw RedisError(
+                kind: .protocolError,
+                message:
+                    "WAIT \(replicas) failed on \(configuration.endpoint): \(replies[1].errorMessage ?? "not an integer"); the script ran, its replication is unknown"
+            )
+        }
+        return (replies[0], Int(acknowledged))
+    }
+
     /// Frees the context. Later calls throw ``RedisError/Kind/unavailable``.
     public func close() {
+        if !isClosed { monitor?.release() }
         isClosed = true
         context = nil
     }
@@ -102,7 +140,9 @@ public actor RedisConnection {
         } catch {
             // After an authentication error the server may already have closed the socket
             // (see `checked`): start afresh rather than reuse the context.
-            if context.isBroken || error.kind == .authenticationFailed {
+            if context.isBroken || error.kind == .authenticationFailed || error.kind == .readOnly {
+                // A demoted primary or a lost connection: the primary may have moved.
+                if context.isBroken || error.kind == .readOnly { monitor?.invalidate(generation: contextGeneration) }
                 self.context = nil
                 lastError = error
                 retryNotBefore = nil  // the next call reconnects at once; backoff starts if that fails
@@ -116,6 +156,12 @@ public actor RedisConnection {
             throw RedisError(
                 kind: .unavailable, message: "connection to \(configuration.endpoint) was closed by close()")
         }
+        if let monitor, monitor.generation != contextGeneration {
+            // A failover was announced (or another connection saw READONLY): reconnect now,
+            // to the new primary, without waiting out a backoff earned on the old one.
+            context = nil
+            retryNotBefore = nil
+        }
         if let context { return context }
         let now = ContinuousClock.now
         if let retryNotBefore, now < retryNotBefore {
@@ -127,7 +173,9 @@ public actor RedisConnection {
             )
         }
         do {
-            let context = try HiredisContext.connect(configuration)
+            contextGeneration = monitor?.generation ?? 0
+            let (context, generation) = try HiredisContext.connect(configuration, via: monitor)
+            contextGeneration = generation
             self.context = context
             backoff.reset()
             retryNotBefore = nil
@@ -135,6 +183,8 @@ public actor RedisConnection {
             return context
         } catch {
             lastError = error
+            // Only a change after this failure (a failover announced) skips the backoff.
+            contextGeneration = monitor?.generation ?? 0
             retryNotBefore = ContinuousClock.now + backoff.next()
             throw error
         }
@@ -149,6 +199,13 @@ public actor RedisConnection {
             text.hasPrefix("NOAUTH") || text.hasPrefix("ERR Protocol error: unauthenticated")
         {
             throw HiredisContext.authenticationRequired(context.endpoint, text)
+        }
+        if case .error(let text) = reply, text.hasPrefix("READONLY") {
+            throw RedisError(
+                kind: .readOnly,
+                message:
+                    "\(context.endpoint) answered READONLY: it is a replica now (failover?); reconnecting to the primary, the command's outcome is unknown"
+            )
         }
         return reply
     }

@@ -12,6 +12,7 @@
 /// - `rediss://…`, the same over TLS (``tls`` set to the default ``RedisTLSConfiguration``:
 ///   verify the server against the system trust store and the URL's host)
 /// - `unix:///path/redis.sock[?db=N][&username=U][&password=P]`
+/// - `redis-sentinel://[user:password@]host:port[,host:port...][/db]#master` (see ``RedisSentinel``)
 ///
 /// The password never appears in `description`, `debugDescription`, mirrors or errors.
 public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible,
@@ -33,6 +34,9 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
     public var database: Int
     /// TLS settings; nil for a plain connection. Only TCP addresses can use TLS.
     public var tls: RedisTLSConfiguration?
+    /// Set for a `redis-sentinel://` URL: the primary is discovered through these sentinels
+    /// and `address` is only the first sentinel's (never connected to as a data node).
+    public var sentinel: RedisSentinel?
 
     /// Creates an endpoint from its parts.
     public init(
@@ -62,6 +66,15 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
 
     /// The URL with the password replaced by `***`.
     public var description: String {
+        if let sentinel {
+            var text = sentinel.tls ? "rediss-sentinel://" : "redis-sentinel://"
+            if password != nil {
+                text += (username ?? "") + ":***@"
+            } else if let username {
+                text += username + "@"
+            }
+            return text + sentinel.nodes.map(\.description).joined(separator: ",") + "/\(database)#\(sentinel.master)"
+        }
         switch address {
         case .tcp(let host, let port):
             var text = tls == nil ? "redis://" : "rediss://"
@@ -95,6 +108,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
             children: [
                 "address": address as Any, "username": username as Any,
                 "password": (password == nil ? nil : "***") as Any, "database": database, "tls": tls as Any,
+                "sentinel": sentinel as Any,
             ],
             displayStyle: .struct)
     }
@@ -102,7 +116,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
 
 // MARK: - Parsing
 
-private struct URLParser {
+struct URLParser {
     let raw: String
 
     static let expected =
@@ -170,6 +184,7 @@ private struct URLParser {
             var endpoint = try parseTCP(rest)
             endpoint.tls = RedisTLSConfiguration()
             return endpoint
+        case "redis-sentinel", "rediss-sentinel": return try parseSentinel(rest, tls: scheme == "rediss-sentinel")
         default: throw fail("unsupported scheme \"\(scheme)\"")
         }
     }

@@ -11,7 +11,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Kind: Sendable, Hashable, CustomStringConvertible {
         private enum Code: String, Sendable, Hashable {
             case invalidURL, connectionRefused, unreachable, timeout, authenticationFailed
-            case server, protocolError, connectionClosed, unavailable, tls
+            case server, protocolError, connectionClosed, unavailable, tls, readOnly
         }
 
         private let code: Code
@@ -40,6 +40,10 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The connection is in reconnect backoff after a failure, or was closed with `close()`.
         /// The message carries the last error's text.
         public static let unavailable = Kind(.unavailable)
+        /// The server answered READONLY: it is a replica now (a failover demoted it). The
+        /// connection was dropped and the primary is rediscovered; the command's outcome is
+        /// unknown (a script may have run up to its first write).
+        public static let readOnly = Kind(.readOnly)
 
         /// The kind's name, e.g. `timeout`.
         public var description: String { code.rawValue }

@@ -49,10 +49,13 @@ public final class RedisSubscriber: Sendable {
         self.channels = channels
         self.control = control
         let queue = DispatchQueue(label: "leasehold.redis.subscriber")
+        let monitor = SentinelMonitor.retain(for: configuration)
         queue.async {
             var loop = SubscriberLoop(
                 configuration: configuration, channels: channels, control: control, continuation: continuation)
+            loop.monitor = monitor
             loop.run()
+            monitor?.release()
             continuation.finish()
             control.markFinished()
         }
@@ -110,6 +113,9 @@ private struct SubscriberLoop {
     let continuation: AsyncStream<RedisMessage>.Continuation
     var connected = false
     var reportedDisconnect = false
+    /// Set for a `redis-sentinel://` endpoint: the subscriber follows the primary.
+    var monitor: SentinelMonitor?
+    var generation: UInt64 = 0
 
     static let pollInterval: Int32 = 100  // ms: how often the stop flag is checked
     static let pingInterval: Duration = .seconds(1)
@@ -129,7 +135,9 @@ private struct SubscriberLoop {
         while !control.stopRequested {
             let context: HiredisContext
             do {
-                context = try HiredisContext.connect(configuration)
+                let made = try HiredisContext.connect(configuration, via: monitor)
+                context = made.0
+                generation = made.1
                 try subscribe(context)
             } catch {
                 reportDisconnect(error)
@@ -143,6 +151,7 @@ private struct SubscriberLoop {
                 try listen(context)
                 return  // stop requested
             } catch {
+                monitor?.invalidate(generation: generation)
                 reportDisconnect(error)
                 // Reconnect at once after a connection that worked; backoff if that fails.
             }
@@ -193,6 +202,10 @@ private struct SubscriberLoop {
         var pingSentAt: ContinuousClock.Instant?
         while true {
             if control.stopRequested { return }
+            if let monitor, monitor.generation != generation {
+                throw RedisError(
+                    kind: .connectionClosed, message: "the primary of '\(monitor.sentinel.master)' changed (failover)")
+            }
             while let reply = try context.bufferedReply() {
                 lastActivity = ContinuousClock.now
                 pingSentAt = nil

@@ -171,6 +171,20 @@ private let reformattedCatalog = """
         #expect(!diff.isEmpty)
     }
 
+    @Test func sentinelPasswordAndMinReplicasAreUnreloadableWithoutTheirValues() throws {
+        let old = try loadCatalog(baseCatalog)
+        var new = old
+        new.redisSentinelPassword = "hunter2"
+        new.redisMinReplicas = 1
+        let diff = CatalogDiff(old: old, new: new)
+        #expect(
+            diff.unreloadable == [
+                "redis.sentinel_password changed in jobs.yaml: not reloadable, keeping the old value (restart the member to apply it)",
+                "redis.min_replicas changed in jobs.yaml: not reloadable, keeping the old value (restart the member to apply it)",
+            ])
+        #expect(!diff.unreloadable.joined().contains("hunter2"))
+    }
+
     @Test func scheduleFingerprintsRoundTrip() throws {
         let schedules: [JobSchedule] = [
             .every(.seconds(5)), .every(.milliseconds(250)), .every(.seconds(3600)),

@@ -425,6 +425,32 @@ let badCatalogs: [BadCatalog] = [
             "jobs.yaml:4:18: invalid password_file: expected the path of a file holding the password",
         ]),
     BadCatalog(
+        name: "bad min_replicas and sentinel_password, never echoing the password",
+        yaml: """
+            version: 1
+            redis:
+              url: "redis-sentinel://127.0.0.1:26379#m"
+              min_replicas: -1
+              sentinel_password: [hunter2]
+            jobs:
+              - {name: a, handler: log, schedule: continuous}
+            """,
+        expected: [
+            "jobs.yaml:4:17: invalid min_replicas '-1': expected a whole number from 0 to 100 (replicas that must acknowledge each lease change)",
+            "jobs.yaml:5:22: 'sentinel_password' must be the sentinels' password, got a list",
+        ]),
+    BadCatalog(
+        name: "min_replicas that is not a number",
+        yaml: """
+            version: 1
+            redis: { min_replicas: two }
+            jobs:
+              - {name: a, handler: log, schedule: continuous}
+            """,
+        expected: [
+            "jobs.yaml:2:24: invalid min_replicas 'two': expected a whole number from 0 to 100 (replicas that must acknowledge each lease change)"
+        ]),
+    BadCatalog(
         name: "a value with a line break and an escape cannot forge a second line",
         yaml: """
             version: 1

@@ -1,4 +1,5 @@
 import Foundation
+import RedisClient
 import Testing
 
 @testable import Leasehold
@@ -201,4 +202,34 @@ let sampleCatalog = """
     let consumer = try #require(catalog.jobs.first { $0.name == "queue-consumer" })
     #expect(consumer.renewEvery == .seconds(5) / 3)
     #expect(catalog.jobs.first { $0.name == "heartbeat" }?.renewEvery == .seconds(3))
+}
+
+@Test func sentinelURLSentinelPasswordAndMinReplicasLoad() throws {
+    let c = try loadCatalog(
+        """
+        version: 1
+        redis:
+          url: "redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/0#leases"
+          sentinel_password: s3cret
+          min_replicas: 1
+        jobs:
+          - {name: a, handler: log, schedule: continuous}
+        """)
+    #expect(c.redisURL == "redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/0#leases")
+    #expect(c.redisSentinelPassword == "s3cret")
+    #expect(c.redisMinReplicas == 1)
+    #expect(
+        try loadCatalog("version: 1\njobs:\n  - {name: a, handler: log, schedule: continuous}\n").redisMinReplicas == 0)
+
+    var endpoint = try RedisEndpoint(url: c.redisURL!)
+    #expect(RedisSentinelSetting.apply(to: &endpoint, environment: [:], catalog: c) == nil)
+    #expect(endpoint.sentinel?.password == "s3cret")
+    #expect(
+        RedisSentinelSetting.apply(
+            to: &endpoint, environment: [RedisSentinelSetting.environmentVariable: "fromenv"], catalog: c) == nil)
+    #expect(endpoint.sentinel?.password == "fromenv")
+    var plain = try RedisEndpoint(url: "redis://h")
+    let warning = RedisSentinelSetting.apply(to: &plain, environment: [:], catalog: c)
+    #expect(warning?.contains("redis.sentinel_password is set but the Redis URL is not redis-sentinel") == true)
+    #expect(warning?.contains("s3cret") == false)
 }

@@ -116,6 +116,11 @@ public struct Catalog: Sendable {
     /// `redis.tls`, paths resolved against the catalog's directory; the caller applies the
     /// `--tls-*` flags over it (see `RedisTLSSetting`).
     package var redisTLS: CatalogTLS?
+    /// `redis.sentinel_password`: the sentinels' own password for a `redis-sentinel://` URL.
+    public var redisSentinelPassword: String?
+    /// `redis.min_replicas`: replicas that must acknowledge every acquire, renew and release
+    /// (`WAIT`); 0 (the default) sends no WAIT.
+    public var redisMinReplicas: Int = 0
     /// Jobs in file order.
     public var jobs: [JobSpec]
     /// The path as given to the loader.

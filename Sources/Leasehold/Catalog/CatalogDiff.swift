@@ -41,6 +41,8 @@ package struct CatalogDiff: Sendable, Hashable {
         check("redis.url", old.redisURL != new.redisURL)
         check("redis.namespace", old.namespace != new.namespace)
         check("redis.password_file", old.redisPasswordFile != new.redisPasswordFile)
+        check("redis.sentinel_password", old.redisSentinelPassword != new.redisSentinelPassword)
+        check("redis.min_replicas", old.redisMinReplicas != new.redisMinReplicas)
         self.unreloadable = unreloadable
     }
 

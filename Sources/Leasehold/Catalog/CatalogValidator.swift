@@ -42,7 +42,7 @@ struct Validator {
     var errors: [ConfigError] = []
 
     static let topKeys = ["version", "redis", "defaults", "jobs"]
-    static let redisKeys = ["url", "namespace", "password_file", "tls"]
+    static let redisKeys = ["url", "namespace", "password_file", "tls", "sentinel_password", "min_replicas"]
     static let tlsKeys = ["ca_file", "cert_file", "key_file", "server_name", "verify"]
     static let jobKeys = ["name", "handler", "schedule", "config"] + Settings.keys
     static let scheduleKeys = ["every", "cron", "timezone"]
@@ -127,6 +127,8 @@ struct Validator {
         var redisURL: String?
         var passwordFile: String?
         var tls: CatalogTLS?
+        var sentinelPassword: String?
+        var minReplicas = 0
         var namespace = "leasehold"
         if let redis = root.value(for: "redis") {
             if redis.asMapping == nil {
@@ -137,7 +139,9 @@ struct Validator {
                 if let node = redis.value(for: "url"),
                     let url = string(node, key: "url", expected: "a URL such as redis://127.0.0.1:6379/0")
                 {
-                    if url.hasPrefix("redis://") || url.hasPrefix("rediss://") || url.hasPrefix("unix://") {
+                    if url.hasPrefix("redis://") || url.hasPrefix("rediss://") || url.hasPrefix("unix://")
+                        || url.hasPrefix("redis-sentinel://") || url.hasPrefix("rediss-sentinel://")
+                    {
                         redisURL = url
                     } else {
                         error(
@@ -157,6 +161,28 @@ struct Validator {
                     }
                 }
                 if let node = redis.value(for: "tls") { tls = tlsSettings(node) }
+                if let node = redis.value(for: "sentinel_password"),
+                    let text = string(node, key: "sentinel_password", expected: "the sentinels' password")
+                {
+                    // Never echoed: a bad value is reported by its position only.
+                    if text.isEmpty || text.contains(where: { $0.isNewline || $0 == "\0" }) {
+                        error(node.location, "invalid sentinel_password: expected a non-empty one-line string")
+                    } else {
+                        sentinelPassword = text
+                    }
+                }
+                if let node = redis.value(for: "min_replicas"),
+                    let text = string(node, key: "min_replicas", expected: "a number of replicas (0 disables WAIT)")
+                {
+                    if let value = Int(text), value >= 0, value <= 100 {
+                        minReplicas = value
+                    } else {
+                        error(
+                            node.location,
+                            "invalid min_replicas '\(text)': expected a whole number from 0 to 100 (replicas that must acknowledge each lease change)"
+                        )
+                    }
+                }
                 if let node = redis.value(for: "namespace"), let ns = string(node, key: "namespace") {
                     let ok = ns.unicodeScalars.allSatisfy {
                         $0.isASCII
@@ -203,6 +229,8 @@ struct Validator {
         var catalog = Catalog(version: version, redisURL: redisURL, namespace: namespace, jobs: jobs, path: file)
         catalog.redisPasswordFile = passwordFile
         catalog.redisTLS = tls
+        catalog.redisSentinelPassword = sentinelPassword
+        catalog.redisMinReplicas = minReplicas
         return catalog
     }
 

@@ -60,14 +60,23 @@ public final class LeaseManager: Service, Sendable {
         public var shutdownTimeout: Duration
         /// Where metrics go.
         public var metrics: LeaseholdMetrics
+        /// With N ≥ 1, every acquire, renew and release is pipelined with `WAIT N` and counts
+        /// only once N replicas acknowledged it (`redis.min_replicas`); 0 sends no WAIT.
+        public var minReplicas: Int
+        /// How long that WAIT may block: half the Redis command timeout (which bounds the
+        /// whole round trip), at least 1 ms.
+        public var replicaWaitTimeout: Duration {
+            max(redis.commandTimeout / 2, .milliseconds(1))
+        }
 
         /// Creates driver settings.
         public init(
             redis: RedisConfiguration, keys: LeaseKeys = LeaseKeys(),
             member: LeaseMemberSettings, shutdownTimeout: Duration = .seconds(5),
-            metrics: LeaseholdMetrics = LeaseholdMetrics()
+            metrics: LeaseholdMetrics = LeaseholdMetrics(), minReplicas: Int = 0
         ) {
             self.metrics = metrics
+            self.minReplicas = max(0, minReplicas)
             self.redis = redis
             self.keys = keys
             self.member = member
@@ -438,7 +447,27 @@ public final class LeaseManager: Service, Sendable {
     ) async -> Result<T, LeaseCallFailure> {
         let reply: RedisReply
         do {
-            reply = try await connection.evaluate(call.script, keys: call.keys, arguments: call.arguments)
+            let replicas = configuration.minReplicas
+            if replicas > 0 {
+                let timeout = configuration.replicaWaitTimeout
+                let (answer, acknowledged) = try await connection.evaluate(
+                    call.script, keys: call.keys, arguments: call.arguments, waitingFor: replicas, timeout: timeout)
+                if acknowledged < replicas && !answer.isError {
+                    // The script ran on the primary, but a failover to a replica that lacks
+                    // its writes could undo them: as unknown as a timeout, never a success.
+                    configuration.metrics.replicaAckShortfall(operation: call.operation).increment()
+                    configuration.metrics.redisErrors(operation: call.operation).increment()
+                    return .failure(
+                        LeaseCallFailure(
+                            outcomeUnknown: true,
+                            message:
+                                "\(call.operation): only \(acknowledged) of \(replicas) replicas acknowledged within \(Int64(timeout / .milliseconds(1))) ms (redis.min_replicas): not counted"
+                        ))
+                }
+                reply = answer
+            } else {
+                reply = try await connection.evaluate(call.script, keys: call.keys, arguments: call.arguments)
+            }
         } catch {
             configuration.metrics.redisErrors(operation: call.operation).increment()
             return .failure(

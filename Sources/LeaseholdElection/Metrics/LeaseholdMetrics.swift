@@ -61,6 +61,13 @@ public struct LeaseholdMetrics: Sendable {
         Gauge(label: "leasehold_quarantined", factory: factory)
     }
 
+    /// Counts lease calls that ran but fewer than `min_replicas` replicas acknowledged
+    /// (by operation): not counted as grants, renewals or releases.
+    public func replicaAckShortfall(operation: String) -> Counter {
+        Counter(
+            label: "leasehold_replica_ack_shortfall_total", dimensions: [("operation", operation)], factory: factory)
+    }
+
     /// The number of live members this member sees.
     public var members: Gauge {
         Gauge(label: "leasehold_members", factory: factory)

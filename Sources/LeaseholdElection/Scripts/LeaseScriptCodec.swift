@@ -237,7 +237,7 @@ extension RedisError {
     /// timeout or a connection lost after sending leaves the outcome unknown.
     package var mayHaveExecuted: Bool {
         switch kind {
-        case .timeout, .connectionClosed, .protocolError: true
+        case .timeout, .connectionClosed, .protocolError, .readOnly: true
         default: false
         }
     }
