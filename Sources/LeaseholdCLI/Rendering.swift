@@ -77,6 +77,11 @@ package enum Render {
     /// set is unknown, and the jobs no live member carries.
     static func catalogLines(_ snapshot: ClusterSnapshot) -> String {
         var text = ""
+        if let until = snapshot.quarantineUntilMs {
+            text +=
+                "quarantine: Redis lost this namespace's data; no lease is granted for another"
+                + " \(until - snapshot.nowMs) ms (one lease TTL, so no leader of the lost data can still act)\n"
+        }
         let live = snapshot.members.filter(\.live)
         let older = live.filter { $0.catalog == nil }.count
         let digests = snapshot.catalogs.count
@@ -116,6 +121,7 @@ package enum Render {
                 "catalogs",
                 .object(snapshot.catalogs.map { ($0.digest, .array($0.members.map(JSONValue.string))) })
             ),
+            ("quarantine_until_ms", snapshot.quarantineUntilMs.map(JSONValue.int) ?? .null),
         ]).serialized + "\n"
     }
 

@@ -13,6 +13,9 @@ package struct ClusterSnapshot: Sendable, Hashable {
     package var members: [MemberStatus]
     /// The catalog digests live members advertise, sorted by digest.
     package var catalogs: [CatalogAdvert]
+    /// Until when (Redis ms) no lease is granted because Redis lost the namespace's data
+    /// (the restart quarantine, `{ns}:epoch`); nil when none is in force.
+    package var quarantineUntilMs: Int64? = nil
 
     /// Creates a snapshot.
     package init(

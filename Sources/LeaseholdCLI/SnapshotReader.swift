@@ -64,9 +64,16 @@ package struct SnapshotReader: Sendable {
     /// Reads everything `status`/`members` show. `catalogJobs` are listed even if Redis has
     /// never seen them.
     package func snapshot(catalogJobs: [String]) async throws(CLIFailure) -> ClusterSnapshot {
-        let first = try await pipeline([
-            ["TIME"], ["SMEMBERS", keys.jobs], ["ZRANGE", keys.members, "0", "-1", "WITHSCORES"],
-        ])
+        let first = try await pipeline(
+            [
+                ["TIME"], ["SMEMBERS", keys.jobs], ["ZRANGE", keys.members, "0", "-1", "WITHSCORES"],
+                ["HGET", keys.epoch, "quarantine_until"],
+            ], tolerating: true)
+        // Only the epoch may fail (a key of the wrong type must not hide the status).
+        if let index = first.prefix(3).firstIndex(where: \.isError) {
+            throw CLIFailure.runtime(
+                "Redis error for \(["TIME", "SMEMBERS", "ZRANGE"][index]): \(first[index].errorMessage ?? "")")
+        }
         guard let nowMs = Self.timeMs(first[0]) else {
             throw CLIFailure.runtime("unexpected TIME reply from \(endpoint)")
         }
@@ -209,9 +216,11 @@ package struct SnapshotReader: Sendable {
             jobs.append(status)
         }
         for index in members.indices { members[index].jobsLed = led[members[index].name] ?? 0 }
-        return ClusterSnapshot(
+        var snapshot = ClusterSnapshot(
             nowMs: nowMs, namespace: keys.namespace, jobs: jobs, members: members.sorted { $0.name < $1.name },
             catalogs: catalogs)
+        if let until = first[3].integer, until > nowMs { snapshot.quarantineUntilMs = until }
+        return snapshot
     }
 
     /// The digests live members advertise and the job set under each: one extra round trip

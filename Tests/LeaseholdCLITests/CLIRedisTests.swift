@@ -269,6 +269,26 @@ struct CLIRedisTests {
         }
     }
 
+    @Test func statusShowsARestartQuarantine() async throws {
+        let server = try await RedisServerProcess()
+        let keys = LeaseKeys()
+        let time = try await server.command("TIME").array ?? []
+        let nowMs = (Int64(time.first?.string ?? "0") ?? 0) * 1000
+        _ = try await server.command("HSET", keys.epoch, "id", "1", "quarantine_until", String(nowMs + 60_000))
+        let table = await cliRun(["status", "--redis", server.url])
+        #expect(table.code == 0)
+        #expect(table.out.contains("quarantine: Redis lost this namespace's data; no lease is granted for another"))
+        let json = await cliRun(["status", "--json", "--redis", server.url])
+        let until = try cliJSON(json.out)["quarantine_until_ms"] as? Int
+        #expect(until == Int(nowMs + 60_000), "\(json.out)")
+        // Over: nothing shown.
+        _ = try await server.command("HSET", keys.epoch, "quarantine_until", String(nowMs - 1))
+        let after = await cliRun(["status", "--redis", server.url])
+        #expect(!after.out.contains("quarantine"))
+        let afterJSON = await cliRun(["status", "--json", "--redis", server.url])
+        #expect(try cliJSON(afterJSON.out)["quarantine_until_ms"] is NSNull)
+    }
+
     @Test func forceWithoutTerminalOrYesIsRefused() async throws {
         let server = try await RedisServerProcess()
         _ = try await server.command("SET", "{leasehold}:{j}:lease", "m9@abc:7", "PX", "60000")

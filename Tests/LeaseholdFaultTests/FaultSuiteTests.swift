@@ -70,7 +70,7 @@ struct FaultSuiteTests {
             ===== fault suite summary (seed \(seed)) =====
             faults: \(fleet.faults.count) — \(FaultKind.allCases.map { "\($0.rawValue) \(byKind[$0] ?? 0)" }.joined(separator: ", "))
             grants: \(summary.grants)
-            writes: accepted \(summary.accepted), rejected \(summary.rejected) (writer had already logged its loss: \(summary.rejectedAfterWriterKnew); had not yet: \(summary.rejectedBeforeWriterKnew)); stale accepted during lease-store data loss: \(summary.staleAcceptedInDataLoss), on wake of a frozen member: \(summary.staleAcceptedOnWake)
+            writes: accepted \(summary.accepted), rejected \(summary.rejected) (writer had already logged its loss: \(summary.rejectedAfterWriterKnew); had not yet: \(summary.rejectedBeforeWriterKnew)); stale accepted on wake of a frozen member: \(summary.staleAcceptedOnWake)
             max leaderless gap: during faults \(summary.maxGapDuringFaults.map { "\($0.length) (\($0.job))" } ?? "none seen"), after faults \(summary.maxGapQuiet.map { "\($0.length) (\($0.job))" } ?? "none seen") (bound \(FaultChecker.leaderlessBound))
             monitor samples: \(samples.read) read, \(samples.unreadable) unreadable; proxy connections accepted: \(fleet.proxies.values.map(\.acceptedConnections).reduce(0, +))
             notes: \(fleet.notes.isEmpty ? "none" : fleet.notes.joined(separator: "; "))

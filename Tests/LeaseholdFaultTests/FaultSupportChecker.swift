@@ -13,11 +13,6 @@ struct FaultChecker {
     /// Longest a job may stay leaderless once faults have stopped: TTL + renew interval +
     /// generous slack for loaded CI cores.
     static let leaderlessBound: Duration = FaultFleet.ttl + FaultFleet.renewEvery + .seconds(5)
-    /// After a lease store loses its data, an old leader may act until its next renewal
-    /// reports the loss (PROTOCOL.md §7): writes in this window after the restart are the
-    /// documented, fenced overlap.
-    static let dataLossWindowUs: Int64 = Int64(milliseconds(FaultFleet.ttl + FaultFleet.renewEvery)) * 1000 + 1_000_000
-
     struct Grant {
         var job: String
         var token: UInt64
@@ -30,7 +25,6 @@ struct FaultChecker {
         var rejected = 0
         var rejectedAfterWriterKnew = 0
         var rejectedBeforeWriterKnew = 0
-        var staleAcceptedInDataLoss = 0
         var staleAcceptedOnWake = 0
         var grants = 0
         var maxGapDuringFaults: (job: String, length: Duration)?
@@ -61,12 +55,6 @@ struct FaultChecker {
             }
         }
         return result
-    }
-
-    func inDataLossWindow(_ atUs: Int64) -> Bool {
-        fleet.faults.contains {
-            $0.kind == .redisRestartNoPersistence && atUs >= $0.startedUs && atUs <= $0.endedUs + Self.dataLossWindowUs
-        }
     }
 
     /// A job frozen with its whole member (vm-pause) and woken before its supervisor may write
@@ -113,14 +101,14 @@ struct FaultChecker {
             }
             // (1c) No write of an older leadership was accepted after a newer one was granted:
             // the old leader's shell job must be dead by then (its supervisor kills it at
-            // validity, which ends before the lease can expire). Only a lease store that lost
-            // its data may legitimately overlap, for about one renewal.
+            // validity, which ends before the lease can expire). A lease store that lost its
+            // data is no exception: the restart quarantine keeps every lease free until the old
+            // leaders' validity ended (faults come one at a time, so no member starts afresh
+            // inside the loss, the one case the quarantine cannot cover).
             for write in accepted {
                 guard let newer = jobGrants.first(where: { $0.token > write.token && $0.atUs + 2_000 < write.atUs })
                 else { continue }
-                if inDataLossWindow(write.atUs) {
-                    summary.staleAcceptedInDataLoss += 1
-                } else if isWakeOfFrozenMember(write) {
+                if isWakeOfFrozenMember(write) {
                     summary.staleAcceptedOnWake += 1
                 } else {
                     fleet.violation(
