@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "LeaseholdDaemon",
             dependencies: [
-                "Leasehold", "RedisClient",
+                "Leasehold", "LeaseholdElection", "RedisClient", "CProcessSupervisor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
