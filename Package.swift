@@ -90,6 +90,11 @@ let package = Package(
             path: "Examples/FencedCounter",
             exclude: ["jobs.yaml"]
         ),
+        // A user-built daemon whose handler traps on request: the crash-release tests run it.
+        .executableTarget(
+            name: "TrappingHandlerExample", dependencies: ["LeaseholdDaemon", "Leasehold"],
+            path: "Examples/TrappingHandler"
+        ),
 
         // What the tests, the fault suite and the bench share: real redis-server processes,
         // the fault proxy, the daemon process, in-process members, the fake-clock engine

@@ -201,4 +201,56 @@ struct CrashReleaseTests {
         print("guardian and daemon killed: TTL takeover after \(takeover) (TTL 3 s)")
         _ = await standby.stop()
     }
+
+    @Test func aHandlerThatTrapsInAUserBuiltDaemonMovesItsJobFast() async throws {
+        let binary = URL(fileURLWithPath: try DaemonBinary.path()).deletingLastPathComponent()
+            .appendingPathComponent("TrappingHandlerExample").path
+        let fleet = try await DaemonFleet(
+            catalog: """
+                version: 1
+                redis: { namespace: NAMESPACE }
+                defaults: { lease: 10s, placement: any }
+                jobs:
+                  - { name: fragile, handler: trap, schedule: { every: 1s } }
+                """)
+        let probe = try TempDirectory()
+        let trapFile = probe.path + "/trap"
+        func start(_ name: String, _ environment: [String: String]) throws -> DaemonProcess {
+            try DaemonProcess(
+                name: name,
+                arguments: [
+                    "--config", fleet.catalogPath, "--redis", fleet.redis.url, "--name", name, "--log-format", "json",
+                ], environment: environment, executable: binary)
+        }
+        let leader = try start("a", ["LEASEHOLD_EXAMPLE_TRAP_FILE": trapFile])
+        let first = try await eventually("a leads", within: .seconds(20), diagnostics: { leader.logTail() }) {
+            () async throws -> LeaseValue? in
+            guard let held = try await fleet.holder("fragile"), held.owner.member == "a",
+                !Self.guardianPIDs(leader).isEmpty
+            else { return nil }
+            return held
+        }
+        let standby = try start("b", [:])
+        try await standby.waitForLine("b sees a", within: .seconds(20)) {
+            $0.message == "members changed" && ($0.fields?["members"] ?? "").contains("a")
+        }
+        _ = try probe.write("trap", "")
+        let trappedAt = ContinuousClock.now
+        let status = try await leader.waitForExit(within: .seconds(10))
+        #expect(status > 128, "the trap should kill the daemon by a signal, got \(status)")
+        let next = try await eventually(
+            "b takes over", within: .seconds(9), every: .milliseconds(5), diagnostics: { standby.logTail() }
+        ) {
+            () async throws -> LeaseValue? in
+            guard let held = try await fleet.holder("fragile"), held.owner.member == "b" else { return nil }
+            return held
+        }
+        let takeover = ContinuousClock.now - trappedAt
+        #expect(next.token > first.token)
+        #expect(takeover < .seconds(5), "took over after \(takeover) (TTL 10 s)")
+        let events = try await fleet.events("fragile")
+        #expect(events.last { $0["token"] == String(next.token) }?["type"] == "crash_release")
+        print("fatalError in a handler: takeover after \(takeover) (TTL 10 s)")
+        _ = await standby.stop()
+    }
 }
