@@ -63,8 +63,9 @@ struct CrashReleaseTests {
         try await standby.waitForLine("b sees a", within: .seconds(20)) {
             $0.message == "members changed" && ($0.fields?["members"] ?? "").contains("a")
         }
-        try await eventually("a run of loop", within: .seconds(10)) {
-            FileManager.default.fileExists(atPath: file) ? true : nil
+        // Well into its run, so its SIGTERM trap (0.5 s of further writes) is installed.
+        try await eventually("loop writes for a while", within: .seconds(10)) {
+            ((try? String(contentsOfFile: file, encoding: .utf8))?.split(separator: "\n").count ?? 0) >= 15 ? true : nil
         }
 
         let killedAt = ContinuousClock.now
