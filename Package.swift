@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "LeaseholdDaemon",
             dependencies: [
-                "Leasehold", "RedisClient",
+                "Leasehold", "LeaseholdElection", "RedisClient", "CProcessSupervisor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -91,6 +91,11 @@ let package = Package(
             name: "FencedCounterExample", dependencies: ["LeaseholdDaemon", "Leasehold", "RedisClient"],
             path: "Examples/FencedCounter",
             exclude: ["jobs.yaml"]
+        ),
+        // A user-built daemon whose handler traps on request: the crash-release tests run it.
+        .executableTarget(
+            name: "TrappingHandlerExample", dependencies: ["LeaseholdDaemon", "Leasehold"],
+            path: "Examples/TrappingHandler"
         ),
 
         // What the tests, the fault suite and the bench share: real redis-server processes,

@@ -236,6 +236,7 @@ package enum Render {
         case "expired_takeover": return "expired takeover"
         case "released": return "released"
         case "handed_off": return "handed off"
+        case "crash_release": return "crash release"
         case "lost": return "lost"
         case "forced_release": return "forced release"
         case "paused": return "paused"
@@ -265,6 +266,11 @@ package enum Render {
                 detail = "deleted by \(event.by ?? "operator") (unfenced)"
             case "handed_off":
                 detail = "released for placement or an operator request"
+            case "crash_release" where event.gapMs == nil:
+                // The release by the dead member's guardian carries no gap; the takeover does.
+                detail = "released by the guardian: this member's process had died"
+            case "crash_release":
+                detail = "took over after the previous leader's process died (its guardian released the lease)"
             case "paused":
                 detail = "by \(event.by ?? "operator")" + (event.reason.map { ": \($0)" } ?? "")
             case "resumed":

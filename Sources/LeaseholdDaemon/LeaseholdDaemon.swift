@@ -109,16 +109,28 @@ public enum LeaseholdDaemon {
 
     /// Runs a daemon with the built-in handlers plus `handlers`, reading the process
     /// arguments; never returns.
+    ///
+    /// The same executable also runs as the daemon's guardian (crash release): when started
+    /// with the guardian's marker argument it does that and nothing else.
     public static func main(handlers: [any JobHandler.Type] = [], arguments: [String]? = nil) async -> Never {
+        // Before anything parses arguments: every daemon built on this entry point can be
+        // its own guardian, so there is no second binary to install.
+        await Guardian.runIfRequested(CommandLine.arguments)
         let options = DaemonOptions.parseOrExit(arguments)
         var registry = HandlerRegistry.builtIn
         for handler in handlers { registry.register(handler) }
-        let code = await run(options: options, registry: registry)
+        let code = await run(options: options, registry: registry, guardian: true)
         exit(code)
     }
 
     /// Runs a daemon with `options` until SIGTERM/SIGINT; returns the process exit code.
+    /// Without ``main(handlers:arguments:)`` there is no guardian (its executable would not
+    /// know the guardian's argument), so a crash leaves the leases to expire by TTL.
     public static func run(options: DaemonOptions, registry: HandlerRegistry) async -> Int32 {
+        await run(options: options, registry: registry, guardian: false)
+    }
+
+    static func run(options: DaemonOptions, registry: HandlerRegistry, guardian withGuardian: Bool) async -> Int32 {
         // SIGHUP reloads the catalog; until the reloader listens, one must not kill the daemon.
         signal(SIGHUP, SIG_IGN)
         guard let level = Logger.Level(rawValue: options.logLevel.lowercased()) else {
@@ -206,6 +218,23 @@ public enum LeaseholdDaemon {
         } catch {
             return fail("\(error)")
         }
+        // The guardian releases this member's leases if the process dies; it gets the whole
+        // Redis configuration the member uses, over its private socket only.
+        var guardian: GuardianLink?
+        if withGuardian, catalog.crashRelease {
+            if GuardianLink.isSupported {
+                let link = GuardianLink(
+                    settings: GuardianSettings(
+                        redis: service.manager.configuration.redis, namespace: catalog.namespace,
+                        owner: service.manager.owner),
+                    logFormat: format, logger: logger)
+                service.manager.observeGrants { link.grantsChanged($0) }
+                link.start()
+                guardian = link
+            } else {
+                logger.warning("crash release unavailable: this kernel has no pidfd_open (Linux 5.3+)")
+            }
+        }
         logger.info(
             "leaseholdd starting",
             metadata: [
@@ -236,9 +265,12 @@ public enum LeaseholdDaemon {
         do {
             try await group.run()
         } catch {
+            // Leases may still be held: the guardian releases them once this process is gone.
             logger.error("daemon failed: \(error)")
             return 1
         }
+        // A graceful stop released what it could; the guardian must not act on this exit.
+        guardian?.standDown()
         if let reason = service.exitReason {
             logger.error("exiting: \(reason)")
             return lostLeadershipExitCode

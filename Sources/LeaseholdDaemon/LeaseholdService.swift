@@ -346,6 +346,7 @@ public final class LeaseholdService: Service, Sendable {
             logger.info("acquired leadership", metadata: meta)
             metrics.leader(job: grant.job).record(1)
             metrics.leaseAcquired(job: grant.job).increment()
+            if takeover == .crashRelease { metrics.crashReleases(job: grant.job).increment() }
             if stopping.withLock({ $0 }) {
                 // An acquire that raced the shutdown: nothing may start now, give it back.
                 manager.release(job: grant.job, token: grant.token, reason: .released)

@@ -123,6 +123,9 @@ public struct Catalog: Sendable {
     public var redisMinReplicas: Int = 0
     /// Jobs in file order.
     public var jobs: [JobSpec]
+    /// `defaults.crash_release`: whether a guardian process releases this daemon's leases
+    /// once the daemon process has died (true unless the catalog says false).
+    public var crashRelease: Bool = true
     /// The path as given to the loader.
     public var path: String
 

@@ -44,6 +44,8 @@ struct Validator {
     static let topKeys = ["version", "redis", "defaults", "jobs"]
     static let redisKeys = ["url", "namespace", "password_file", "tls", "sentinel_password", "min_replicas"]
     static let tlsKeys = ["ca_file", "cert_file", "key_file", "server_name", "verify"]
+    /// Settings of the whole daemon, allowed only under `defaults:`.
+    static let daemonKeys = ["crash_release"]
     static let jobKeys = ["name", "handler", "schedule", "config"] + Settings.keys
     static let scheduleKeys = ["every", "cron", "timezone"]
     static let durationHelp = "expected a number with a unit (ms, s, m, h), e.g. 10s or 1m30s"
@@ -199,12 +201,22 @@ struct Validator {
         }
 
         var defaults = Settings()
+        var crashRelease = true
         if let node = root.value(for: "defaults") {
             if node.asMapping == nil {
                 error(node.location, "'defaults' must be a mapping, got a \(node.typeName)")
             } else {
-                checkKeys(node, allowed: Settings.keys, context: "in 'defaults'")
+                checkKeys(node, allowed: Settings.keys + Self.daemonKeys, context: "in 'defaults'")
                 defaults = settings(node, fromDefaults: true)
+                if let n = node.value(for: "crash_release"),
+                    let text = string(n, key: "crash_release", expected: "true or false")
+                {
+                    switch text {
+                    case "true": crashRelease = true
+                    case "false": crashRelease = false
+                    default: error(n.location, "invalid crash_release '\(text)': expected true or false")
+                    }
+                }
             }
         }
 
@@ -231,6 +243,7 @@ struct Validator {
         catalog.redisTLS = tls
         catalog.redisSentinelPassword = sentinelPassword
         catalog.redisMinReplicas = minReplicas
+        catalog.crashRelease = crashRelease
         return catalog
     }
 
@@ -479,7 +492,12 @@ struct Validator {
         }
         // Name the job in messages even when its name is itself wrong (duplicate, bad characters).
         let what = displayName.map { "job '\($0)'" } ?? "job"
-        checkKeys(node, allowed: Validator.jobKeys, context: "in \(what)")
+        checkKeys(node, allowed: Validator.jobKeys + Self.daemonKeys, context: "in \(what)")
+        for entry in node.asMapping ?? [] where Self.daemonKeys.contains(entry.key) {
+            error(
+                entry.keyLocation, "'\(entry.key)' applies to the whole daemon: set it under 'defaults', not in \(what)"
+            )
+        }
 
         var handler: String?
         let config = node.value(for: "config")

@@ -79,6 +79,7 @@ package final class SupervisedProcess: Sendable {
             for pointer in envp { free(pointer) }
         }
         var handles = lh_supervised_t()
+        ProcessWatch.record(.spawning)
         let now = ContinuousClock.now
         let result: Int32 = path.withCString { cPath in
             argv.withUnsafeBufferPointer { argvBuffer in
@@ -94,9 +95,11 @@ package final class SupervisedProcess: Sendable {
             }
         }
         guard result == 0 else {
+            ProcessWatch.record(.spawnFailed)
             throw spawnError(errno: result, stage: handles.failure_stage, path: path, cwd: spec.workingDirectory)
         }
 
+        ProcessWatch.record(.started(supervisorPID: handles.supervisor_pid, jobPID: handles.job_pid))
         let feed = FeedChannel(fd: handles.feed_fd)
         let completion = Completion()
         let process = SupervisedProcess(
@@ -108,7 +111,11 @@ package final class SupervisedProcess: Sendable {
         let reader = OutputReader(
             stdoutFD: handles.stdout_fd, stderrFD: handles.stderr_fd, statusFD: handles.status_fd,
             supervisorPID: handles.supervisor_pid, processGroupID: handles.job_pid,
-            feed: feed, completion: { completion.finish($0) }, onOutputLine: onOutputLine)
+            feed: feed,
+            completion: { [supervisorPID = handles.supervisor_pid] outcome in
+                ProcessWatch.record(.ended(supervisorPID: supervisorPID))
+                completion.finish(outcome)
+            }, onOutputLine: onOutputLine)
         // A serial queue of its own: the reader blocks in poll(2), and such queues get a thread
         // of their own from Dispatch's overcommit pool instead of starving the shared ones.
         DispatchQueue(label: "leasehold.process.\(handles.job_pid)").async { reader.run() }

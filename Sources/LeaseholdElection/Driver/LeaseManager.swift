@@ -110,6 +110,7 @@ public final class LeaseManager: Service, Sendable {
     private let inputSink: AsyncStream<Input>.Continuation
     private let origin: ContinuousClock.Instant
     private let grants = Mutex<[String: LeaseGrant]>([:])
+    private let grantObserver = Mutex<(@Sendable ([LeaseGrant]) -> Void)?>(nil)
     private let members = Mutex<[MemberInfo]>([])
     private let codec: LeaseScriptCodec
     private let logger: Logger
@@ -142,6 +143,13 @@ public final class LeaseManager: Service, Sendable {
     public var currentGrants: [LeaseGrant] {
         let now = ContinuousClock.now
         return grants.withLock { Array($0.values) }.filter { now < $0.validUntil }.sorted { $0.job < $1.job }
+    }
+
+    /// Calls `observer` with every lease held whenever that set or a validity changes
+    /// (acquire, renewal, loss, release), on the manager's loop: it must not block. A
+    /// companion process learns what to release from it.
+    package func observeGrants(_ observer: (@Sendable ([LeaseGrant]) -> Void)?) {
+        grantObserver.withLock { $0 = observer }
     }
 
     /// The live members as of the last heartbeat.
@@ -495,6 +503,7 @@ public final class LeaseManager: Service, Sendable {
                     stepDownAt: origin + lease.stepDownAt)
             }
             grants.withLock { $0 = snapshot }
+            if let observer = grantObserver.withLock({ $0 }) { observer(Array(snapshot.values)) }
         }
         guard !events.isEmpty else { return }
         for event in events {

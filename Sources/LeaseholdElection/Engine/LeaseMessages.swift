@@ -163,6 +163,9 @@ public enum ReleaseReason: String, Sendable, Hashable {
     case released
     /// Placement (or an operator) moved the job to another member.
     case handedOff = "handed_off"
+    /// The holder's process died and a process watching it released the lease by value once
+    /// the holder's work had stopped (the daemon's guardian; the engine never sends it).
+    case crashRelease = "crash_release"
 }
 
 /// What Redis answered for one job of an acquire batch.
@@ -186,6 +189,8 @@ public enum TakeoverKind: String, Sendable, Hashable {
     case expiredTakeover = "expired_takeover"
     /// This member's own lease, taken up again.
     case reacquired
+    /// Free because the previous holder's process died and its guardian released the lease.
+    case crashRelease = "crash_release"
 }
 
 /// The namespace epoch as a script reply reports it: written once per namespace, new after

@@ -29,6 +29,11 @@ public struct LeaseholdMetrics: Sendable {
         Counter(label: "leasehold_lease_lost_total", dimensions: [("job", job), ("reason", reason)], factory: factory)
     }
 
+    /// Counts takeovers of a lease the dead holder's guardian released (crash release).
+    public func crashReleases(job: String) -> Counter {
+        Counter(label: "leasehold_crash_releases_total", dimensions: [("job", job)], factory: factory)
+    }
+
     /// The leaderless gap a new leader observed before it took over.
     public func leaderlessSeconds(job: String) -> Gauge {
         Gauge(label: "leasehold_leaderless_seconds", dimensions: [("job", job)], factory: factory)

@@ -78,8 +78,11 @@ package struct LeaseScriptCodec: Sendable {
         return Call(script: LeaseScripts.renew, keys: keyList, arguments: args, operation: "renew")
     }
 
-    /// The call for a release batch; `leaving` tells standbys this member is shutting down.
-    package func releaseCall(_ items: [ReleaseItem], reason: ReleaseReason, leaving: Bool = false) -> Call {
+    /// The call for a release batch; `leaving` tells standbys this member is shutting down;
+    /// `downMs` (a crash release) says how long ago the holder died.
+    package func releaseCall(
+        _ items: [ReleaseItem], reason: ReleaseReason, leaving: Bool = false, downMs: Int64? = nil
+    ) -> Call {
         var keyList: [String] = []
         var args = [
             owner.description, owner.member, reason.rawValue, keys.releasedChannel, String(eventsMaxLength),
@@ -89,6 +92,7 @@ package struct LeaseScriptCodec: Sendable {
             keyList += [keys.lease(item.job), keys.state(item.job), keys.events(item.job)]
             args += [item.job, item.token.map(String.init) ?? ""]
         }
+        if let downMs { args.append(String(max(0, downMs))) }
         return Call(script: LeaseScripts.release, keys: keyList, arguments: args, operation: "release")
     }
 

@@ -77,7 +77,7 @@ package enum LeaseScripts {
             local prev, wait = nil, 0
             if not v then
               at = state
-              prev = redis.call('HMGET', state, 'holder', 'released_at')
+              prev = redis.call('HMGET', state, 'holder', 'released_at', 'release_reason', 'down_since')
               if min_free ~= '' and (not prev[1] or prev[1] == '') and prev[2] then
                 wait = tonumber(min_free) - (now_ms - tonumber(prev[2]))
               end
@@ -96,6 +96,10 @@ package enum LeaseScripts {
               local kind, gap, prev_holder = 'acquired', '', ''
               if prev[1] and prev[1] ~= '' then
                 kind, gap, prev_holder = 'expired_takeover', gap_hint, prev[1]
+              elseif prev[3] == 'crash_release' then
+                -- Released by the dead holder's guardian: the gap counts from its death.
+                kind = 'crash_release'
+                gap = string.format('%d', now_ms - tonumber(prev[4] or prev[2] or now_s))
               elseif prev[2] then
                 gap = string.format('%d', now_ms - tonumber(prev[2]))
               end
@@ -104,7 +108,7 @@ package enum LeaseScripts {
                 'owner', owner, 'token', toks, 'at', now_s, 'gap_ms', gap, 'previous', prev_holder)
               at = state
               redis.call('HSET', state, 'holder', owner .. ':' .. toks, 'holder_member', member,
-                'acquired_at', now_s, 'lease_ms', ttl, 'last_owner', owner, 'last_token', toks)
+                'acquired_at', now_s, 'lease_ms', ttl, 'last_owner', owner, 'last_token', toks, 'release_reason', '')
               at = KEYS[1]
               redis.call('SADD', KEYS[1], job)
               return {1, toks, kind, gap}
@@ -223,12 +227,14 @@ package enum LeaseScripts {
     /// Releases a batch of leases by value and tells standbys at once through pub/sub.
     ///
     /// KEYS: per job: lease, state, events.
-    /// ARGV: owner, member, reason (`released` | `handed_off`), channel, events maxlen,
-    /// job count, leaving (`1` when the member is shutting down), then per job: name, token
-    /// ('' releases whatever lease this owner holds, used after an acquire whose outcome is
-    /// unknown).
+    /// ARGV: owner, member, reason (`released` | `handed_off` | `crash_release`), channel,
+    /// events maxlen, job count, leaving (`1` when the member is shutting down), then per job:
+    /// name, token ('' releases whatever lease this owner holds, used after an acquire whose
+    /// outcome is unknown), then optionally how long the holder has been down (ms; a crash
+    /// release), recorded as `down_since` so the next acquire reports the whole gap.
     /// The message published is the job name, followed by ` <member>` when the member is
-    /// leaving, so standbys stop counting it as a live preferred member at once.
+    /// leaving, so standbys stop counting it as a live preferred member at once. The reason
+    /// is kept in the state hash (`release_reason`) for the next acquire's event.
     /// Reply: `{1|0 per job}`.
     package static let release = RedisScript(
         #"""
@@ -236,7 +242,11 @@ package enum LeaseScripts {
         local suffix = ''
         if ARGV[7] == '1' then suffix = ' ' .. member end
         local t = redis.call('TIME')
-        local now_s = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local now_s = string.format('%d', now_ms)
+        local down = tonumber(ARGV[8 + n * 2] or '')
+        local down_s = ''
+        if down then down_s = string.format('%d', now_ms - down) end
         local out = {}
         for i = 1, n do
           local k = (i - 1) * 3
@@ -257,7 +267,8 @@ package enum LeaseScripts {
           if match then
             redis.call('DEL', KEYS[k + 1])
             -- The lease is gone; bookkeeping on a key of the wrong type must not hide that.
-            redis.pcall('HSET', KEYS[k + 2], 'holder', '', 'released_at', now_s)
+            redis.pcall('HSET', KEYS[k + 2], 'holder', '', 'released_at', now_s, 'release_reason', reason,
+              'down_since', down_s)
             redis.pcall('XADD', KEYS[k + 3], 'MAXLEN', '~', maxlen, '*', 'type', reason, 'member', member,
               'owner', owner, 'token', tok, 'at', now_s)
             redis.call('PUBLISH', channel, job .. suffix)
