@@ -15,6 +15,8 @@ struct BenchOptions: Sendable {
     /// Crash trials at TTL 2 s / 10 s and graceful trials (overridable for long runs).
     var crashTrials2s = 50
     var crashTrials10s = 5
+    /// Crash trials per TTL with crash release on (each takes milliseconds, not a TTL).
+    var crashReleaseTrials = 50
     var gracefulTrials = 50
     /// Cost scenario: only cells with this job count (diagnostics).
     var onlyJobs: Int?

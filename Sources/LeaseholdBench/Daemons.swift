@@ -20,7 +20,9 @@ func startDaemon(_ name: String, config: String, redisURL: String) throws -> Dae
 }
 
 /// A catalog of `count` log jobs that run every hour (handlers almost never run).
-func writeCatalog(directory: String, jobs count: Int, lease: String, placement: String) throws -> String {
+func writeCatalog(
+    directory: String, jobs count: Int, lease: String, placement: String, crashRelease: Bool = true
+) throws -> String {
     var text = """
         version: 1
         redis:
@@ -28,6 +30,7 @@ func writeCatalog(directory: String, jobs count: Int, lease: String, placement: 
         defaults:
           lease: \(lease)
           placement: \(placement)
+          crash_release: \(crashRelease)
         jobs:
 
         """

@@ -8,7 +8,7 @@ import RedisClient
 #endif
 
 struct FailoverSeries: Codable, Sendable {
-    var kind: String  // "crash (kill -9)" | "graceful (SIGTERM)"
+    var kind: String  // "crash (kill -9), TTL" | "crash (kill -9), crash release" | "graceful (SIGTERM)"
     var ttlSeconds: Double
     var trials: Int
     /// Kill/signal → first acquisition by another member, ms.
@@ -45,14 +45,21 @@ enum FailoverScenario {
         let redis = try await startRedis()
         let rtt = await pingRoundTripMs(redis)
         var series: [FailoverSeries] = []
+        // Crash without crash release is bounded by the lease TTL; with it (the default), by
+        // the guardian noticing the death and releasing.
         let plan: [(String, Int, Int)] = [
             ("graceful", 2, options.gracefulTrials),
             ("crash", 2, options.crashTrials2s),
+            ("crash-release", 2, options.crashReleaseTrials),
             ("crash", 10, options.crashTrials10s),
+            ("crash-release", 10, options.crashReleaseTrials),
         ]
         for (kind, ttl, trials) in plan where trials > 0 {
             log("failover: \(kind) ttl=\(ttl)s trials=\(trials)")
-            series.append(try await runSeries(redis: redis, crash: kind == "crash", ttlSeconds: ttl, trials: trials))
+            series.append(
+                try await runSeries(
+                    redis: redis, crash: kind != "graceful", crashRelease: kind != "crash", ttlSeconds: ttl,
+                    trials: trials))
         }
         await redis.stop()
         printTable(
@@ -74,16 +81,17 @@ enum FailoverScenario {
             FailoverReport(
                 machine: MachineInfo.current(), pingRoundTripMs: rtt,
                 method:
-                    "2 leaseholdd processes, 1 job, placement any; kill -9 or SIGTERM of the leader; latency = signal sent → acquisition event by the other member read via XREAD BLOCK; the killed member is restarted and the next trial kills whichever member leads, after a random delay in [0, renew interval)",
+                    "2 leaseholdd processes, 1 job, placement any; kill -9 (crash_release false: TTL takeover; true: the guardian releases) or SIGTERM of the leader; latency = signal sent → acquisition event by the other member read via XREAD BLOCK; the killed member is restarted and the next trial kills whichever member leads, after a random delay in [0, renew interval)",
                 series: series), name: "failover", options: options)
     }
 
-    static func runSeries(redis: RedisServerProcess, crash: Bool, ttlSeconds: Int, trials: Int) async throws
-        -> FailoverSeries
-    {
+    static func runSeries(
+        redis: RedisServerProcess, crash: Bool, crashRelease: Bool = false, ttlSeconds: Int, trials: Int
+    ) async throws -> FailoverSeries {
         let directory = try TempDirectory()
         let namespace = "leasehold"
-        let config = try writeCatalog(directory: directory.path, jobs: 1, lease: "\(ttlSeconds)s", placement: "any")
+        let config = try writeCatalog(
+            directory: directory.path, jobs: 1, lease: "\(ttlSeconds)s", placement: "any", crashRelease: crashRelease)
         let keys = LeaseKeys(namespace: namespace)
         // Fresh keys per series.
         _ = try await redis.command("FLUSHALL")
@@ -143,7 +151,9 @@ enum FailoverScenario {
                     for i in stride(from: 0, to: fields.count - 1, by: 2) {
                         map[fields[i].string ?? ""] = fields[i + 1].string ?? ""
                     }
-                    if map["type"] == "acquired" || map["type"] == "expired_takeover", map["member"] != victim {
+                    if ["acquired", "expired_takeover", "crash_release"].contains(map["type"] ?? ""),
+                        map["member"] != victim
+                    {
                         t1 = now
                         break reading
                     }
@@ -156,7 +166,7 @@ enum FailoverScenario {
             let latency = (t1 - t0).ms
             latencies.append(latency)
             remaining.append(Double(pttl))
-            if crash { excess.append(latency - Double(pttl)) }
+            if crash && !crashRelease { excess.append(latency - Double(pttl)) }
             // Restart the victim as a standby (new incarnation) and wait for its heartbeat.
             _ = try? await process.waitForExit(within: .seconds(15))
             daemons[victim] = try startDaemon(victim, config: config, redisURL: redis.url)
@@ -172,9 +182,9 @@ enum FailoverScenario {
         for daemon in daemons.values { await daemon.stop(within: .seconds(12)) }
         await connection.close()
         return FailoverSeries(
-            kind: crash ? "crash (kill -9)" : "graceful (SIGTERM)", ttlSeconds: Double(ttlSeconds),
-            trials: latencies.count,
+            kind: crash ? (crashRelease ? "crash (kill -9), crash release" : "crash (kill -9), TTL") : "graceful (SIGTERM)",
+            ttlSeconds: Double(ttlSeconds), trials: latencies.count,
             latency: Distribution(latencies), remainingTTL: Distribution(remaining),
-            excessOverTTL: crash ? Distribution(excess) : nil, samples: latencies, loadAverage: loadAverage())
+            excessOverTTL: crash && !crashRelease ? Distribution(excess) : nil, samples: latencies, loadAverage: loadAverage())
     }
 }

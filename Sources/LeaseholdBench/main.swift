@@ -1,7 +1,7 @@
 import Foundation
 
 // LeaseholdBench [all|cost|failover|placement|footprint|tls|replicas] [--quick]
-//   [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]
+//   [--crash-trials N] [--crash-trials-10s N] [--crash-release-trials N] [--graceful-trials N] [--results DIR]
 var options = BenchOptions()
 var scenario = "all"
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -18,13 +18,14 @@ while !arguments.isEmpty {
     case "--quick": options.quick = true
     case "--crash-trials": options.crashTrials2s = Int(value()) ?? options.crashTrials2s
     case "--crash-trials-10s": options.crashTrials10s = Int(value()) ?? options.crashTrials10s
+    case "--crash-release-trials": options.crashReleaseTrials = Int(value()) ?? options.crashReleaseTrials
     case "--graceful-trials": options.gracefulTrials = Int(value()) ?? options.gracefulTrials
     case "--results": options.resultsDirectory = value()
     case "--only-jobs": options.onlyJobs = Int(value())
     case "all", "cost", "failover", "placement", "footprint", "tls", "replicas": scenario = argument
     case "-h", "--help":
         print(
-            "usage: LeaseholdBench [all|cost|failover|placement|footprint|tls|replicas] [--quick] [--crash-trials N] [--crash-trials-10s N] [--graceful-trials N] [--results DIR]"
+            "usage: LeaseholdBench [all|cost|failover|placement|footprint|tls|replicas] [--quick] [--crash-trials N] [--crash-trials-10s N] [--crash-release-trials N] [--graceful-trials N] [--results DIR]"
         )
         exit(0)
     default:
@@ -35,6 +36,7 @@ while !arguments.isEmpty {
 if options.quick {
     options.crashTrials2s = min(options.crashTrials2s, 3)
     options.crashTrials10s = 0
+    options.crashReleaseTrials = min(options.crashReleaseTrials, 3)
     options.gracefulTrials = min(options.gracefulTrials, 3)
 }
 
