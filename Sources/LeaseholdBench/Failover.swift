@@ -182,9 +182,11 @@ enum FailoverScenario {
         for daemon in daemons.values { await daemon.stop(within: .seconds(12)) }
         await connection.close()
         return FailoverSeries(
-            kind: crash ? (crashRelease ? "crash (kill -9), crash release" : "crash (kill -9), TTL") : "graceful (SIGTERM)",
+            kind: crash
+                ? (crashRelease ? "crash (kill -9), crash release" : "crash (kill -9), TTL") : "graceful (SIGTERM)",
             ttlSeconds: Double(ttlSeconds), trials: latencies.count,
             latency: Distribution(latencies), remainingTTL: Distribution(remaining),
-            excessOverTTL: crash && !crashRelease ? Distribution(excess) : nil, samples: latencies, loadAverage: loadAverage())
+            excessOverTTL: crash && !crashRelease ? Distribution(excess) : nil, samples: latencies,
+            loadAverage: loadAverage())
     }
 }
