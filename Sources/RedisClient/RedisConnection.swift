@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// One logical connection to Redis; connects lazily and reconnects lazily.
 ///
 /// Blocking socket calls run on the actor's own serial executor (a private `DispatchQueue`),
@@ -100,7 +106,36 @@ public actor RedisConnection {
     /// target, the map unchanged). A pipeline is re-sent only when every reply is a
     /// redirect (or of a repeatable keyless command such as WAIT): otherwise something ran,
     /// and the replies are returned as they are.
+    ///
+    /// `TRYAGAIN` (a multi-key call while its slot's keys are half migrated: nothing ran) is
+    /// retried every 20 ms for up to half the command timeout, on the connection's own queue.
     private func clusterRun(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
+        let deadline = ContinuousClock.now + configuration.commandTimeout / 2
+        while true {
+            let replies = try clusterRunOnce(commands)
+            guard Self.isTryAgain(replies, commands), ContinuousClock.now + .milliseconds(20) < deadline else {
+                return replies
+            }
+            usleep(20_000)
+        }
+    }
+
+    /// Whether nothing ran because the slot is being migrated (every reply TRYAGAIN or of a
+    /// repeatable keyless command).
+    private static func isTryAgain(_ replies: [RedisReply], _ commands: [[[UInt8]]]) -> Bool {
+        var found = false
+        for (reply, command) in zip(replies, commands) {
+            if reply.errorMessage?.hasPrefix("TRYAGAIN") == true {
+                found = true
+                continue
+            }
+            let name = String(decoding: command.first ?? [], as: UTF8.self).uppercased()
+            if !RedisCluster.repeatableKeyless.contains(name) { return false }
+        }
+        return found
+    }
+
+    private func clusterRunOnce(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
         let slot = commands.lazy.compactMap(RedisCluster.routingSlot).first
         routeSlot = slot
         let replies = try perform { context throws(RedisError) in try Self.run(commands, context) }
