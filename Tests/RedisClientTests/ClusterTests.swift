@@ -166,6 +166,36 @@ struct ClusterConnectionTests {
         }
     }
 
+    /// A multi-key script with a missing key gets TRYAGAIN while its slot migrates (nothing
+    /// ran): the client retries it until the migration is done.
+    @Test(.timeLimit(.minutes(2))) func retriesTryAgainWhileTheSlotMigrates() async throws {
+        try await withRedisCluster { cluster in
+            let connection = RedisConnection(configuration: cluster.configuration(commandTimeout: .seconds(4)))
+            let key = "{again}:a"
+            let slot = RedisCluster.slot(of: key)
+            #expect(try await connection.send(["SET", key, "1"]) == .status("OK"))
+            let source = try await cluster.owner(of: slot)
+            let target = cluster.servers[(cluster.servers.firstIndex { $0 === source }! + 1) % cluster.servers.count]
+            try await cluster.beginMigration(slot: slot, from: source, to: target)
+            let script = RedisScript("return redis.call('INCR', KEYS[1]) + redis.call('EXISTS', KEYS[2])")
+            #expect(
+                try await source.command("EVAL", script.source, "2", key, "{again}:missing").errorMessage?
+                    .hasPrefix("TRYAGAIN") == true)
+            let migration = Task {
+                try await Task.sleep(for: .milliseconds(300))
+                try await cluster.moveKeys(slot: slot, from: source, to: target)
+                try await Task.sleep(for: .milliseconds(300))
+                try await cluster.finishMigration(slot: slot, from: source, to: target)
+            }
+            let started = ContinuousClock.now
+            let reply = try await connection.evaluate(script, keys: [key, "{again}:missing"], arguments: [])
+            #expect(reply == .integer(2), "\(reply)")
+            #expect(ContinuousClock.now - started >= .milliseconds(500))
+            try await migration.value
+            await connection.close()
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func unreachableSeedsNameEveryOneTried() async throws {
         let ports = [FreePort.next(), FreePort.next()]
         let url = "redis-cluster://:pw@" + ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
