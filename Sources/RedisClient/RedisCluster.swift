@@ -108,6 +108,9 @@ struct ClusterSlotMap {
     private(set) var ranges: [Range] = []
     /// Set after a redirect or a lost connection: the next connect reads the map again.
     var isStale = true
+    /// The node a MOVED named: asked first for the new map, since it knows it owns the slot
+    /// while others may not have learnt it yet.
+    private var redirectedTo: RedisSentinel.Node?
 
     init(cluster: RedisCluster) { self.cluster = cluster }
 
@@ -123,6 +126,7 @@ struct ClusterSlotMap {
     mutating func learn(slot: Int, node: RedisSentinel.Node) {
         ranges.removeAll { $0.first == slot && $0.last == slot }
         ranges.insert(Range(first: slot, last: slot, node: node), at: 0)
+        redirectedTo = node
         isStale = true
     }
 
@@ -138,7 +142,9 @@ struct ClusterSlotMap {
             isStale = false
             return
         }
-        var candidates = cluster.nodes
+        var candidates = redirectedTo.map { [$0] } ?? []
+        redirectedTo = nil
+        for node in cluster.nodes where !candidates.contains(node) { candidates.append(node) }
         for range in ranges where !candidates.contains(range.node) { candidates.append(range.node) }
         for node in candidates {
             do {

@@ -196,6 +196,39 @@ struct ClusterConnectionTests {
         }
     }
 
+    /// Classic PUBLISH is broadcast cluster-wide: a subscriber on any node hears a message
+    /// published on another; when its node dies it subscribes on the next seed.
+    @Test(.timeLimit(.minutes(2))) func subscriberHearsPublishesFromAnyNodeAndMovesOnWhenItsNodeDies() async throws {
+        try await withRedisCluster { cluster in
+            let subscriber = RedisSubscriber(
+                configuration: cluster.configuration(commandTimeout: .milliseconds(500)), channels: ["{ns}:released"])
+            var messages = subscriber.messages.makeAsyncIterator()
+            guard case .subscribed = await messages.next() else {
+                Issue.record("the subscriber did not subscribe")
+                return
+            }
+            // The first seed is the one subscribed to; publish on the last node (its count
+            // is of its own subscribers only: 0).
+            #expect(try await cluster.servers[2].command("PUBLISH", "{ns}:released", "a").integer == 0)
+            #expect(await messages.next() == .message(channel: "{ns}:released", payload: Array("a".utf8)))
+            await cluster.servers[0].kill()
+            var resubscribed = false
+            while let message = await messages.next() {
+                if case .subscribed = message {
+                    resubscribed = true
+                    break
+                }
+            }
+            #expect(resubscribed)
+            // Subscribed on the second seed now: the bus carries the message there.
+            #expect(
+                try await cluster.servers[1].command("PUBSUB", "NUMSUB", "{ns}:released").array?.last == .integer(1))
+            _ = try await cluster.servers[2].command("PUBLISH", "{ns}:released", "b")
+            #expect(await messages.next() == .message(channel: "{ns}:released", payload: Array("b".utf8)))
+            await subscriber.stop()
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func unreachableSeedsNameEveryOneTried() async throws {
         let ports = [FreePort.next(), FreePort.next()]
         let url = "redis-cluster://:pw@" + ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
