@@ -29,7 +29,7 @@ build: deps
 # integration suites in parallel, then the multi-process fault suite and the simulator each
 # on their own: their minutes of CPU would otherwise slow the timing-sensitive suites
 # running beside them.
-HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests|HostileCatalogTests|SentinelFailoverTests
+HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests|HostileCatalogTests|SentinelFailoverTests|ClusterMigrationTests
 test: deps lint
 	$(SWIFT) build --build-tests --explicit-target-dependency-import-check error
 	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)'
@@ -37,6 +37,7 @@ test: deps lint
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter LeaseholdSimulationTests
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter HostileCatalogTests
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter SentinelFailoverTests
+	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter ClusterMigrationTests
 
 # The module rules: the election module stays free of YAML, process and Foundation code, and
 # every imported module is declared in Package.swift.

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// One logical connection to Redis; connects lazily and reconnects lazily.
 ///
 /// Blocking socket calls run on the actor's own serial executor (a private `DispatchQueue`),
@@ -28,6 +34,12 @@ public actor RedisConnection {
     private nonisolated let monitor: SentinelMonitor?
     /// The monitor generation the open context (or the last connect attempt) was made for.
     private var contextGeneration: UInt64 = 0
+    /// Set for a `redis-cluster://` endpoint: the slot map this connection routes by.
+    private var slotMap: ClusterSlotMap?
+    /// The cluster node the open context is connected to.
+    private var contextNode: RedisSentinel.Node?
+    /// The slot the current call is routed by (nil: any node will do).
+    private var routeSlot: Int?
 
     /// The connection's own serial queue: blocking socket calls never run on the cooperative pool.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -40,6 +52,7 @@ public actor RedisConnection {
         self.executor = DispatchQueueExecutor(label: "leasehold.redis.connection")
         self.backoff = Backoff(minimum: configuration.reconnectBackoffMin, maximum: configuration.reconnectBackoffMax)
         self.monitor = SentinelMonitor.retain(for: configuration)
+        self.slotMap = configuration.endpoint.cluster.map(ClusterSlotMap.init(cluster:))
     }
 
     deinit {
@@ -54,13 +67,13 @@ public actor RedisConnection {
 
     /// Sends one command; error replies are returned as `.error`, transport failures thrown.
     public func send(_ arguments: [String]) async throws(RedisError) -> RedisReply {
-        try perform { context throws(RedisError) in try Self.checked(context.command(arguments.utf8Arguments), context)
-        }
+        try await send(arguments.utf8Arguments)
     }
 
     /// Binary-safe variant.
     public func send(_ arguments: [[UInt8]]) async throws(RedisError) -> RedisReply {
-        try perform { context throws(RedisError) in try Self.checked(context.command(arguments), context) }
+        if slotMap != nil { return try clusterRun([arguments])[0] }
+        return try perform { context throws(RedisError) in try Self.checked(context.command(arguments), context) }
     }
 
     /// Sends all commands in one write and reads all replies (hiredis formats, the transport
@@ -72,13 +85,95 @@ public actor RedisConnection {
     /// Binary-safe variant.
     public func pipeline(_ commands: [[[UInt8]]]) async throws(RedisError) -> [RedisReply] {
         if commands.isEmpty { return [] }
-        return try perform { context throws(RedisError) in
-            for command in commands { try context.append(command) }
+        if slotMap != nil { return try clusterRun(commands) }
+        return try perform { context throws(RedisError) in try Self.run(commands, context) }
+    }
+
+    private static func run(_ commands: [[[UInt8]]], _ context: HiredisContext) throws(RedisError) -> [RedisReply] {
+        if commands.count == 1 { return [try checked(context.command(commands[0]), context)] }
+        for command in commands { try context.append(command) }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands { replies.append(try checked(context.readReply(), context)) }
+        return replies
+    }
+
+    // MARK: Cluster routing
+
+    /// Runs `commands` (one call or one pipeline) on the node owning the slot of their first
+    /// key, following one `MOVED` (the map is read again and the commands re-sent: a MOVED
+    /// reply means the command did not run) or one `ASK` (`ASKING` + the command on the
+    /// target, the map unchanged). A pipeline is re-sent only when every reply is a
+    /// redirect (or of a repeatable keyless command such as WAIT): otherwise something ran,
+    /// and the replies are returned as they are.
+    ///
+    /// `TRYAGAIN` (a multi-key call while its slot's keys are half migrated: nothing ran) is
+    /// retried every 20 ms for up to half the command timeout, on the connection's own queue.
+    private func clusterRun(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
+        let deadline = ContinuousClock.now + configuration.commandTimeout / 2
+        while true {
+            let replies = try clusterRunOnce(commands)
+            guard Self.isTryAgain(replies, commands), ContinuousClock.now + .milliseconds(20) < deadline else {
+                return replies
+            }
+            usleep(20_000)
+        }
+    }
+
+    /// Whether nothing ran because the slot is being migrated (every reply TRYAGAIN or of a
+    /// repeatable keyless command).
+    private static func isTryAgain(_ replies: [RedisReply], _ commands: [[[UInt8]]]) -> Bool {
+        var found = false
+        for (reply, command) in zip(replies, commands) {
+            if reply.errorMessage?.hasPrefix("TRYAGAIN") == true {
+                found = true
+                continue
+            }
+            let name = String(decoding: command.first ?? [], as: UTF8.self).uppercased()
+            if !RedisCluster.repeatableKeyless.contains(name) { return false }
+        }
+        return found
+    }
+
+    private func clusterRunOnce(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
+        let slot = commands.lazy.compactMap(RedisCluster.routingSlot).first
+        routeSlot = slot
+        let replies = try perform { context throws(RedisError) in try Self.run(commands, context) }
+        guard let redirect = Self.redirect(replies, commands) else { return replies }
+        switch redirect {
+        case .moved(let movedSlot, let node):
+            slotMap?.learn(slot: movedSlot, node: node)
+            routeSlot = slot ?? movedSlot
+            return try perform { context throws(RedisError) in try Self.run(commands, context) }
+        case .ask(_, let node):
+            let context = try HiredisContext.connect(ClusterSlotMap.configuration(configuration, node))
+            let asking = [Array("ASKING".utf8)]
+            for command in commands {
+                try context.append(asking)
+                try context.append(command)
+            }
             var replies: [RedisReply] = []
-            replies.reserveCapacity(commands.count)
-            for _ in commands { replies.append(try Self.checked(context.readReply(), context)) }
+            for _ in commands {
+                _ = try Self.checked(context.readReply(), context)
+                replies.append(try Self.checked(context.readReply(), context))
+            }
             return replies
         }
+    }
+
+    /// The redirect to follow, when nothing of `commands` ran.
+    private static func redirect(_ replies: [RedisReply], _ commands: [[[UInt8]]]) -> ClusterRedirect? {
+        var found: ClusterRedirect?
+        for (reply, command) in zip(replies, commands) {
+            if let redirect = ClusterRedirect(reply) {
+                if found == nil { found = redirect }
+                continue
+            }
+            let name = String(decoding: command.first ?? [], as: UTF8.self).uppercased()
+            if RedisCluster.repeatableKeyless.contains(name) { continue }
+            return nil
+        }
+        return found
     }
 
     /// EVALSHA; on a NOSCRIPT reply (script cache empty, e.g. after a restart or SCRIPT FLUSH)
@@ -143,6 +238,8 @@ public actor RedisConnection {
             if context.isBroken || error.kind == .authenticationFailed || error.kind == .readOnly {
                 // A demoted primary or a lost connection: the primary may have moved.
                 if context.isBroken || error.kind == .readOnly { monitor?.invalidate(generation: contextGeneration) }
+                // A lost node may have failed over: read the slot map again on reconnect.
+                if context.isBroken { slotMap?.isStale = true }
                 self.context = nil
                 lastError = error
                 retryNotBefore = nil  // the next call reconnects at once; backoff starts if that fails
@@ -162,6 +259,14 @@ public actor RedisConnection {
             context = nil
             retryNotBefore = nil
         }
+        if let map = slotMap, context != nil, let slot = routeSlot, let owner = map.owner(of: slot),
+            owner != contextNode
+        {
+            // The slot's owner changed (MOVED, a new map): a namespace lives in one slot, so
+            // the connection follows it to its new node.
+            context = nil
+            retryNotBefore = nil
+        }
         if let context { return context }
         let now = ContinuousClock.now
         if let retryNotBefore, now < retryNotBefore {
@@ -174,8 +279,18 @@ public actor RedisConnection {
         }
         do {
             contextGeneration = monitor?.generation ?? 0
-            let (context, generation) = try HiredisContext.connect(configuration, via: monitor)
-            contextGeneration = generation
+            let context: HiredisContext
+            if var map = slotMap {
+                if map.isStale { try map.refresh(configuration, using: nil) }
+                slotMap = map
+                let node = routeSlot.flatMap(map.owner(of:)) ?? contextNode ?? map.anyNode
+                context = try HiredisContext.connect(ClusterSlotMap.configuration(configuration, node))
+                contextNode = node
+            } else {
+                let (made, generation) = try HiredisContext.connect(configuration, via: monitor)
+                contextGeneration = generation
+                context = made
+            }
             self.context = context
             backoff.reset()
             retryNotBefore = nil

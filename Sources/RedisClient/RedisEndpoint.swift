@@ -13,6 +13,7 @@
 ///   verify the server against the system trust store and the URL's host)
 /// - `unix:///path/redis.sock[?db=N][&username=U][&password=P]`
 /// - `redis-sentinel://[user:password@]host:port[,host:port...][/db]#master` (see ``RedisSentinel``)
+/// - `redis-cluster://[user:password@]host:port[,host:port...][/0]` (seed nodes, see ``RedisCluster``)
 ///
 /// The password never appears in `description`, `debugDescription`, mirrors or errors.
 public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible,
@@ -37,6 +38,9 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
     /// Set for a `redis-sentinel://` URL: the primary is discovered through these sentinels
     /// and `address` is only the first sentinel's (never connected to as a data node).
     public var sentinel: RedisSentinel?
+    /// Set for a `redis-cluster://` URL: the seed nodes; `address` is only the first seed's
+    /// (each call goes to the node owning its key's slot).
+    public var cluster: RedisCluster?
 
     /// Creates an endpoint from its parts.
     public init(
@@ -66,6 +70,15 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
 
     /// The URL with the password replaced by `***`.
     public var description: String {
+        if let cluster {
+            var text = cluster.tls ? "rediss-cluster://" : "redis-cluster://"
+            if password != nil {
+                text += (username ?? "") + ":***@"
+            } else if let username {
+                text += username + "@"
+            }
+            return text + cluster.description + "/0"
+        }
         if let sentinel {
             var text = sentinel.tls ? "rediss-sentinel://" : "redis-sentinel://"
             if password != nil {
@@ -108,7 +121,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible, Custom
             children: [
                 "address": address as Any, "username": username as Any,
                 "password": (password == nil ? nil : "***") as Any, "database": database, "tls": tls as Any,
-                "sentinel": sentinel as Any,
+                "sentinel": sentinel as Any, "cluster": cluster as Any,
             ],
             displayStyle: .struct)
     }
@@ -185,6 +198,11 @@ struct URLParser {
             endpoint.tls = RedisTLSConfiguration()
             return endpoint
         case "redis-sentinel", "rediss-sentinel": return try parseSentinel(rest, tls: scheme == "rediss-sentinel")
+        case "redis-cluster", "rediss-cluster":
+            var endpoint = try parseCluster(rest, tls: scheme == "rediss-cluster")
+            // Every node shares the TLS settings (CA, client certificate).
+            if scheme == "rediss-cluster" { endpoint.tls = RedisTLSConfiguration() }
+            return endpoint
         default: throw fail("unsupported scheme \"\(scheme)\"")
         }
     }

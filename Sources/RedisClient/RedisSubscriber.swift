@@ -115,6 +115,8 @@ private struct SubscriberLoop {
     var reportedDisconnect = false
     /// Set for a `redis-sentinel://` endpoint: the subscriber follows the primary.
     var monitor: SentinelMonitor?
+    /// For a `redis-cluster://` endpoint: the seed subscribed to last.
+    var clusterIndex = 0
     var generation: UInt64 = 0
 
     static let pollInterval: Int32 = 100  // ms: how often the stop flag is checked
@@ -135,9 +137,16 @@ private struct SubscriberLoop {
         while !control.stopRequested {
             let context: HiredisContext
             do {
-                let made = try HiredisContext.connect(configuration, via: monitor)
-                context = made.0
-                generation = made.1
+                if let cluster = configuration.endpoint.cluster {
+                    // Classic PUBLISH is broadcast to every node: any node will do.
+                    let made = try HiredisContext.connectAnyNode(configuration, cluster, startingAt: clusterIndex)
+                    context = made.0
+                    clusterIndex = made.1
+                } else {
+                    let made = try HiredisContext.connect(configuration, via: monitor)
+                    context = made.0
+                    generation = made.1
+                }
                 try subscribe(context)
             } catch {
                 reportDisconnect(error)
@@ -152,6 +161,7 @@ private struct SubscriberLoop {
                 return  // stop requested
             } catch {
                 monitor?.invalidate(generation: generation)
+                clusterIndex += 1  // on a cluster, try the next node
                 reportDisconnect(error)
                 // Reconnect at once after a connection that worked; backoff if that fails.
             }

@@ -204,6 +204,20 @@ let sampleCatalog = """
     #expect(catalog.jobs.first { $0.name == "heartbeat" }?.renewEvery == .seconds(3))
 }
 
+@Test func clusterURLsLoad() throws {
+    for url in ["redis-cluster://10.0.0.1:6379,10.0.0.2:6379/0", "rediss-cluster://10.0.0.1:6379"] {
+        let c = try loadCatalog(
+            """
+            version: 1
+            redis: { url: "\(url)", namespace: payments }
+            jobs:
+              - {name: a, handler: log, schedule: continuous}
+            """)
+        #expect(c.redisURL == url)
+        #expect(try RedisEndpoint(url: c.redisURL!).cluster?.nodes.count ?? 0 >= 1)
+    }
+}
+
 @Test func sentinelURLSentinelPasswordAndMinReplicasLoad() throws {
     let c = try loadCatalog(
         """

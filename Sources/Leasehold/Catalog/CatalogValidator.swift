@@ -143,6 +143,7 @@ struct Validator {
                 {
                     if url.hasPrefix("redis://") || url.hasPrefix("rediss://") || url.hasPrefix("unix://")
                         || url.hasPrefix("redis-sentinel://") || url.hasPrefix("rediss-sentinel://")
+                        || url.hasPrefix("redis-cluster://") || url.hasPrefix("rediss-cluster://")
                     {
                         redisURL = url
                     } else {
