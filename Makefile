@@ -30,9 +30,13 @@ build: deps
 # on their own: their minutes of CPU would otherwise slow the timing-sensitive suites
 # running beside them.
 HEAVY_SUITES := LeaseholdSimulationTests|FaultSuiteTests|HostileCatalogTests|SentinelFailoverTests|ClusterMigrationTests
+# Suites that start whole Redis topologies or daemon fleets (TLS, Sentinel, Cluster, crash
+# release): run after the main pass, so their processes do not starve its 2 s leases.
+TOPOLOGY_SUITES := TLSTests|TLSDaemonTests|SentinelIntegrationTests|MinReplicasTests|ClusterConnectionTests|CrashReleaseTests
 test: deps lint
 	$(SWIFT) build --build-tests --explicit-target-dependency-import-check error
-	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)'
+	$(SWIFT) test --skip-build --skip '$(HEAVY_SUITES)|$(TOPOLOGY_SUITES)'
+	$(SWIFT) test --skip-build --filter '$(TOPOLOGY_SUITES)'
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter FaultSuiteTests
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter LeaseholdSimulationTests
 	LEASEHOLD_HEAVY_TESTS=1 $(SWIFT) test --skip-build --filter HostileCatalogTests

@@ -14,15 +14,26 @@ public final class RedisClusterTopology: Sendable {
     public init(primaries: Int = 3) async throws {
         var servers: [RedisServerProcess] = []
         for _ in 0..<primaries {
-            servers.append(
-                try await RedisServerProcess(
-                    .init(extraArguments: [
-                        // Relative to --dir: each node keeps its own file in its own directory.
-                        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", "5000",
-                        // The bus port is port + 10000 unless given, too high for the kernel's free ports.
-                        "--cluster-port", String(FreePort.next()),
-                    ])))
+            // The server retries a taken client port itself, but not a taken bus port (another
+            // test may take it between FreePort and the bind): start afresh with a new one.
+            var attempt = 0
+            while true {
+                do {
+                    servers.append(
+                        try await RedisServerProcess(
+                            .init(extraArguments: [
+                                // Relative to --dir: each node keeps its own file in its own directory.
+                                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                "--cluster-node-timeout", "5000",
+                                // The bus port is port + 10000 unless given, too high for the kernel's free ports.
+                                "--cluster-port", String(FreePort.next()),
+                            ])))
+                    break
+                } catch {
+                    attempt += 1
+                    if attempt >= 3 { throw error }
+                }
+            }
         }
         self.servers = servers
         let (status, output) = await runTool(
