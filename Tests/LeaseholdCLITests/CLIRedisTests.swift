@@ -33,7 +33,11 @@ struct CLIRedisTests {
         let server = try await RedisServerProcess()
         let ns = "st"
         let jobNames = ["alpha", "beta", "gamma", "delta"]
-        let jobs = jobNames.map { LeaseJob(name: $0, timing: cliTTL) }
+        // 4 s leases: the holders read below must still hold when the CLI reads, through the
+        // 2 s stalls of a machine running every suite beside two CPU hogs (seen: all four
+        // leases lost and taken again in between with 2 s leases).
+        let timing = LeaseTiming(ttl: .seconds(4))
+        let jobs = jobNames.map { LeaseJob(name: $0, timing: timing) }
         let config = try cliCatalog(server: server, namespace: ns, jobs: jobNames + ["never-run"])
         try await withMembers(
             ["m1", "m2"], redis: server.configuration(), jobs: jobs, options: { cliMember($0, namespace: ns) }
@@ -72,7 +76,7 @@ struct CLIRedisTests {
                 #expect(leader["member"] as? String == member)
                 #expect((leader["token"] as? NSNumber)?.uint64Value == token)
                 let expires = try #require((leader["expires_in_ms"] as? NSNumber)?.int64Value)
-                #expect(expires > 0 && expires <= 2_000)
+                #expect(expires > 0 && expires <= 4_000)
                 // The lease value in Redis says the same.
                 let value = try await server.command("GET", "{\(ns)}:{\(name)}:lease").string
                 #expect(value?.hasPrefix("\(member)@") == true)
