@@ -60,7 +60,7 @@ cli status
 JOB=queue-consumer
 VICTIM=$(leader_of "$JOB")
 OLD=$(lease_of "$JOB")
-say "kill -9 $VICTIM, the leader of $JOB (lease 5s): a standby takes over after the TTL"
+say "kill -9 $VICTIM, the leader of $JOB (lease 5s): its guardian releases the lease once the job is stopped, and a standby takes over at once (with crash_release: false, after the TTL)"
 kill -KILL "$(member_pid "$VICTIM")"
 START=$(date +%s.%N)
 wait_for 20 bash -c "v=\$(redis-cli -p $PORT GET '{$NS}:{$JOB}:lease'); [ -n \"\$v\" ] && [ \"\$v\" != '$OLD' ]"

@@ -178,7 +178,11 @@ struct CrashReleaseTests {
         ) {
             Self.guardianPIDs(leader).last.flatMap { $0 != firstGuardian ? $0 : nil }
         }
-        #expect(leader.lines.contains { $0.message == "guardian exited; starting a new one" })
+        // The log line travels through the daemon's stderr pipe: it may arrive after the new
+        // guardian is already visible in /proc.
+        _ = try await leader.waitForLine("the guardian's replacement logged", within: .seconds(10)) {
+            $0.message == "guardian exited; starting a new one"
+        }
         let standby = try fleet.start("b")
         try await standby.waitForLine("b sees a", within: .seconds(20)) {
             $0.message == "members changed" && ($0.fields?["members"] ?? "").contains("a")
