@@ -50,15 +50,7 @@ struct ClusterMigrationTests {
             func diagnostics() -> String { members.map { "\($0.name):\n\($0.logTail(15))" }.joined(separator: "\n") }
             func writes(_ job: String) async throws -> (
                 accepted: [FencedResource.Write], rejected: [FencedResource.Write]
-            ) {
-                let keys = FencedResource.keys(job)
-                let accepted = try await resource.command("LRANGE", keys.accepted, "0", "-1").array ?? []
-                let rejected = try await resource.command("LRANGE", keys.rejected, "0", "-1").array ?? []
-                return (
-                    accepted.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } },
-                    rejected.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } }
-                )
-            }
+            ) { try await FencedResource.writes(job, on: resource) }
             func nowUs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
             try await eventually("every job led and writing", within: .seconds(30), diagnostics: diagnostics) {
                 for job in Self.jobs where try await writes(job).accepted.isEmpty { return false }

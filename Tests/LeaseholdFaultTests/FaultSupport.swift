@@ -129,6 +129,19 @@ func logTimeMicros(_ line: DaemonLogLine) -> Int64? {
 // MARK: - The fenced resource
 
 enum FencedResource {
+    /// The writes `resource` recorded for `job`, accepted and rejected, in order.
+    static func writes(_ job: String, on resource: RedisServerProcess) async throws -> (
+        accepted: [Write], rejected: [Write]
+    ) {
+        let keys = keys(job)
+        let accepted = try await resource.command("LRANGE", keys.accepted, "0", "-1").array ?? []
+        let rejected = try await resource.command("LRANGE", keys.rejected, "0", "-1").array ?? []
+        return (
+            accepted.compactMap { $0.string.flatMap { Write(job: job, entry: $0) } },
+            rejected.compactMap { $0.string.flatMap { Write(job: job, entry: $0) } }
+        )
+    }
+
     /// KEYS: high, accepted, rejected. ARGV: token, member, instance.
     /// Accepts a token not lower than the highest accepted so far (equal: a retry within one
     /// leadership); records every write with the resource's own `TIME` (µs).
@@ -357,13 +370,7 @@ final class FaultFleet: Sendable {
 
     /// The writes the resource recorded for `job`.
     func writes(_ job: String) async throws -> (accepted: [FencedResource.Write], rejected: [FencedResource.Write]) {
-        let keys = FencedResource.keys(job)
-        let accepted = try await resource.command("LRANGE", keys.accepted, "0", "-1").array ?? []
-        let rejected = try await resource.command("LRANGE", keys.rejected, "0", "-1").array ?? []
-        return (
-            accepted.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } },
-            rejected.compactMap { $0.string.flatMap { FencedResource.Write(job: job, entry: $0) } }
-        )
+        try await FencedResource.writes(job, on: resource)
     }
 
     /// Which owner ids (`member@incarnation`) lead which jobs now (empty if Redis cannot be
